@@ -1,0 +1,1 @@
+"""Authentication (API keys, Entra ID JWTs) and authorization, shared by every server."""

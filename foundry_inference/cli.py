@@ -1,0 +1,65 @@
+"""The `foundry-inference` console script: one subcommand per component (the same commands a pod runs)."""
+import argparse
+import importlib
+import sys
+
+from foundry_inference import logs
+
+# subcommand -> (module with main(args), help). Components land one issue at a time; a subcommand whose module is
+# not there yet says so and exits 2 rather than pretending to run.
+COMPONENTS = {
+    "up": ("foundry_inference.embedded", "run the whole platform on this machine (embedded mode)"),
+    "control-plane": ("foundry_inference.apps.controlplane.app", "run the control plane REST API (port 8080)"),
+    "operator": ("foundry_inference.operator.main", "run the polling operator"),
+    "predictive-server": ("foundry_inference.apps.predictive.server", "serve one ONNX model (port 8000)"),
+    "chat-server": ("foundry_inference.apps.chat.server", "serve one generative model, OpenAI-compatible (port 5000)"),
+}
+
+
+def _store_options(parser, default="kubernetes"):
+    parser.add_argument("--store", choices=["kubernetes", "embedded"], default=default,
+                        help="where resources live (default: %(default)s)")
+    parser.add_argument("--data-dir", help="embedded store and cache directory (default ~/.local/share/...)")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube/config)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="foundry-inference", description=__doc__)
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default: info")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = sub.add_parser("up", help=COMPONENTS["up"][1])
+    up.add_argument("--data-dir", help="state, models and keys (default ~/.local/share/foundry-inference)")
+    up.add_argument("--port", type=int, default=8080)
+    up.add_argument("--address", default="127.0.0.1")
+    cp = sub.add_parser("control-plane", help=COMPONENTS["control-plane"][1])
+    cp.add_argument("--port", type=int, default=8080)
+    cp.add_argument("--address", default="0.0.0.0")
+    _store_options(cp)
+    op = sub.add_parser("operator", help=COMPONENTS["operator"][1])
+    _store_options(op)
+    for name in ("predictive-server", "chat-server"):
+        server = sub.add_parser(name, help=COMPONENTS[name][1])
+        server.add_argument("--port", type=int, help="default from the environment, as in a pod")
+        server.add_argument("--address", default=None)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logs.setup(args.log_level)
+    module_name = COMPONENTS[args.command][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            print(f"foundry-inference {args.command}: this component is not part of this build yet", file=sys.stderr)
+            return 2
+        raise
+    try:
+        return module.main(args) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Resource stores shared by the control plane and the operator."""

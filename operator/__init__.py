@@ -1,0 +1,1 @@
+"""Polling operator: reconcilers, child builders, catalog sync, embedded node agent."""

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up a development/runtime environment on a fresh Debian/Ubuntu machine: system packages and a virtualenv at
+# .venv with the platform installed (editable). Idempotent; progress goes to stderr.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+APT_PACKAGES=(nginx-light)
+[ "${1:-}" = "--test" ] && APT_PACKAGES+=(wrk)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  say "installing ${missing[*]}"
+  $SUDO apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}" >/dev/null
+fi
+
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$PY" -m venv .venv
+fi
+EXTRAS="."
+[ "${1:-}" = "--test" ] && EXTRAS=".[test]"
+say "installing foundry-inference into .venv ($EXTRAS)"
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" >&2 || true
+.venv/bin/python -m pip install -q --disable-pip-version-check -e "$EXTRAS" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+.venv/bin/foundry-inference --help >/dev/null
+say "ready: .venv/bin/foundry-inference"

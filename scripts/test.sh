@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite: system packages, the Kubernetes test binaries (built once, cached under
+# ~/.cache/foundry-inference), the virtualenv, lint, then unit + integration + e2e tests against real components.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+bash tests/kube/build-kube.sh
+.venv/bin/ruff check .
+export FOUNDRY_REQUIRE_KUBE=1
+set +e
+.venv/bin/python -m pytest -m "unit or integration or e2e" -p no:cacheprovider "$@"
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then echo "no tests collected" >&2; exit 1; fi
+exit "$rc"

@@ -1,0 +1,46 @@
+"""Shared fixtures: the real Kubernetes control plane (session-wide) and a fresh namespace per test."""
+import os
+import uuid
+
+import pytest
+
+from tests.kube.harness import KubeCluster, binaries_available
+
+
+@pytest.fixture(scope="session")
+def kube():
+    """A real etcd + kube-apiserver + kube-controller-manager with the chart's CRDs installed.
+
+    Skipped when the binaries are not built, unless FOUNDRY_REQUIRE_KUBE=1 (CI sets it), where that is a failure.
+    """
+    if not binaries_available():
+        message = "Kubernetes test binaries not built: run tests/kube/build-kube.sh"
+        if os.environ.get("FOUNDRY_REQUIRE_KUBE") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    cluster = KubeCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def kube_namespace(kube):
+    return kube.create_namespace(f"t-{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+def embedded_store(tmp_path):
+    from foundry_inference.store.embedded import EmbeddedStore
+    store = EmbeddedStore.with_chart_crds(tmp_path / "store.db")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def kube_store(kube):
+    from foundry_inference.store.kube import KubernetesStore
+    store = KubernetesStore(kubeconfig=kube.kubeconfig)
+    yield store
+    store.close()
