@@ -46,7 +46,8 @@ class ResourceStore(abc.ABC):
     @abc.abstractmethod
     def create(self, obj):
         """Create; returns the stored object (uid, resourceVersion, creationTimestamp, generation set).
-        Raises AlreadyExists, Invalid. The status of kinds with a status subresource is dropped, as the apiserver does."""
+        Raises AlreadyExists, Invalid. The status of kinds with a status subresource is dropped, as the apiserver
+        does."""
 
     @abc.abstractmethod
     def replace(self, obj):
@@ -78,8 +79,8 @@ class ResourceStore(abc.ABC):
             if not token:
                 return items
 
-    def close(self):
-        pass
+    def close(self):  # noqa: B027 - optional hook, nothing to release by default
+        """Release connections."""
 
 
 class AsyncStore:

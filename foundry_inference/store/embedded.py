@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS objects (
     kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
     uid TEXT NOT NULL UNIQUE, rv INTEGER NOT NULL, labels TEXT NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY (kind, namespace, name));
-CREATE TABLE IF NOT EXISTS owners (owner_uid TEXT NOT NULL, child_uid TEXT NOT NULL, PRIMARY KEY (owner_uid, child_uid));
+CREATE TABLE IF NOT EXISTS owners (
+    owner_uid TEXT NOT NULL, child_uid TEXT NOT NULL, PRIMARY KEY (owner_uid, child_uid));
 INSERT OR IGNORE INTO counters VALUES ('rv', 0);
 """
 _MANAGED_META = ("uid", "resourceVersion", "creationTimestamp", "generation", "deletionTimestamp", "managedFields")
@@ -55,8 +56,8 @@ class EmbeddedStore(ResourceStore):
 
     @classmethod
     def with_chart_crds(cls, path, crd_dir=None, **kwargs):
-        from .schema import CrdSchema, load_crds
         from .crds import crd_directory
+        from .schema import CrdSchema, load_crds
         schemas = {}
         for crd in load_crds(crd_dir or crd_directory()).values():
             schema = CrdSchema(crd)
@@ -312,7 +313,7 @@ class EmbeddedStore(ResourceStore):
             db = self._db()
             with self._Tx(db, "DEFERRED"):
                 rv = list_rv or db.execute("SELECT value FROM counters WHERE name='rv'").fetchone()[0]
-                for ns, name, labels, body in db.execute(sql, args):
+                for _ns, _name, labels, body in db.execute(sql, args):
                     if requirements and not selectors.matches(requirements, json.loads(labels)):
                         continue
                     if limit and len(items) == limit:

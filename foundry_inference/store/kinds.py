@@ -63,8 +63,9 @@ def kind_of(kind_or_obj):
     try:
         k = KINDS[name]
     except (KeyError, TypeError):
+        supported = ", ".join(sorted(KINDS))
         raise UnknownKind(f"unknown kind {name!r}", [{"field": "kind", "reason": "FieldValueNotSupported",
-                                                      "message": f"supported kinds: {', '.join(sorted(KINDS))}"}])
+                                                      "message": f"supported kinds: {supported}"}]) from None
     if isinstance(kind_or_obj, dict) and kind_or_obj.get("apiVersion") not in (None, k.api_version):
         raise UnknownKind(f"{name} is served as {k.api_version}, not {kind_or_obj.get('apiVersion')}",
                           [{"field": "apiVersion", "reason": "FieldValueNotSupported", "message": k.api_version}])

@@ -4,8 +4,8 @@ Raw REST paths through ApiClient.call_api keep custom and built-in kinds on one 
 (no model classes to convert). Every client exception is wrapped once here into the store's own errors.
 """
 import json
-import re
 import logging
+import re
 
 import kubernetes.client
 import kubernetes.config

@@ -64,7 +64,7 @@ def meta_causes(kind, namespaced, meta):
         for key, value in values.items():
             causes.extend(_check_qualified_key(f"metadata.{section}", key))
             if section == "labels" and (len(value) > 63 or not _LABEL_VALUE.match(value)):
-                causes.append(_cause(f"metadata.labels", f"Invalid value: {value!r}: a valid label value must be "
+                causes.append(_cause("metadata.labels", f"Invalid value: {value!r}: a valid label value must be "
                                                          "63 characters or less, alphanumeric, '-', '_' or '.'"))
     if meta.get("annotations") and sum(len(k) + len(v) for k, v in meta["annotations"].items()) > MAX_ANNOTATIONS_BYTES:
         causes.append(_cause("metadata.annotations", "Too long: must have at most 262144 bytes", "FieldValueTooLong"))
