@@ -4,9 +4,9 @@ import logging
 import signal
 
 import tornado.web
+from foundry_inference.apps.base import NotFoundHandler
 
 from foundry_inference import logs
-from foundry_inference.apps.base import NotFoundHandler
 from foundry_inference.store.base import AsyncStore
 
 from . import health
@@ -24,7 +24,7 @@ def make_app(store, **settings):
 async def serve(store, port=8080, address="127.0.0.1", stop_event=None):
     app = make_app(store)
     server = app.listen(port, address=address, max_body_size=8 * 1024 * 1024)
-    logs.event(log, "control plane listening", url=f"http://{address}:{port}", store=store.ping())
+    logs.event(log, "control plane listening", url=f"http://{address}:{port}", store=type(store).__name__)
     stop_event = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

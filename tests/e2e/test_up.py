@@ -1,0 +1,40 @@
+"""`foundry-inference up` runs on a machine with no cluster, answers health checks, and stops cleanly on Ctrl-C."""
+import pytest
+
+from tests.support.procs import Cli, free_port, wait_http
+
+pytestmark = pytest.mark.e2e
+
+
+def test_up_serves_health_and_stops_on_ctrl_c_keeping_state(tmp_path):
+    port = free_port()
+    data = tmp_path / "data"
+    cli = Cli("up", "--data-dir", str(data), "--port", str(port), log_path=tmp_path / "up.log")
+    try:
+        assert wait_http(f"http://127.0.0.1:{port}/healthz", proc=cli.proc).json() == {"status": "healthy"}
+        ready = wait_http(f"http://127.0.0.1:{port}/readyz", proc=cli.proc)
+        assert ready.json() == {"status": "ready", "kubernetes": "connected"}
+    finally:
+        rc = cli.stop()
+    assert rc == 0, cli.log()
+    assert (data / "store.db").exists()
+    assert '"embedded mode starting"' in cli.log()
+
+    again = Cli("up", "--data-dir", str(data), "--port", str(port), log_path=tmp_path / "up2.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc=again.proc)
+    finally:
+        assert again.stop() == 0
+
+
+def test_unknown_path_is_a_json_404(tmp_path):
+    port = free_port()
+    cli = Cli("up", "--data-dir", str(tmp_path), "--port", str(port))
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc=cli.proc)
+        import requests
+        resp = requests.get(f"http://127.0.0.1:{port}/nope/../../etc/passwd", timeout=5)
+        assert resp.status_code == 404
+        assert resp.json()["error"] == "NotFound"
+    finally:
+        cli.stop()
