@@ -7,7 +7,6 @@ import json
 import logging
 
 import tornado.web
-
 from foundry_inference.auth.errors import AuthError
 
 log = logging.getLogger("foundry_inference.http")
@@ -100,9 +99,14 @@ class BaseHandler(tornado.web.RequestHandler):
             raise validation_error([{"field": "body", "message": "The body must be a JSON object"}])
         return body
 
+    def translate(self, exc):
+        """Hook for a server to map its own domain errors to an ApiError (None: not one of ours)."""
+        return None
+
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        err = _as_api_error(status_code, exc) if exc is not None else ApiError(
+        translated = self.translate(exc) if exc is not None else None
+        err = (translated or _as_api_error(status_code, exc)) if exc is not None else ApiError(
             status_code, _TORNADO_KINDS.get(status_code, "InternalError" if status_code >= 500 else "BadRequest"),
             self._reason)
         self.set_status(err.status)
@@ -112,6 +116,9 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(self.envelope(err)))
 
     def log_exception(self, typ, value, tb):
+        translated = self.translate(value)
+        if translated is not None and translated.status < 500:
+            return
         if isinstance(value, (ApiError, AuthError)) or (
                 isinstance(value, tornado.web.HTTPError) and value.status_code < 500):
             return

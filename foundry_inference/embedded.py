@@ -1,23 +1,42 @@
 """`foundry-inference up`: the platform on one machine, over the embedded store.
 
-Today this runs the control plane on the embedded store; the operator and the embedded node agent join it as their
-issues land (docs/embedded-mode.md).
+Runs the control plane on the embedded store with a generated admin API key (`<data-dir>/admin-key`, mode 0600);
+the operator and the embedded node agent join it as their issues land (docs/embedded-mode.md).
 """
 import asyncio
 import logging
+import os
+import secrets
 from pathlib import Path
 
 from foundry_inference import logs
-from foundry_inference.apps.controlplane.app import serve
+from foundry_inference.apps.controlplane.app import control_plane_auth, make_app, serve
+from foundry_inference.apps.controlplane.settings import ControlPlaneSettings
 from foundry_inference.store.factory import default_data_dir, open_store
 
 log = logging.getLogger("foundry_inference.up")
 
 
+def ensure_admin_key(data_dir):
+    """The control plane's admin key: generated once, kept across restarts, readable by this user only."""
+    path = Path(data_dir) / "admin-key"
+    if not path.exists() or not path.read_text().strip():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("fndry-admin-" + secrets.token_hex(24) + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
 def main(args):
     data_dir = Path(args.data_dir or default_data_dir())
     store = open_store("embedded", data_dir=data_dir)
-    logs.event(log, "embedded mode starting", data_dir=str(data_dir),
-               api=f"http://{args.address}:{args.port}/api/v1", health=f"http://{args.address}:{args.port}/healthz")
-    asyncio.run(serve(store, port=args.port, address=args.address))
+    key_file = ensure_admin_key(data_dir)
+    config = ControlPlaneSettings.from_env({**os.environ, "FOUNDRY_WATCH_NAMESPACES": "*"})
+    app = make_app(store, config, auth=control_plane_auth(mode="api-key", admin_key_file=str(key_file),
+                                                          api_keys_dir=None))
+    url = f"http://{args.address}:{args.port}"
+    logs.event(log, "embedded mode starting", data_dir=str(data_dir), api=f"{url}/api/v1", docs=f"{url}/docs",
+               admin_key_file=str(key_file), auth=f'Authorization: Bearer $(cat {key_file})')
+    asyncio.run(serve(app, port=args.port, address=args.address))
     return 0

@@ -4,27 +4,40 @@ import logging
 import signal
 
 import tornado.web
-from foundry_inference.apps.base import NotFoundHandler
 
 from foundry_inference import logs
+from foundry_inference.apps.base import NotFoundHandler
+from foundry_inference.auth.service import AuthService
+from foundry_inference.auth.settings import AuthSettings
 from foundry_inference.store.base import AsyncStore
 
-from . import health
+from . import health, keys, models, openapi, workloads
+from .settings import ControlPlaneSettings
 
 log = logging.getLogger("foundry_inference.controlplane")
+MAX_WIRE_BODY = 64 * 1024 * 1024  # Tornado drops the connection past this; handlers answer 413 past config's limit
 
 
-def make_app(store, **settings):
+def control_plane_auth(**overrides):
+    """The control plane's AuthService from FOUNDRY_AUTH_* settings (plane: control)."""
+    return AuthService.from_settings(AuthSettings.from_env(plane="control", **overrides))
+
+
+def make_app(store, config=None, auth=None, **settings):
     """`store` is a blocking ResourceStore; handlers get its async facade as settings["store"]."""
-    routes = [*health.routes]
-    return tornado.web.Application(routes, store=AsyncStore(store), default_handler_class=NotFoundHandler,
-                                   **settings)
+    config = config or ControlPlaneSettings.from_env()
+    async_store = AsyncStore(store)
+    routes = [*health.routes, *openapi.routes(), *models.routes, *keys.routes, *workloads.routes()]
+    cache = models.CatalogCache(async_store, config.operator_namespace, config.catalog_configmap,
+                                ttl=config.catalog_cache_s)
+    return tornado.web.Application(routes, store=async_store, config=config, auth=auth or control_plane_auth(),
+                                   catalog_cache=cache, default_handler_class=NotFoundHandler, **settings)
 
 
-async def serve(store, port=8080, address="127.0.0.1", stop_event=None):
-    app = make_app(store)
-    server = app.listen(port, address=address, max_body_size=8 * 1024 * 1024)
-    logs.event(log, "control plane listening", url=f"http://{address}:{port}", store=type(store).__name__)
+async def serve(app, port=8080, address="127.0.0.1", stop_event=None):
+    server = app.listen(port, address=address, max_body_size=MAX_WIRE_BODY, xheaders=True)
+    logs.event(log, "control plane listening", url=f"http://{address}:{port}",
+               store=type(app.settings["store"].store).__name__)
     stop_event = stop_event or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -38,5 +51,6 @@ async def serve(store, port=8080, address="127.0.0.1", stop_event=None):
 def main(args):
     from foundry_inference.store.factory import open_store
     store = open_store(args.store, data_dir=args.data_dir, kubeconfig=args.kubeconfig)
-    asyncio.run(serve(store, port=args.port, address=args.address))
+    app = make_app(store)
+    asyncio.run(serve(app, port=args.port, address=args.address))
     return 0

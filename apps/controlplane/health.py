@@ -1,5 +1,6 @@
 """Liveness and readiness: public, and the only routes that answer without credentials."""
 from foundry_inference.apps.base import BaseHandler
+
 from foundry_inference.store import errors
 
 

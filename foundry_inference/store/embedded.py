@@ -8,13 +8,14 @@ writing at once serialise and the loser of a race gets Conflict, never a lost up
 """
 import base64
 import copy
-import datetime
 import json
 import os
 import sqlite3
 import threading
 import time
 import uuid
+
+from foundry_inference.timefmt import now_rfc3339
 
 from . import errors, objectmeta, selectors
 from .base import ListResult, ResourceStore, merge_patch
@@ -31,10 +32,6 @@ CREATE TABLE IF NOT EXISTS owners (
 INSERT OR IGNORE INTO counters VALUES ('rv', 0);
 """
 _MANAGED_META = ("uid", "resourceVersion", "creationTimestamp", "generation", "deletionTimestamp", "managedFields")
-
-
-def _now():
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _spec_part(obj):
@@ -175,7 +172,7 @@ class EmbeddedStore(ResourceStore):
     def create(self, obj):
         k, obj = self._prepare_new(obj)
         meta = obj["metadata"]
-        meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now())
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339())
         if k.custom or k.status_subresource:
             meta["generation"] = 1
         if k.status_subresource:

@@ -1,0 +1,81 @@
+"""API keys of a deployment: read both, rotate one (stored in the `<name>-api-keys` Secret the operator owns)."""
+import base64
+import secrets
+
+from foundry_inference.apps.base import ApiError, validation_error
+
+from foundry_inference.store import errors as store_errors
+from foundry_inference.timefmt import now_rfc3339
+
+from .handler import ControlPlaneHandler
+
+KEY_TYPES = ("primary", "secondary")
+CREATED_AT = "foundry.azure.com/{}-key-created-at"
+ROTATE_RETRIES = 3
+
+
+def secret_name(deployment):
+    return f"{deployment}-api-keys"
+
+
+def _decode(value):
+    try:
+        return base64.b64decode(value or "").decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+class KeysHandler(ControlPlaneHandler):
+    async def deployment_secret(self, ns, name):
+        self.check_namespace(ns)
+        self.check_name(name)
+        deployment = await self.store.get("ModelDeployment", ns, name)
+        if not ((deployment.get("spec") or {}).get("authentication") or {}).get("enabled", True):
+            raise ApiError(400, "AuthenticationDisabled",
+                           f"Deployment {name!r} has authentication disabled: it has no API keys")
+        try:
+            return await self.store.get("Secret", ns, secret_name(name))
+        except store_errors.NotFound:
+            raise self.not_found(f"API keys for deployment {name!r} do not exist yet: the operator creates them "
+                                 "when the deployment first becomes ready") from None
+
+    def key_entry(self, secret, key_type):
+        value = _decode((secret.get("data") or {}).get(f"{key_type}-key"))
+        annotations = secret["metadata"].get("annotations") or {}
+        return {"value": value, "createdAt": annotations.get(CREATED_AT.format(key_type))
+                or secret["metadata"].get("creationTimestamp")}
+
+
+class GetKeysHandler(KeysHandler):
+    async def get(self, ns, name):
+        secret = await self.deployment_secret(ns, name)
+        self.write_json({"deploymentName": name, "namespace": ns,
+                         "primaryKey": self.key_entry(secret, "primary"),
+                         "secondaryKey": self.key_entry(secret, "secondary")})
+
+
+class RotateKeyHandler(KeysHandler):
+    async def post(self, ns, name, key_type):
+        if key_type not in KEY_TYPES:
+            raise validation_error([{"field": "key_type", "message": "must be primary or secondary"}])
+        for attempt in range(ROTATE_RETRIES):
+            secret = await self.deployment_secret(ns, name)
+            value, created = secrets.token_hex(32), now_rfc3339()
+            secret.setdefault("data", {})[f"{key_type}-key"] = base64.b64encode(value.encode()).decode()
+            secret["metadata"].setdefault("annotations", {})[CREATED_AT.format(key_type)] = created
+            try:
+                await self.store.replace(secret)
+            except store_errors.Conflict:
+                if attempt == ROTATE_RETRIES - 1:
+                    raise
+                continue
+            self.write_json({"deploymentName": name, "namespace": ns, "keyType": key_type,
+                             "key": {"value": value, "createdAt": created}})
+            return
+
+
+routes = [
+    (r"/api/v1/namespaces/(?P<ns>[^/]+)/deployments/(?P<name>[^/]+)/keys", GetKeysHandler),
+    (r"/api/v1/namespaces/(?P<ns>[^/]+)/deployments/(?P<name>[^/]+)/keys/(?P<key_type>[^/]+)/rotate",
+     RotateKeyHandler),
+]
