@@ -110,10 +110,19 @@ class BaseHandler(tornado.web.RequestHandler):
             status_code, _TORNADO_KINDS.get(status_code, "InternalError" if status_code >= 500 else "BadRequest"),
             self._reason)
         self.set_status(err.status)
+        if err.status == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
+            err.message = f"Method {self.request.method} is not allowed on {self.request.path}"
         for name, value in err.headers.items():
             self.set_header(name, value)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(self.envelope(err)))
+
+    @classmethod
+    def allowed_methods(cls):
+        """The HTTP methods this handler implements (for the Allow header of a 405)."""
+        return [m for m in cls.SUPPORTED_METHODS
+                if getattr(cls, m.lower(), None) is not getattr(tornado.web.RequestHandler, m.lower(), None)]
 
     def log_exception(self, typ, value, tb):
         translated = self.translate(value)

@@ -1,17 +1,18 @@
 """Liveness and readiness: public, and the only routes that answer without credentials."""
-from foundry_inference.apps.base import BaseHandler
 
 from foundry_inference.store import errors
 
+from .handler import ControlPlaneHandler
 
-class HealthzHandler(BaseHandler):
+
+class HealthzHandler(ControlPlaneHandler):
     public = True
 
     def get(self):
         self.write_json({"status": "healthy"})
 
 
-class ReadyzHandler(BaseHandler):
+class ReadyzHandler(ControlPlaneHandler):
     public = True
 
     async def get(self):

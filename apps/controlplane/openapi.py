@@ -5,31 +5,41 @@ import swagger_ui_bundle
 import tornado.web
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
+from foundry_inference.auth.tornado import AuthMixin
 
 from foundry_inference import __version__
-from foundry_inference.apps.base import BaseHandler
 
 from . import apischemas as out
 from . import validation as req
+from .handler import ControlPlaneHandler
 
 ERRORS = {400: "Validation failed (ValidationError, AuthenticationDisabled, ambiguous credentials)",
           401: "Missing or invalid credentials", 403: "The caller lacks the action",
           404: "Not found", 409: "Conflict", 410: "Expired continue token", 413: "Body too large",
           500: "Internal error", 503: "Kubernetes API or authorization service unavailable"}
 
-NS = {"name": "ns", "in": "path", "required": True, "schema": {"type": "string"}, "description": "Namespace"}
-NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+def _path(name, pattern, max_length, description):
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string", "pattern": pattern, "minLength": 1, "maxLength": max_length}}
+
+
+NS = _path("ns", req.DNS_LABEL, 63, "Namespace (DNS label)")
+NAME = _path("name", req.DNS_LABEL, 63, "Resource name (DNS label)")
+CUSTOM_NAME = _path("name", req.DNS_SUBDOMAIN, 253, "Custom model resource name")
+MODEL_NAME = _path("name", r"^[A-Za-z0-9][A-Za-z0-9._:-]*$", 256, "Model alias or id")
 PAGE = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-        {"name": "continue", "in": "query", "schema": {"type": "string"}}]
+        {"name": "continue", "in": "query", "schema": {"type": "string", "maxLength": 4096},
+         "description": "continueToken of the previous page (opaque)"}]
 MODEL_FILTERS = [
-    {"name": "name", "in": "query", "schema": {"type": "string"}},
-    {"name": "compute", "in": "query", "schema": {"type": "string", "enum": ["cpu", "gpu", "npu", "CPU", "GPU", "NPU"]}},
-    {"name": "task", "in": "query", "schema": {"type": "string"}},
-    {"name": "publisher", "in": "query", "schema": {"type": "string"}},
+    {"name": "name", "in": "query", "schema": {"type": "string", "maxLength": 256}},
+    {"name": "compute", "in": "query", "schema": {"type": "string",
+                                                  "enum": ["cpu", "gpu", "npu", "CPU", "GPU", "NPU"]}},
+    {"name": "task", "in": "query", "schema": {"type": "string", "maxLength": 256}},
+    {"name": "publisher", "in": "query", "schema": {"type": "string", "maxLength": 256}},
     {"name": "source", "in": "query", "schema": {"type": "string",
                                                  "enum": ["foundry-local", "foundry", "custom", "huggingface"]}},
     {"name": "limit", "in": "query", "schema": {"type": "integer"}, "description": "clamped to 1-100"},
-    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}}]
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000000000}}]
 
 
 def _op(summary, ok_status, ok_schema, params=(), body=None, errors=(400, 401, 403, 500, 503), tag=None):
@@ -93,18 +103,19 @@ def build_spec():
                         errors=(400, 401, 403, 404, 409, 413, 500, 503), tag="models")},
         "/api/v1/models/sync": {"post": _op("Trigger a catalog sync", 200, "SyncTriggered", tag="models")},
         "/api/v1/models/foundry-local/{name}": {"get": _op("Get a Foundry Local catalog model by alias or id", 200,
-                                                           "ModelDetail", [NAME], errors=(400, 401, 403, 404, 500,
-                                                                                           503), tag="models")},
+                                                           "ModelDetail", [MODEL_NAME], errors=(400, 401, 403, 404,
+                                                                                                 500, 503),
+                                                           tag="models")},
         "/api/v1/models/foundry/{name}": {"get": _op("Get a Microsoft Foundry catalog model by alias", 200,
-                                                     "ModelDetail", [NAME], errors=(400, 401, 403, 404, 500, 503),
+                                                     "ModelDetail", [MODEL_NAME], errors=(400, 401, 403, 404, 500, 503),
                                                      tag="models")},
         "/api/v1/models/custom/{name}": {
-            "get": _op("Get a custom model", 200, "CustomModelDetail", [NAME], errors=(400, 401, 403, 404, 500, 503),
-                       tag="models"),
-            "put": _op("Replace a custom model", 200, "CustomModelDetail", [NAME], "CustomModel",
+            "get": _op("Get a custom model", 200, "CustomModelDetail", [CUSTOM_NAME],
+                       errors=(400, 401, 403, 404, 500, 503), tag="models"),
+            "put": _op("Replace a custom model", 200, "CustomModelDetail", [CUSTOM_NAME], "CustomModel",
                        (400, 401, 403, 404, 409, 413, 500, 503), "models"),
-            "delete": _op("Delete a custom model", 202, "Deleting", [NAME], errors=(400, 401, 403, 404, 500, 503),
-                          tag="models")},
+            "delete": _op("Delete a custom model", 202, "Deleting", [CUSTOM_NAME],
+                          errors=(400, 401, 403, 404, 500, 503), tag="models")},
         "/api/v1/namespaces/{ns}/deployments/{name}/keys": {
             "get": _op("Get both API keys", 200, "Keys", [NS, NAME], errors=(400, 401, 403, 404, 500, 503),
                        tag="keys")},
@@ -125,11 +136,8 @@ def build_spec():
     return document
 
 
-class OpenApiHandler(BaseHandler):
-    public = True
-
-    def initialize(self, document):
-        self.document = document
+class OpenApiHandler(ControlPlaneHandler):
+    """The API description needs deployments/read like every non-health route (deny by default)."""
 
     def get(self):
         self.write_json(self.document)
@@ -138,13 +146,32 @@ class OpenApiHandler(BaseHandler):
 DOCS_PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Foundry inference control plane API</title>
 <link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
-<body><div id="swagger-ui"></div>
+<body>
+<form id="key" style="font-family:sans-serif;padding:8px">API key or token (kept in this tab only):
+<input id="cred" type="password" size="60"> <button>Load API</button></form>
+<div id="swagger-ui"></div>
 <script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
+<script>
+function load() {
+  const cred = sessionStorage.getItem("foundry-credential");
+  window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", requestInterceptor: (req) => {
+    if (cred) { req.headers["Authorization"] = "Bearer " + cred; }
+    return req;
+  }});
+}
+document.getElementById("key").addEventListener("submit", (e) => {
+  e.preventDefault();
+  sessionStorage.setItem("foundry-credential", document.getElementById("cred").value);
+  load();
+});
+load();
+</script>
 </body></html>"""
 
 
-class DocsHandler(BaseHandler):
+class DocsHandler(ControlPlaneHandler):
+    """Swagger UI's page and assets are public: static code with no data. The API description it loads is not."""
+
     public = True
 
     def get(self):
@@ -152,11 +179,11 @@ class DocsHandler(BaseHandler):
         self.finish(DOCS_PAGE)
 
 
-class PublicStaticHandler(tornado.web.StaticFileHandler):
+class PublicStaticHandler(AuthMixin, tornado.web.StaticFileHandler):
     public = True
 
 
 def routes():
     document = json.loads(json.dumps(build_spec()))
-    return [(r"/openapi.json", OpenApiHandler, {"document": document}), (r"/docs/?", DocsHandler),
+    return [(r"/openapi.json", OpenApiHandler, {"document": document}), (r"/docs", DocsHandler),
             (r"/docs/static/(.*)", PublicStaticHandler, {"path": swagger_ui_bundle.swagger_ui_path})]

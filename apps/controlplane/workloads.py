@@ -69,7 +69,7 @@ class WorkloadHandler(ControlPlaneHandler):
 
     async def list_page(self, namespace):
         limit = self.query_int("limit", DEFAULT_PAGE, 1, MAX_PAGE)
-        token = self.query_str("continue", 8192)
+        token = self.query_str("continue", 4096)
         page = await self.store.list(self.workload.kind, namespace, limit=limit, continue_token=token)
         self.write_json({self.workload.list_key: [self.workload.to_rest(o) for o in page.items],
                          "continueToken": page.continue_token})

@@ -1,4 +1,5 @@
-"""A real control plane (Tornado on a loopback port) over each store, with the sample catalog synced and an admin key."""
+"""A real control plane (Tornado on a loopback port) over each store, with the sample catalog synced and an
+admin key."""
 import json
 import uuid
 from dataclasses import dataclass
@@ -6,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from foundry_inference.apps.controlplane.app import control_plane_auth, make_app
 from foundry_inference.apps.controlplane.settings import ControlPlaneSettings
+
 from tests.support.servers import ThreadedServer
 
 CATALOG = Path(__file__).resolve().parents[3] / "charts" / "foundry-inference" / "files" / "catalog.json"

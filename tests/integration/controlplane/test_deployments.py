@@ -183,7 +183,8 @@ def test_oversized_body_is_413(cp):
     assert resp.json()["error"] == "PayloadTooLarge"
 
 
-@pytest.mark.parametrize("path", ["/api/v1/namespaces/Bad_NS/deployments", "/api/v1/namespaces/x/deployments/Bad%20Name",
+@pytest.mark.parametrize("path", ["/api/v1/namespaces/Bad_NS/deployments",
+                                  "/api/v1/namespaces/x/deployments/Bad%20Name",
                                   "/api/v1/namespaces/" + "a" * 64 + "/deployments"])
 def test_bad_path_names_are_400(cp, path):
     resp = cp.api("GET", path)

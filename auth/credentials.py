@@ -1,0 +1,70 @@
+"""Turn request headers into exactly one credential, or a precise auth error.
+
+Accepted forms: `Authorization: Bearer <key or JWT>`, `api-key: <key>`, legacy `X-API-Key: <key>`. A Bearer value with
+three dot-separated parts is a JWT, anything else a key (rotated keys are bare hex, so no prefix can be relied on).
+Two credentials in one request (Authorization plus a key header, or both key headers, or a header sent twice) is
+ambiguous and rejected: the server never picks one for the caller.
+"""
+from dataclasses import dataclass
+
+from foundry_inference.auth.errors import AmbiguousAuth, InvalidApiKey, InvalidToken, MissingCredentials
+
+API_KEY = "api_key"
+JWT = "jwt"
+
+MAX_CREDENTIAL_CHARS = 8192      # an Entra access token is 1-3 KB; anything far bigger is garbage or an attack
+_HEADERS = ("Authorization", "Api-Key", "X-Api-Key")
+
+
+@dataclass(frozen=True)
+class Credential:
+    kind: str            # API_KEY or JWT
+    value: str = ""
+    source: str = ""     # the header it came from, for messages
+
+    def __repr__(self):  # never show the secret, even in a traceback
+        return f"Credential(kind={self.kind!r}, source={self.source!r}, chars={len(self.value)})"
+
+
+def looks_like_jwt(value):
+    parts = value.split(".")
+    return len(parts) == 3 and all(parts)
+
+
+def header_values(headers):
+    """{canonical header name: [values]} for the three auth headers, from a Tornado HTTPHeaders or any mapping."""
+    if hasattr(headers, "get_list"):
+        return {name: headers.get_list(name) for name in _HEADERS}
+    lowered = {}
+    for key, value in headers.items():
+        lowered.setdefault(key.lower(), []).extend(value if isinstance(value, (list, tuple)) else [value])
+    return {name: lowered.get(name.lower(), []) for name in _HEADERS}
+
+
+def extract(headers):
+    """The single credential in `headers` (mapping or HTTPHeaders); raises MissingCredentials, AmbiguousAuth,
+    InvalidToken or InvalidApiKey."""
+    values = header_values(headers)
+    present = [name for name in _HEADERS if values[name]]
+    if not present:
+        raise MissingCredentials()
+    if len(present) > 1 or len(values[present[0]]) > 1:
+        raise AmbiguousAuth()
+    source = present[0]
+    raw = values[source][0].strip()
+    if source != "Authorization":
+        if not raw:
+            raise InvalidApiKey(f"The {source} header is empty")
+        if len(raw) > MAX_CREDENTIAL_CHARS:
+            raise InvalidApiKey(f"The {source} header is too long")
+        return Credential(API_KEY, raw, source)
+    scheme, _, value = raw.partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer":
+        raise InvalidToken("The Authorization header must use the Bearer scheme")
+    if not value:
+        raise InvalidToken("The Authorization header has no Bearer value")
+    kind = JWT if looks_like_jwt(value) else API_KEY
+    if len(value) > MAX_CREDENTIAL_CHARS:
+        raise (InvalidToken if kind == JWT else InvalidApiKey)("The bearer credential is too long")
+    return Credential(kind, value, source)
