@@ -4,6 +4,8 @@ import re
 import time
 
 from foundry_inference.apps.base import ApiError, validation_error
+from foundry_inference.auth import actions
+from foundry_inference.auth.principal import Resource
 
 from foundry_inference import catalog as catalog_format
 from foundry_inference.store import errors as store_errors
@@ -79,6 +81,18 @@ class CatalogCache:
         self._checked = 0.0
         self._rv = None
         self.indexed, self.version, self.last_sync, self.catalog = [], None, None, None
+        self._custom, self._custom_at = None, 0.0
+
+    async def custom_models(self):
+        """BYO Model CRs, listed at most every `ttl` seconds; writes through this process invalidate the cache."""
+        if self._custom is None or time.monotonic() - self._custom_at >= self.ttl:
+            items = await self.store.list_all("Model", self.namespace)
+            self._custom = [o for o in items if ((o.get("spec") or {}).get("source") or {}).get("type") == "custom"]
+            self._custom_at = time.monotonic()
+        return self._custom
+
+    def invalidate_custom(self):
+        self._custom = None
 
     async def refresh(self):
         if time.monotonic() - self._checked < self.ttl:
@@ -109,13 +123,17 @@ class CatalogCache:
 
 
 class ModelsHandler(ControlPlaneHandler):
+    def auth_resource(self):
+        """Models are not deployments: authorize against the operator namespace's collection, whatever `name` is."""
+        return Resource(namespace=self.config.operator_namespace, name=None,
+                        verb=actions.verb_for(self.request.method, False))
+
     @property
     def catalog(self):
         return self.settings["catalog_cache"]
 
     async def custom_models(self):
-        items = await self.store.list_all("Model", self.config.operator_namespace)
-        return [o for o in items if ((o.get("spec") or {}).get("source") or {}).get("type") == "custom"]
+        return await self.catalog.custom_models()
 
     def check_model_name(self, name):
         if not _MODEL_ID.match(name):
@@ -168,6 +186,7 @@ class ModelListHandler(ModelsHandler):
     async def post(self):
         obj = await self.custom_body()
         created = await self.store.create(obj)
+        self.catalog.invalidate_custom()
         self.set_header("Location", f"/api/v1/models/custom/{created['metadata']['name']}")
         self.write_json(custom_detail(created), 201)
 
@@ -200,7 +219,9 @@ class CustomModelHandler(ModelsHandler):
             raise ApiError(404, "NotFound", f"No custom model named {name!r}")
         obj["metadata"] = {**current["metadata"], "labels": {**(current["metadata"].get("labels") or {}),
                                                              **obj["metadata"]["labels"]}}
-        self.write_json(custom_detail(await self.store.replace(obj)))
+        replaced = await self.store.replace(obj)
+        self.catalog.invalidate_custom()
+        self.write_json(custom_detail(replaced))
 
     async def delete(self, name):
         self.check_name(name, subdomain=True)
@@ -209,6 +230,7 @@ class CustomModelHandler(ModelsHandler):
         if ((obj.get("spec") or {}).get("source") or {}).get("type") != "custom":
             raise ApiError(404, "NotFound", f"No custom model named {name!r}")
         await self.store.delete("Model", namespace, name)
+        self.catalog.invalidate_custom()
         self.write_json({"status": "deleting", "name": name, "namespace": namespace}, 202)
 
 
