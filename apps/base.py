@@ -7,6 +7,7 @@ import json
 import logging
 
 import tornado.web
+
 from foundry_inference.auth.errors import AuthError
 
 log = logging.getLogger("foundry_inference.http")

@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 
 import jwt
+
 from foundry_inference.auth.errors import InvalidToken
 from foundry_inference.auth.jwks import JwksCache
 from foundry_inference.auth.principal import APP, USER, Principal

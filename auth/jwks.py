@@ -12,9 +12,10 @@ import json
 import logging
 import time
 
+from jwt.algorithms import RSAAlgorithm
+
 from foundry_inference.auth.errors import InvalidToken, SigningKeysUnavailable
 from foundry_inference.auth.http import UpstreamUnavailable, fetch_json
-from jwt.algorithms import RSAAlgorithm
 
 log = logging.getLogger("foundry_inference.auth")
 

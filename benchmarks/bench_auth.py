@@ -19,6 +19,9 @@ import uuid
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+from tornado.httputil import HTTPHeaders
+
 from foundry_inference.auth import actions
 from foundry_inference.auth.apikeys import ApiKeyAuthenticator
 from foundry_inference.auth.authenticator import Authenticator
@@ -28,8 +31,6 @@ from foundry_inference.auth.entra import EntraTokenValidator
 from foundry_inference.auth.jwks import JwksCache
 from foundry_inference.auth.principal import Resource
 from foundry_inference.auth.service import AuthService
-from jwt.algorithms import RSAAlgorithm
-from tornado.httputil import HTTPHeaders
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 CLIENT = "6e5a1b2c-3d4e-4f50-8a9b-0c1d2e3f4a5b"

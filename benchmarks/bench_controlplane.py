@@ -22,10 +22,9 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from foundry_inference.store.kube import KubernetesStore  # noqa: E402
 from tests.kube.harness import KubeCluster  # noqa: E402
 from tests.support.procs import free_port, wait_http  # noqa: E402
-
-from foundry_inference.store.kube import KubernetesStore  # noqa: E402
 
 GROUP, VERSION, PLURAL = "foundrylocal.azure.com", "v1", "modeldeployments"
 

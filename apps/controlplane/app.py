@@ -4,11 +4,11 @@ import logging
 import signal
 
 import tornado.web
+
+from foundry_inference import logs
 from foundry_inference.apps.base import NotFoundHandler
 from foundry_inference.auth.service import AuthService
 from foundry_inference.auth.settings import AuthSettings
-
-from foundry_inference import logs
 from foundry_inference.store.base import AsyncStore
 
 from . import health, keys, models, openapi, workloads

@@ -1,7 +1,7 @@
 """Store and validation failures -> the control plane's error envelope, in one place."""
 import marshmallow
-from foundry_inference.apps.base import ApiError, validation_error
 
+from foundry_inference.apps.base import ApiError, validation_error
 from foundry_inference.store import errors as store_errors
 
 RETRY_AFTER_S = 5

@@ -3,7 +3,6 @@ import base64
 import secrets
 
 from foundry_inference.apps.base import ApiError, validation_error
-
 from foundry_inference.store import errors as store_errors
 from foundry_inference.timefmt import now_rfc3339
 

@@ -3,11 +3,10 @@ import logging
 import re
 import time
 
+from foundry_inference import catalog as catalog_format
 from foundry_inference.apps.base import ApiError, validation_error
 from foundry_inference.auth import actions
 from foundry_inference.auth.principal import Resource
-
-from foundry_inference import catalog as catalog_format
 from foundry_inference.store import errors as store_errors
 from foundry_inference.store.kinds import CUSTOM_API_VERSION
 from foundry_inference.timefmt import now_rfc3339

@@ -5,9 +5,9 @@ import swagger_ui_bundle
 import tornado.web
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from foundry_inference.auth.tornado import AuthMixin
 
 from foundry_inference import __version__
+from foundry_inference.auth.tornado import AuthMixin
 
 from . import apischemas as out
 from . import validation as req

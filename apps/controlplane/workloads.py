@@ -6,7 +6,6 @@ decisions 1, 2, 4). Create 201 + Location, PUT/PATCH 200, DELETE 202.
 from dataclasses import dataclass
 
 from foundry_inference.apps.base import validation_error
-
 from foundry_inference.store import errors as store_errors
 from foundry_inference.store.base import merge_patch
 from foundry_inference.store.kinds import CUSTOM_API_VERSION

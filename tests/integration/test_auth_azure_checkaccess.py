@@ -10,12 +10,12 @@ import json
 import pytest
 import requests
 import tornado.web
+
 from foundry_inference.apps.base import BaseHandler
 from foundry_inference.auth import actions
 from foundry_inference.auth.service import AuthService
 from foundry_inference.auth.settings import AuthSettings
 from foundry_inference.auth.tornado import AuthMixin
-
 from tests.support.oidc_issuer import LoopbackServer, OidcIssuer
 
 pytestmark = pytest.mark.integration

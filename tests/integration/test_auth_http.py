@@ -8,11 +8,11 @@ import time
 import pytest
 import requests
 import tornado.web
+
 from foundry_inference.apps.base import BaseHandler, openai_envelope, predictive_envelope
 from foundry_inference.auth.service import AuthService
 from foundry_inference.auth.settings import AuthSettings
 from foundry_inference.auth.tornado import AuthMixin
-
 from tests.support.oidc_issuer import LoopbackServer, OidcIssuer
 
 pytestmark = pytest.mark.integration

@@ -3,11 +3,11 @@ credentials and 403 without the action, except the declared public routes. Each 
 (tests/support/routes.py) to its own application."""
 import pytest
 import tornado.web
+
 from foundry_inference.apps.base import BaseHandler, NotFoundHandler
 from foundry_inference.auth.service import AuthService
 from foundry_inference.auth.settings import AuthSettings
 from foundry_inference.auth.tornado import AuthMixin
-
 from tests.support.oidc_issuer import LoopbackServer, OidcIssuer
 from tests.support.routes import iter_routes, route_coverage_failures
 

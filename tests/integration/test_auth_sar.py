@@ -7,6 +7,7 @@ import kubernetes
 import pytest
 import requests
 import tornado.web
+
 from foundry_inference.apps.base import BaseHandler
 from foundry_inference.auth import actions
 from foundry_inference.auth.authz import CachedAuthorizer
@@ -16,7 +17,6 @@ from foundry_inference.auth.principal import USER, Principal, Resource
 from foundry_inference.auth.service import AuthService
 from foundry_inference.auth.settings import AuthSettings
 from foundry_inference.auth.tornado import AuthMixin
-
 from tests.support.oidc_issuer import LoopbackServer, OidcIssuer
 
 pytestmark = pytest.mark.integration

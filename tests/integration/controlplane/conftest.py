@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from foundry_inference.apps.controlplane.app import control_plane_auth, make_app
 from foundry_inference.apps.controlplane.settings import ControlPlaneSettings
-
 from tests.support.servers import ThreadedServer
 
 CATALOG = Path(__file__).resolve().parents[3] / "charts" / "foundry-inference" / "files" / "catalog.json"

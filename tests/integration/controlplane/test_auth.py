@@ -5,11 +5,11 @@ import socket
 import kubernetes
 import pytest
 import requests
+
 from foundry_inference.apps.controlplane.app import make_app
 from foundry_inference.apps.controlplane.settings import ControlPlaneSettings
 from foundry_inference.auth.service import AuthService
 from foundry_inference.auth.settings import AuthSettings
-
 from foundry_inference.store.kube import KubernetesStore
 from tests.integration.controlplane.conftest import ADMIN_KEY, install_catalog
 from tests.support.oidc_issuer import OidcIssuer

@@ -2,12 +2,12 @@
 and checks that nothing answers 5xx and every response matches its documented schema."""
 import pytest
 import schemathesis
-from foundry_inference.apps.controlplane.app import control_plane_auth, make_app
-from foundry_inference.apps.controlplane.openapi import build_spec
-from foundry_inference.apps.controlplane.settings import ControlPlaneSettings
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
+from foundry_inference.apps.controlplane.app import control_plane_auth, make_app
+from foundry_inference.apps.controlplane.openapi import build_spec
+from foundry_inference.apps.controlplane.settings import ControlPlaneSettings
 from foundry_inference.store.embedded import EmbeddedStore
 from tests.integration.controlplane.conftest import ADMIN_KEY, install_catalog
 from tests.support.servers import ThreadedServer

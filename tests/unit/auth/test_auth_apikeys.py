@@ -5,6 +5,7 @@ import os
 import time
 
 import pytest
+
 from foundry_inference.auth import apikeys
 from foundry_inference.auth.apikeys import ApiKeyAuthenticator, fingerprint
 from foundry_inference.auth.errors import InvalidApiKey

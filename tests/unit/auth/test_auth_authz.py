@@ -3,6 +3,7 @@ import asyncio
 import socket
 
 import pytest
+
 from foundry_inference.auth import actions
 from foundry_inference.auth.authz import BackendUnavailable, CachedAuthorizer, KeyGrantAuthorizer
 from foundry_inference.auth.authz_azure import AzureCheckAccessBackend, azure_action

@@ -1,8 +1,9 @@
 """Header parsing: which credential a request carries, and the exact errors for everything else."""
 import pytest
+from tornado.httputil import HTTPHeaders
+
 from foundry_inference.auth import credentials
 from foundry_inference.auth.errors import AmbiguousAuth, InvalidApiKey, InvalidToken, MissingCredentials
-from tornado.httputil import HTTPHeaders
 
 pytestmark = pytest.mark.unit
 

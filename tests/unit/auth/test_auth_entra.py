@@ -5,10 +5,10 @@ import time
 
 import jwt
 import pytest
+
 from foundry_inference.auth.entra import EntraTokenValidator
 from foundry_inference.auth.errors import InvalidToken, SigningKeysUnavailable
 from foundry_inference.auth.principal import APP, USER
-
 from tests.support.oidc_issuer import OidcIssuer, tamper
 
 pytestmark = pytest.mark.unit

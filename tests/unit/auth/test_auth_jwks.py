@@ -2,10 +2,10 @@
 import asyncio
 
 import pytest
+
 from foundry_inference.auth.errors import InvalidToken, SigningKeysUnavailable
 from foundry_inference.auth.http import UpstreamUnavailable
 from foundry_inference.auth.jwks import JwksCache, parse_jwks
-
 from tests.support.oidc_issuer import OidcIssuer
 
 pytestmark = pytest.mark.unit

@@ -2,6 +2,7 @@
 import asyncio
 
 import pytest
+
 from foundry_inference.auth import actions
 from foundry_inference.auth.errors import (
     AmbiguousAuth,

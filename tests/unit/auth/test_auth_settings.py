@@ -2,6 +2,7 @@
 import json
 
 import pytest
+
 from foundry_inference.auth.settings import AuthConfigError, AuthSettings
 
 pytestmark = pytest.mark.unit
