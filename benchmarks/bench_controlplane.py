@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from foundry_inference.store.kube import KubernetesStore  # noqa: E402
 from tests.kube.harness import KubeCluster  # noqa: E402
-from tests.support.procs import free_port, wait_http  # noqa: E402
+from tests.support.procs import CLI, free_port, wait_http  # noqa: E402
 
 GROUP, VERSION, PLURAL = "foundrylocal.azure.com", "v1", "modeldeployments"
 
@@ -81,7 +81,7 @@ def main():
         port = free_port()
         env = {**os.environ, "FOUNDRY_AUTH_MODE": "api-key", "FOUNDRY_ADMIN_KEY_FILE": str(workdir / "admin-key"),
                "FOUNDRY_LOG_LEVEL": "warning"}
-        cp = subprocess.Popen([sys.executable, "-m", "foundry_inference.cli", "control-plane", "--kubeconfig",
+        cp = subprocess.Popen([CLI, "control-plane", "--kubeconfig",
                                cluster.kubeconfig, "--port", str(port), "--address", "127.0.0.1"], env=env)
         wait_http(f"http://127.0.0.1:{port}/readyz", proc=cp)
         http = requests.Session()

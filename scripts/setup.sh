@@ -17,14 +17,18 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PY="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
+ROOT="$(pwd)"
+if [ ! -x .venv/bin/pip ]; then
   say "creating .venv"
-  "$PY" -m venv .venv
+  (cd / && "$PY" -m venv "$ROOT/.venv")
 fi
 EXTRAS="."
 [ "${1:-}" = "--test" ] && EXTRAS=".[test]"
 say "installing foundry-inference into .venv ($EXTRAS)"
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" >&2 || true
-.venv/bin/python -m pip install -q --disable-pip-version-check -e "$EXTRAS" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+# Never `python -m ...` from the repo root: the root's operator/ folder would shadow the standard library's
+# `operator` module for that interpreter (console scripts and PYTHONSAFEPATH keep the working directory off sys.path).
+export PYTHONSAFEPATH=1
+.venv/bin/pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" >&2 || true
+.venv/bin/pip install -q --disable-pip-version-check -e "$EXTRAS" 2>&1 | grep -v "^WARNING: Location" >&2 || true
 .venv/bin/foundry-inference --help >/dev/null
 say "ready: .venv/bin/foundry-inference"

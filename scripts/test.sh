@@ -8,7 +8,7 @@ bash tests/kube/build-kube.sh
 .venv/bin/ruff check .
 export FOUNDRY_REQUIRE_KUBE=1
 set +e
-.venv/bin/python -m pytest -m "unit or integration or e2e" -p no:cacheprovider "$@"
+.venv/bin/pytest -m "unit or integration or e2e" -p no:cacheprovider "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then echo "no tests collected" >&2; exit 1; fi

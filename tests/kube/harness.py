@@ -5,7 +5,7 @@ Like controller-runtime's envtest: binaries built once by tests/kube/build-kube.
 static non-admin users (alice in group `devs`, bob with no group) handed to tests. Pods never run (no scheduler or
 kubelet): tests patch Deployment status to simulate readiness.
 
-Run by hand:  python -m tests.kube.harness   (prints the admin kubeconfig path; Ctrl-C stops everything)
+Run by hand:  .venv/bin/python tests/kube/harness.py   (prints the admin kubeconfig path; Ctrl-C stops everything)
 """
 import json
 import os

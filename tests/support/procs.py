@@ -8,6 +8,10 @@ import time
 
 import requests
 
+# The console script, not `python -m`: run from the repo root, `-m` would put the root's operator/ folder in front of
+# the standard library's `operator` module.
+CLI = os.path.join(os.path.dirname(sys.executable), "foundry-inference")
+
 
 def free_port():
     with socket.socket() as s:
@@ -37,7 +41,7 @@ class Cli:
     def __init__(self, *args, env=None, log_path=None):
         self.log_path = log_path
         out = open(log_path, "wb") if log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen([sys.executable, "-m", "foundry_inference.cli", *args],
+        self.proc = subprocess.Popen([CLI, *args],
                                      env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
