@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from foundry_inference.auth import actions
+from foundry_inference.config import ConfigurationError
 
 MODES = ("api-key", "entra", "both", "none")
 AUTHORIZERS = ("roles", "sar", "azure")
@@ -20,7 +21,7 @@ KEY_RELOAD_MAX_S = 5.0   # contract decision 9: a rotated key works within 5 s
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
-class AuthConfigError(ValueError):
+class AuthConfigError(ConfigurationError):
     """A setting is missing or malformed; raised at start-up."""
 
 

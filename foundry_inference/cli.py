@@ -4,6 +4,7 @@ import importlib
 import sys
 
 from foundry_inference import logs
+from foundry_inference.config import ConfigurationError
 
 # subcommand -> (module with main(args), help). Components land one issue at a time; a subcommand whose module is
 # not there yet says so and exits 2 rather than pretending to run.
@@ -57,6 +58,9 @@ def main(argv=None):
         raise
     try:
         return module.main(args) or 0
+    except ConfigurationError as exc:
+        print(f"foundry-inference {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -2,8 +2,10 @@
 import os
 from dataclasses import dataclass, field
 
+from foundry_inference.config import ConfigurationError
 
-class SettingsError(ValueError):
+
+class SettingsError(ConfigurationError):
     pass
 
 

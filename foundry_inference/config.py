@@ -1,0 +1,5 @@
+"""The one error type for bad configuration: the CLI prints its message and exits 2, never a traceback."""
+
+
+class ConfigurationError(ValueError):
+    pass
