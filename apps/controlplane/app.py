@@ -35,7 +35,7 @@ def make_app(store, config=None, auth=None, **settings):
 
 
 async def serve(app, port=8080, address="127.0.0.1", stop_event=None):
-    server = app.listen(port, address=address, max_body_size=MAX_WIRE_BODY, xheaders=True)
+    server = app.listen(port, address=address, max_body_size=MAX_WIRE_BODY)
     logs.event(log, "control plane listening", url=f"http://{address}:{port}",
                store=type(app.settings["store"].store).__name__)
     stop_event = stop_event or asyncio.Event()

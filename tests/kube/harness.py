@@ -27,6 +27,15 @@ CRD_DIR = REPO / "charts" / "foundry-inference" / "crds"
 USERS = {"admin": ("admin-token", ["system:masters"]), "alice": ("alice-token", ["devs"]), "bob": ("bob-token", [])}
 
 
+def _die_with_parent():
+    """Children get SIGTERM when the test process dies, even by SIGKILL, so no cluster outlives its run (Linux)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def binaries_available():
     return (BIN / "kube-apiserver").exists() and (BIN / "kube-controller-manager").exists() and shutil.which("etcd")
 
@@ -77,7 +86,8 @@ class KubeCluster:
     def _spawn(self, name, args):
         log = self.dir / f"{name}.log"
         fh = open(log, "ab")
-        self.procs[name] = (subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True), log)
+        self.procs[name] = (subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                             preexec_fn=_die_with_parent), log)
         fh.close()
         return self.procs[name]
 
