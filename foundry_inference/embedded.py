@@ -1,12 +1,15 @@
 """`foundry-inference up`: the platform on one machine, over the embedded store.
 
-Runs the control plane on the embedded store with a generated admin API key (`<data-dir>/admin-key`, mode 0600);
-the operator and the embedded node agent join it as their issues land (docs/embedded-mode.md).
+Runs the control plane (asyncio, main thread) and the operator + embedded node agent (their own threads) over one
+embedded store, with a generated admin API key (`<data-dir>/admin-key`, mode 0600). Ctrl-C stops the control plane,
+then the operator and the agent, which stop every model-server and nginx process they started; the state stays in
+the data directory for the next start.
 """
 import asyncio
 import logging
 import os
 import secrets
+import threading
 from pathlib import Path
 
 from foundry_inference import logs
@@ -38,5 +41,16 @@ def main(args):
     url = f"http://{args.address}:{args.port}"
     logs.event(log, "embedded mode starting", data_dir=str(data_dir), api=f"{url}/api/v1", docs=f"{url}/docs",
                admin_key_file=str(key_file), auth=f'Authorization: Bearer $(cat {key_file})')
-    asyncio.run(serve(app, port=args.port, address=args.address))
+    from foundry_inference.operator import settings as operator_settings
+    from foundry_inference.operator.main import run_embedded
+    stop = threading.Event()
+    workers = threading.Thread(target=run_embedded, name="operator+agent",
+                               args=(store, data_dir, stop, operator_settings.load()))
+    workers.start()
+    try:
+        asyncio.run(serve(app, port=args.port, address=args.address))
+    finally:
+        stop.set()
+        workers.join(60)
+        logs.event(log, "embedded mode stopped", data_dir=str(data_dir))
     return 0

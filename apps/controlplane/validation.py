@@ -7,7 +7,7 @@ apispec turns the same schemas into /openapi.json.
 import numbers
 import re
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -108,6 +108,13 @@ class EnvVarSchema(StrictSchema):
     name = fields.String(required=True, validate=[validate.Length(1, 256), validate.Regexp(
         r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", error="must be a valid environment variable name")])
     value = fields.String(validate=validate.Length(0, 32768))
+
+    @post_load
+    def drop_empty_value(self, data, **kwargs):
+        """An absent value is the empty string to Kubernetes; apiserver 1.20 refuses an explicit "" here."""
+        if data.get("value") == "":
+            del data["value"]
+        return data
 
 
 class ResourceListSchema(StrictSchema):

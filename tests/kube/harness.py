@@ -116,7 +116,7 @@ class KubeCluster:
         proc, log = self._spawn("kube-apiserver", [
             str(BIN / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
             "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.port}",
-            f"--cert-dir={self.dir / 'certs'}", "--service-cluster-ip-range=10.0.0.0/24",
+            f"--cert-dir={self.dir / 'certs'}", "--service-cluster-ip-range=10.0.0.0/16",
             "--authorization-mode=RBAC", f"--token-auth-file={self.dir / 'tokens.csv'}",
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={self.dir / 'sa.pub'}",

@@ -1,0 +1,389 @@
+"""An HTTP/1.1 front end for a Tornado `Application`, on the httptools parser (llhttp, the parser uvicorn uses).
+
+Why: Tornado's own HTTP/1.1 connection is pure Python and costs roughly half of a small request's CPU (measured in
+docs/benchmarks.md). This module replaces only the wire layer: it parses requests with httptools and drives the
+unchanged Tornado application through Tornado's public delegate interface (`Application.start_request` ->
+`HTTPMessageDelegate`, with an `HTTPConnection` per request), so routing, RequestHandlers, the auth mixin and the error
+envelope are the same objects under either front end. `FOUNDRY_HTTP_FRONTEND=tornado` switches back to Tornado's
+HTTPServer.
+
+Semantics kept from Tornado's HTTP1Connection: keep-alive (HTTP/1.1 default, HTTP/1.0 on request), one request
+processed at a time per connection with pipelined requests answered in order, chunked responses when no
+Content-Length is set, `Expect: 100-continue`, and a close callback for the active request when the client goes away.
+Limits: body size (413 before the body is buffered), header size (431), idle keep-alive timeout, reading paused while
+a pipelined request waits, writes paused while the transport's buffer is full.
+"""
+import asyncio
+import collections
+import logging
+import time
+
+import httptools
+from tornado.httputil import HTTPHeaders, RequestStartLine, responses
+
+log = logging.getLogger("foundry_inference.http")
+
+MAX_HEADER_BYTES = 64 * 1024
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _HeaderTooLarge(Exception):
+    pass
+
+
+def _error_response(status, body, close=True):
+    head = (f"HTTP/1.1 {status} {responses.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nX-Content-Type-Options: nosniff\r\n"
+            + ("Connection: close\r\n" if close else "") + "\r\n")
+    return head.encode("latin1") + body
+
+
+class _Context:
+    __slots__ = ("remote_ip", "protocol", "address", "trusted_downstream")
+
+    def __init__(self, address):
+        self.address = address
+        self.remote_ip = address[0] if isinstance(address, tuple) and address else None
+        self.protocol = "http"
+        self.trusted_downstream = None
+
+
+class _Request:
+    __slots__ = ("method", "url", "version", "headers", "body", "keep_alive", "error")
+
+
+class _Exchange:
+    """Tornado's `HTTPConnection` for one request: where the RequestHandler writes its response."""
+    __slots__ = ("proto", "request", "close_callback", "context", "keep_alive", "chunked", "finished", "body_allowed")
+
+    def __init__(self, proto, request):
+        self.proto = proto
+        self.request = request
+        self.close_callback = None
+        self.context = proto.context
+        self.keep_alive = request.keep_alive
+        self.chunked = False
+        self.finished = False
+        self.body_allowed = True
+
+    def set_close_callback(self, callback):
+        self.close_callback = callback
+
+    def write_headers(self, start_line, headers, chunk=None):
+        proto = self.proto
+        code = start_line.code
+        request = self.request
+        self.body_allowed = request.method != "HEAD" and code not in (204, 304) and not 100 <= code < 200
+        has_length = "Content-Length" in headers
+        if self.body_allowed and not has_length and "Transfer-Encoding" not in headers:
+            if request.version == "HTTP/1.1":
+                self.chunked = True
+                headers["Transfer-Encoding"] = "chunked"
+            else:
+                self.keep_alive = False   # HTTP/1.0 without a length: the close delimits the body
+        if proto.closing:
+            self.keep_alive = False
+        if not self.keep_alive:
+            headers["Connection"] = "close"
+        elif request.version == "HTTP/1.0":
+            headers["Connection"] = "keep-alive"
+        parts = [b"HTTP/1.1 %d %s\r\n" % (code, (start_line.reason or responses.get(code, "Unknown")).encode("latin1"))]
+        for name, value in headers.get_all():
+            parts.append(b"%s: %s\r\n" % (name.encode("latin1"), value.encode("latin1")))
+        parts.append(b"\r\n")
+        if chunk and self.body_allowed:
+            parts.append(b"%x\r\n%s\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+        return proto.send(b"".join(parts))
+
+    def write(self, chunk):
+        if not chunk or not self.body_allowed:
+            return self.proto.ready_future()
+        if self.chunked:
+            chunk = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        return self.proto.send(chunk)
+
+    def finish(self):
+        if self.finished:
+            return
+        self.finished = True
+        if self.chunked:
+            self.proto.send(b"0\r\n\r\n")
+        self.proto.exchange_finished(self)
+
+
+class HttpToolsProtocol(asyncio.Protocol):
+    def __init__(self, server):
+        self.server = server
+        self.loop = server.loop
+        self.transport = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.context = None
+        self.current = None
+        self.pipeline = collections.deque()
+        self.closing = False
+        self.closed = False
+        self.reading_paused = False
+        self.writing_paused = False
+        self.drain_waiters = []
+        self.last_activity = time.monotonic()
+        self._url = None
+        self._headers = None
+        self._body = None
+        self._body_size = 0
+        self._header_size = 0
+        self._reject = None
+        self._length = None
+        self._expect = False
+
+    # --- asyncio.Protocol ------------------------------------------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.context = _Context(transport.get_extra_info("peername"))
+        self.server.connections.add(self)
+
+    def data_received(self, data):
+        self.last_activity = time.monotonic()
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.fail(400, "Protocol upgrades are not supported")
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _HeaderTooLarge):
+                self.fail(431, f"Request line and headers exceed {MAX_HEADER_BYTES} bytes")
+            else:
+                log.exception("HTTP front end failed on a request")
+                self.fail(500, "Internal server error")
+        except httptools.HttpParserError:
+            self.fail(400, "Malformed HTTP request")
+        else:
+            if self.pipeline and not self.reading_paused and not self.closing:
+                self.reading_paused = True
+                self.transport.pause_reading()
+
+    def eof_received(self):
+        return False   # close when the client has sent everything: no half-open request handling
+
+    def connection_lost(self, exc):
+        self.closed = self.closing = True
+        self.server.connections.discard(self)
+        self.pipeline.clear()
+        current, self.current = self.current, None
+        if current is not None and current.close_callback is not None:
+            callback, current.close_callback = current.close_callback, None
+            try:
+                callback()
+            except Exception:  # noqa: BLE001
+                log.exception("close callback failed")
+        self._release_writers()
+
+    def pause_writing(self):
+        self.writing_paused = True
+
+    def resume_writing(self):
+        self.writing_paused = False
+        self._release_writers()
+
+    # --- httptools callbacks ---------------------------------------------------------------------------------------
+
+    def on_message_begin(self):
+        self._url = []
+        self._headers = HTTPHeaders()
+        self._body = []
+        self._body_size = 0
+        self._header_size = 0
+        self._reject = None
+        self._length = None
+        self._expect = False
+
+    def on_url(self, url):
+        self._header_size += len(url)
+        if self._header_size > MAX_HEADER_BYTES:
+            raise _HeaderTooLarge()
+        self._url.append(url)
+
+    def on_header(self, name, value):
+        self._header_size += len(name) + len(value) + 4
+        if self._header_size > MAX_HEADER_BYTES:
+            raise _HeaderTooLarge()
+        self._headers.add(name.decode("latin1"), value.decode("latin1"))
+        if len(name) in (6, 14):
+            lowered = name.lower()
+            if lowered == b"content-length":
+                self._length = value
+            elif lowered == b"expect":
+                self._expect = value.lower() == b"100-continue"
+
+    def on_headers_complete(self):
+        limit = self.server.max_body_bytes
+        if self._length is not None:
+            try:
+                too_large = int(self._length) > limit
+            except ValueError:
+                too_large = False   # llhttp has already refused a malformed Content-Length
+            if too_large:
+                self._reject = (413, f"Request body exceeds {limit} bytes")
+        if self._expect and self.current is None and not self.pipeline:
+            if self._reject is not None:
+                self._respond_and_close(*self._reject)   # the client has not sent the body: answer now
+            else:
+                self.transport.write(_CONTINUE)
+
+    def on_body(self, body):
+        if self._reject is not None:
+            return
+        self._body_size += len(body)
+        if self._body_size > self.server.max_body_bytes:
+            self._reject = (413, f"Request body exceeds {self.server.max_body_bytes} bytes")
+            self._body = None
+            return
+        self._body.append(body)
+
+    def on_message_complete(self):
+        if self.closing:
+            return
+        request = _Request()
+        request.method = self.parser.get_method().decode("ascii")
+        request.url = b"".join(self._url).decode("latin1")
+        request.version = "HTTP/" + self.parser.get_http_version()
+        request.headers = self._headers
+        request.body = b"".join(self._body) if self._body else b""
+        request.keep_alive = self.parser.should_keep_alive()
+        request.error = self._reject
+        self._body = None
+        if self.current is None and not self.pipeline:
+            self._dispatch(request)
+        else:
+            self.pipeline.append(request)
+
+    # --- driving the Tornado application ---------------------------------------------------------------------------
+
+    def _dispatch(self, request):
+        if request.error is not None:
+            self._respond_and_close(*request.error)
+            return
+        exchange = self.current = _Exchange(self, request)
+        try:
+            delegate = self.server.app.start_request(self, exchange)
+            delegate.headers_received(RequestStartLine(request.method, request.url, request.version), request.headers)
+            if request.body:
+                delegate.data_received(request.body)
+            delegate.finish()
+        except Exception:  # noqa: BLE001 - Tornado handles handler errors; this is a failure of the plumbing
+            log.exception("dispatching %s %s failed", request.method, request.url)
+            if not self.closing:
+                self._respond_and_close(500, "Internal server error")
+
+    def exchange_finished(self, exchange):
+        if exchange is not self.current:
+            return
+        self.current = None
+        self.last_activity = time.monotonic()
+        if not exchange.keep_alive or self.closing:
+            self.close()
+            return
+        if self.pipeline:
+            self._dispatch(self.pipeline.popleft())
+        if not self.pipeline and self.reading_paused and not self.closing:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    # --- writing ---------------------------------------------------------------------------------------------------
+
+    def ready_future(self):
+        future = self.loop.create_future()
+        future.set_result(None)
+        return future
+
+    def send(self, data):
+        if self.closed:
+            return self.ready_future()
+        self.transport.write(data)
+        if not self.writing_paused:
+            return self.ready_future()
+        future = self.loop.create_future()
+        self.drain_waiters.append(future)
+        return future
+
+    def _release_writers(self):
+        waiters, self.drain_waiters = self.drain_waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
+
+    def _respond_and_close(self, status, message):
+        self.transport.write(_error_response(status, self.server.error_body(status, message)))
+        self.close()
+
+    def fail(self, status, message):
+        if self.current is None and not self.closing:
+            self._respond_and_close(status, message)
+        else:
+            self.closing = True    # answer the request in progress (with Connection: close), then close
+            self.pipeline.clear()
+
+    def close(self):
+        if not self.closing:
+            self.closing = True
+        if not self.closed and self.transport is not None:
+            self.transport.close()   # flushes what is buffered first
+
+
+class HttpToolsServer:
+    """Listens, tracks connections, closes idle keep-alive ones, and drains in-flight requests on shutdown."""
+
+    def __init__(self, app, *, max_body_bytes, keep_alive_timeout_s=75.0, error_body=None):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.keep_alive_timeout_s = keep_alive_timeout_s
+        self.error_body = error_body or (lambda status, message: b'{"detail":"%s"}' % message.encode())
+        self.connections = set()
+        self.loop = None
+        self._servers = []
+        self._sweeper = None
+
+    async def listen(self, port, host=None, *, sock=None, backlog=2048, reuse_port=False):
+        """Start listening; returns the bound (host, port) pairs (port 0 picks a free port)."""
+        self.loop = asyncio.get_running_loop()
+        if sock is not None:
+            server = await self.loop.create_server(lambda: HttpToolsProtocol(self), sock=sock, backlog=backlog)
+        else:
+            server = await self.loop.create_server(lambda: HttpToolsProtocol(self), host, port, backlog=backlog,
+                                                   reuse_port=reuse_port or None)
+        self._servers.append(server)
+        if self._sweeper is None:
+            self._sweeper = self.loop.create_task(self._sweep_idle())
+        return [s.getsockname()[:2] for s in server.sockets]
+
+    async def _sweep_idle(self):
+        interval = min(max(self.keep_alive_timeout_s / 4, 0.25), 5.0)
+        while True:
+            await asyncio.sleep(interval)
+            cutoff = time.monotonic() - self.keep_alive_timeout_s
+            for proto in list(self.connections):
+                if proto.current is None and not proto.pipeline and proto.last_activity < cutoff:
+                    proto.close()
+
+    def stop_listening(self):
+        for server in self._servers:
+            server.close()
+
+    async def shutdown(self, timeout_s=10.0):
+        """Stop accepting, close idle connections, let in-flight requests finish (up to timeout_s), close the rest."""
+        self.stop_listening()
+        deadline = time.monotonic() + timeout_s
+        for proto in list(self.connections):
+            proto.closing = True
+            if proto.current is None:
+                proto.close()
+        while any(p.current is not None for p in self.connections) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for proto in list(self.connections):
+            proto.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for server in self._servers:
+            await server.wait_closed()

@@ -1,0 +1,174 @@
+"""The routes of the predictive server. Thin: authentication is the mixin's prepare(), the work is the service's."""
+import asyncio
+import logging
+import time
+
+from tornado import httputil
+
+from foundry_inference.apps.base import ApiError, BaseHandler, NotFoundHandler, predictive_envelope
+from foundry_inference.apps.predictive.batcher import InferenceFailed, QueueFull
+from foundry_inference.apps.predictive.decoding import BadInput, dumps
+from foundry_inference.apps.predictive.openapi import docs_page, openapi_document
+from foundry_inference.auth.tornado import AuthMixin
+
+log = logging.getLogger("foundry_inference.predictive")
+
+_date_cache = [0, ""]
+
+
+def _http_date():
+    now = int(time.time())
+    if now != _date_cache[0]:
+        _date_cache[0], _date_cache[1] = now, httputil.format_timestamp(now)
+    return _date_cache[1]
+
+
+_KINDS = {400: "BadRequest", 413: "PayloadTooLarge", 415: "UnsupportedMediaType"}
+
+
+def not_ready(service):
+    if service.load_error:
+        return ApiError(503, "ServiceUnavailable", f"Model failed to load: {service.load_error}")
+    return ApiError(503, "ServiceUnavailable", "Model not loaded yet")
+
+
+class PredictiveBase(BaseHandler):
+    """Errors as `{"detail": ...}` (plus `code` for auth failures, contract decision 5)."""
+    envelope = staticmethod(predictive_envelope)
+
+    @property
+    def service(self):
+        return self.application.settings["predictive"]
+
+    def clear(self):
+        """Tornado's clear() formats a Date per response and sets headers one by one; this is the same result
+        (BaseHandler's default headers, no Server header) with the Date string cached for the current second."""
+        self._headers = httputil.HTTPHeaders({"Content-Type": "application/json", "Date": _http_date(),
+                                              "X-Content-Type-Options": "nosniff"})
+        self._write_buffer = []
+        self._status_code = 200
+        self._reason = "OK"
+
+    def compute_etag(self):
+        return None     # answers are not cacheable resources; hashing every body costs for nothing
+
+    def write_json(self, obj, status=200):
+        self.set_status(status)
+        self.finish(dumps(obj))
+
+
+class HealthHandler(AuthMixin, PredictiveBase):
+    public = True
+
+    def get(self):
+        self.write_json({"status": "ok"})
+
+    head = get
+
+
+class ReadyHandler(AuthMixin, PredictiveBase):
+    public = True
+
+    def get(self):
+        service = self.service
+        if not service.ready:
+            raise not_ready(service)
+        self.write_json({"status": "ready", "model_id": service.model.model_id})
+
+    head = get
+
+
+class ModelHandler(AuthMixin, PredictiveBase):
+    def get(self):
+        service = self.service
+        if not service.ready:
+            raise not_ready(service)
+        self.write_json(service.describe())
+
+
+class PredictHandler(AuthMixin, PredictiveBase):
+    _pending = None
+    _counted = False
+
+    def initialize(self):
+        # Runs when the request has been read, before the handler's first step: requests that arrived together are
+        # all counted before any of them submits, so the idle fast path is taken only by a request that is alone.
+        self.service.inflight += 1
+        self._counted = True
+
+    async def post(self):
+        service = self.service
+        if not service.ready:
+            raise not_ready(service)
+        body = self.request.body
+        limit = service.settings.max_body_bytes
+        if len(body) > limit:
+            raise ApiError(413, "PayloadTooLarge", f"Request body exceeds {limit} bytes")
+        try:
+            array = await service.decode_async(body)
+        except BadInput as exc:
+            raise ApiError(exc.status, _KINDS.get(exc.status, "BadRequest"), exc.message) from None
+        try:
+            pending = self._pending = service.submit(array)
+        except QueueFull as full:
+            service.metrics.rejected.inc()
+            raise ApiError(429, "TooManyRequests", str(full), headers={"Retry-After": str(full.retry_after)},
+                           extra={"error": str(full), "queue_depth": full.depth,
+                                  "retry_after": full.retry_after}) from None
+        try:
+            outputs, start, stop, inference_ms = await pending.future
+        except asyncio.CancelledError:
+            return                      # the client went away: nobody to answer
+        except InferenceFailed as exc:
+            raise ApiError(500, "InternalError", str(exc)) from None
+        self.finish(service.render(outputs, start, stop, inference_ms))
+
+    def on_connection_close(self):
+        pending = self._pending
+        if pending is not None and not pending.future.done():
+            pending.future.cancel()     # the batcher drops it before the next run
+
+    def on_finish(self):
+        service = self.service
+        if self._counted:
+            self._counted = False
+            service.inflight -= 1
+        service.metrics.observe_request(self._status_code, self.request.request_time())
+
+
+class MetricsHandler(AuthMixin, PredictiveBase):
+    def get(self):
+        payload, content_type = self.service.metrics.render()
+        self.set_header("Content-Type", content_type)
+        self.finish(payload)
+
+
+class OpenAPIHandler(AuthMixin, PredictiveBase):
+    def get(self):
+        model = self.service.model
+        self.write_json(openapi_document(model.model_id if model else None))
+
+
+class DocsHandler(AuthMixin, PredictiveBase):
+    def get(self):
+        model = self.service.model
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.finish(docs_page(openapi_document(model.model_id if model else None)))
+
+
+class PredictiveNotFound(AuthMixin, NotFoundHandler):
+    """Unknown paths: authenticated like every other route (deny by default), then 404."""
+    envelope = staticmethod(predictive_envelope)
+
+
+routes = [
+    (r"/v1/predict", PredictHandler),          # first: Tornado tries the rules in order
+    (r"/health", HealthHandler),
+    (r"/healthz", HealthHandler),
+    (r"/ready", ReadyHandler),
+    (r"/readyz", ReadyHandler),
+    (r"/v1/model", ModelHandler),
+    (r"/metrics", MetricsHandler),
+    (r"/openapi.json", OpenAPIHandler),
+    (r"/docs", DocsHandler),
+]

@@ -1,0 +1,43 @@
+"""Prometheus metrics of the predictive server, in a registry of its own (one per application, so tests and
+several apps in one process never collide). Label children are created once: a per-request update is a few
+attribute look-ups, not a label resolution."""
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class PredictiveMetrics:
+    def __init__(self, registry=None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("foundry_predict_requests_total", "Prediction requests answered, by HTTP status",
+                                ["status"], registry=r)
+        self.latency = Histogram("foundry_predict_request_duration_seconds",
+                                 "Time from the request's arrival to its answer", buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("foundry_predict_queue_depth", "Requests waiting for a batch", registry=r)
+        self.queue_capacity = Gauge("foundry_predict_queue_capacity", "Configured queue depth", registry=r)
+        self.batch_size = Histogram("foundry_predict_batch_size", "Rows per session.run", buckets=BATCH_BUCKETS,
+                                    registry=r)
+        self.rejected = Counter("foundry_predict_rejected_total",
+                                "Requests refused with 429 because the queue was full", registry=r)
+        self.dropped = Counter("foundry_predict_dropped_total",
+                               "Queued requests dropped before running because their client disconnected", registry=r)
+        self.load_seconds = Gauge("foundry_model_load_seconds", "Time to load and probe the model", registry=r)
+        self.ready = Gauge("foundry_model_ready", "1 once the model is loaded and warmed up", registry=r)
+        self._status = {}
+
+    def observe_request(self, status, seconds):
+        child = self._status.get(status)
+        if child is None:
+            child = self._status[status] = self.requests.labels(str(status))
+        child.inc()
+        self.latency.observe(seconds)
+
+    def bind_queue(self, batcher):
+        self.queue_depth.set_function(lambda: len(batcher.queue))
+        self.queue_capacity.set(batcher.depth)
+
+    def render(self):
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

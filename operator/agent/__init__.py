@@ -1,0 +1,1 @@
+"""Embedded node agent: realises Deployment objects as supervised local processes (the kubelet of one machine)."""

@@ -1,0 +1,121 @@
+"""The embedded node agent: the kubelet + deployment controller of one machine.
+
+Every tick it lists the operator's Deployments (every namespace) and the Secrets and ConfigMaps they mount, realises
+each Deployment as local processes (workload.py), writes the Deployment's status (replicas, readyReplicas,
+conditions; a fetch failure or a crash loop as Progressing=False with the reason) and its reachable endpoint
+(annotation `foundry.azure.com/local-endpoint`, https://127.0.0.1:<port>), and writes the installation CA to
+<data-dir>/tls/ca.crt (contract decision 10). A Deployment that disappears has its processes stopped and its
+directory (keys, TLS key) removed; shutdown() stops everything it ever started.
+"""
+import base64
+import logging
+import os
+import shutil
+import threading
+
+from foundry_inference import logs
+from foundry_inference.store import errors
+
+from .. import names
+from ..status import changed as status_changed
+from .workload import Workload
+
+log = logging.getLogger("foundry_inference.operator.agent")
+
+
+class NodeAgent:
+    def __init__(self, store, data_dir, settings, interval=1.0, nginx_binary=None):
+        self.store = store
+        self.data_dir = str(data_dir)
+        self.settings = settings
+        self.interval = interval
+        self.nginx = nginx_binary if nginx_binary is not None else shutil.which("nginx")
+        self.workloads = {}           # uid -> Workload
+        self._lock = threading.Lock()
+        self._ca = None
+        if not self.nginx:
+            logs.event(log, "nginx is not installed: deployments are served over plain HTTP on 127.0.0.1 without "
+                            "the TLS sidecar", level=logging.WARNING)
+
+    def _secret(self, namespace, name):
+        try:
+            return self.store.get("Secret", namespace, name)
+        except errors.NotFound:
+            return None
+
+    def _write_ca(self, secrets):
+        ca = secrets.get((self.settings.operatorNamespace, names.CA_SECRET))
+        cert = ((ca or {}).get("data") or {}).get("tls.crt")
+        if not cert or cert == self._ca:
+            return
+        path = os.path.join(self.data_dir, "tls", "ca.crt")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(base64.b64decode(cert))
+        os.replace(tmp, path)
+        self._ca = cert
+
+    def tick(self):
+        deployments = self.store.list_all("Deployment", None, label_selector=names.SELECTOR)
+        secrets = {(o["metadata"]["namespace"], o["metadata"]["name"]): o
+                   for o in self.store.list_all("Secret", None, label_selector=names.SELECTOR)}
+        configmaps = {(o["metadata"]["namespace"], o["metadata"]["name"]): o
+                      for o in self.store.list_all("ConfigMap", None, label_selector=names.SELECTOR)}
+        self._write_ca(secrets)
+        seen = set()
+        with self._lock:
+            for dep in deployments:
+                uid = dep["metadata"]["uid"]
+                seen.add(uid)
+                workload = self.workloads.get(uid)
+                if workload is None:
+                    workload = self.workloads[uid] = Workload(dep, self.data_dir, self._secret, self.nginx)
+                    logs.event(log, "realising deployment", namespace=workload.namespace, name=workload.name)
+                try:
+                    workload.sync(dep, secrets, configmaps)
+                except Exception:  # noqa: BLE001 - one broken workload must not stop the others
+                    log.exception("node agent: %s/%s failed", workload.namespace, workload.name)
+                    workload.problem = ("AgentError", "the node agent could not run this deployment; see its log")
+                self._report(dep, workload)
+            for uid in [u for u in self.workloads if u not in seen]:
+                workload = self.workloads.pop(uid)
+                logs.event(log, "stopping deleted deployment", namespace=workload.namespace, name=workload.name)
+                workload.stop(remove=True)
+
+    def _report(self, dep, workload):
+        meta = dep["metadata"]
+        new = workload.status()
+        try:
+            if status_changed({k: v for k, v in (dep.get("status") or {}).items() if k in new}, new):
+                self.store.patch_status("Deployment", meta["namespace"], meta["name"], new)
+            endpoint = workload.endpoint()
+            if endpoint and (meta.get("annotations") or {}).get(names.LOCAL_ENDPOINT) != endpoint:
+                self.store.patch("Deployment", meta["namespace"], meta["name"],
+                                 {"metadata": {"annotations": {names.LOCAL_ENDPOINT: endpoint}}})
+        except errors.NotFound:
+            pass
+
+    def run(self, stop_event):
+        logs.event(log, "node agent started", data_dir=self.data_dir, nginx=self.nginx or "missing")
+        try:
+            while not stop_event.is_set():
+                try:
+                    self.tick()
+                except errors.StoreError as exc:
+                    logs.event(log, "node agent tick failed", level=logging.WARNING, error=exc.message)
+                stop_event.wait(self.interval)
+        finally:
+            self.shutdown()
+            logs.event(log, "node agent stopped")
+
+    def pids(self):
+        with self._lock:
+            return [pid for w in self.workloads.values() for pid in w.pids()]
+
+    def shutdown(self):
+        """Stop every process this agent started (idempotent). Workload directories stay for the next start."""
+        with self._lock:
+            for workload in self.workloads.values():
+                workload.stop()
+            self.workloads.clear()

@@ -1,0 +1,373 @@
+"""One Deployment realised on this machine, the way a kubelet would run its pods.
+
+- Volumes: Secret and ConfigMap volumes become directories of files under the workload's directory (rewritten when
+  the object changes, so a rotated API key reaches the model server within a tick); emptyDirs become directories.
+- The init container (the model fetcher) runs first, with its env resolved (secretKeyRef from the store) and mount
+  paths rewritten to the local directories; it is retried with backoff and its failure is reported.
+- Each replica is one model-server process with its own free port (PORT and `--port` rewritten, host 127.0.0.1);
+  the nginx sidecar is a real nginx process rendered from the same template as the pod's ConfigMap, listening on
+  127.0.0.1:<port> with the deployment's certificate and load-balancing over the replicas.
+- Readiness is the container's readinessProbe path asked over HTTP on each replica's port.
+"""
+import base64
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from .. import names
+from ..builders import nginx as nginx_builder
+from .process import Process
+
+log = logging.getLogger("foundry_inference.operator.agent")
+CRASH_LOOP_RESTARTS = 3
+
+
+def free_port(preferred=None):
+    if preferred:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", preferred))
+                return preferred
+            except OSError:
+                pass
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def local_command(argv):
+    """The container command as a local command line: our own entry points run on this interpreter."""
+    if not argv:
+        return argv
+    if argv[0] == "foundry-inference":
+        return [sys.executable, "-m", "foundry_inference.cli", *argv[1:]]
+    if argv[0] in ("python", "python3"):
+        return [sys.executable, *argv[1:]]
+    return list(argv)
+
+
+def _write_files(directory, files, mode=0o600):
+    """Make `directory` hold exactly `files` ({name: bytes}), each replaced atomically."""
+    os.makedirs(directory, exist_ok=True)
+    for name, data in files.items():
+        path = os.path.join(directory, name)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    for name in os.listdir(directory):
+        if name not in files and not name.startswith("."):
+            os.unlink(os.path.join(directory, name))
+
+
+def _probe(port, path, timeout=0.5):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:  # noqa: S310
+            return 200 <= resp.status < 400
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _tcp_open(port, timeout=0.5):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class Workload:
+    def __init__(self, deployment, data_dir, resolve_secret, nginx_binary=None):
+        meta = deployment["metadata"]
+        self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
+        self.dir = os.path.join(data_dir, "workloads", self.namespace, self.name)
+        self.resolve_secret = resolve_secret     # (namespace, name) -> Secret or None (registry credentials)
+        self.nginx = nginx_binary
+        self.template_hash = None
+        self.init_hash = None
+        self.replicas = 0
+        self.generation = 0
+        self.fetcher = None
+        self.fetched = False
+        self.fetch_failures = 0
+        self.fetch_next = 0.0
+        self.apps = []                # [(Process, port)]
+        self.proxy = None
+        preferred = None
+        endpoint = (meta.get("annotations") or {}).get(names.LOCAL_ENDPOINT) or ""
+        if endpoint.rpartition(":")[2].isdigit():
+            preferred = int(endpoint.rpartition(":")[2])
+        self.proxy_port = free_port(preferred)
+        self.problem = None           # (reason, message) while something keeps the workload from progressing
+        self._volume_versions = {}
+        self.template = None
+
+    # --- helpers ---------------------------------------------------------------------------------------------------
+    def _vol_dir(self, name):
+        return os.path.join(self.dir, "volumes", name)
+
+    def _mounts(self, container):
+        return sorted(((m["mountPath"], self._vol_dir(m["name"])) for m in container.get("volumeMounts") or []),
+                      key=lambda m: -len(m[0]))
+
+    @staticmethod
+    def _rewrite(value, mounts):
+        for mount_path, local in mounts:
+            if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
+                return local + value[len(mount_path.rstrip("/")):]
+        return value
+
+    def _env(self, container, overrides=None):
+        env = dict(os.environ)
+        mounts = self._mounts(container)
+        for item in container.get("env") or []:
+            if "valueFrom" in item:
+                ref = (item["valueFrom"] or {}).get("secretKeyRef") or {}
+                secret = self.resolve_secret(self.namespace, ref.get("name"))
+                raw = ((secret or {}).get("data") or {}).get(ref.get("key"))
+                if raw is None:
+                    if ref.get("optional"):
+                        continue
+                    raise LookupError(f"secret {ref.get('name')} has no key {ref.get('key')}")
+                env[item["name"]] = base64.b64decode(raw).decode()
+            else:
+                env[item["name"]] = self._rewrite(item.get("value") or "", mounts)
+        env.update(overrides or {})
+        return env
+
+    def _containers(self):
+        spec = self.template["spec"]
+        app = next((c for c in spec["containers"] if c["name"] != "tls-proxy"), spec["containers"][0])
+        proxy = next((c for c in spec["containers"] if c["name"] == "tls-proxy"), None)
+        return (spec.get("initContainers") or []), app, proxy
+
+    # --- volumes ---------------------------------------------------------------------------------------------------
+    def _materialise(self, secrets, configmaps):
+        """Bring Secret/ConfigMap volumes up to date; returns a problem message or None."""
+        for vol in self.template["spec"].get("volumes") or []:
+            directory = self._vol_dir(vol["name"])
+            if "emptyDir" in vol:
+                os.makedirs(directory, exist_ok=True)
+                continue
+            source = vol.get("secret") or vol.get("configMap")
+            if source is None:
+                continue
+            is_secret = "secret" in vol
+            ref = source.get("secretName") if is_secret else source.get("name")
+            obj = (secrets if is_secret else configmaps).get((self.namespace, ref))
+            if obj is None and is_secret:
+                obj = self.resolve_secret(self.namespace, ref)
+            if obj is None:
+                if source.get("optional"):
+                    if self._volume_versions.get(vol["name"]) is not None:
+                        _write_files(directory, {})
+                    os.makedirs(directory, exist_ok=True)
+                    self._volume_versions[vol["name"]] = None
+                    continue
+                return f"{'Secret' if is_secret else 'ConfigMap'} {ref} not found for volume {vol['name']}"
+            version = obj["metadata"].get("resourceVersion")
+            if self._volume_versions.get(vol["name"]) == version and os.path.isdir(directory):
+                continue
+            data = obj.get("data") or {}
+            files = ({k: base64.b64decode(v) for k, v in data.items()} if is_secret
+                     else {k: v.encode() for k, v in data.items()})
+            _write_files(directory, files)
+            self._volume_versions[vol["name"]] = version
+        return None
+
+    # --- lifecycle -------------------------------------------------------------------------------------------------
+    def stop(self, remove=False):
+        for proc, _port in self.apps:
+            proc.stop()
+        self.apps = []
+        if self.proxy:
+            self.proxy.stop()
+            self.proxy = None
+        if self.fetcher:
+            self.fetcher.stop()
+            self.fetcher = None
+        if remove:
+            shutil.rmtree(self.dir, ignore_errors=True)     # keys and TLS keys do not linger on disk
+
+    def pids(self):
+        procs = [p for p, _ in self.apps] + [p for p in (self.proxy, self.fetcher) if p]
+        return [p.pid for p in procs if p.running()]
+
+    def sync(self, deployment, secrets, configmaps):
+        """One kubelet-like step for this Deployment: adopt spec changes, fetch, run, supervise."""
+        spec = deployment["spec"]
+        self.generation = deployment["metadata"].get("generation") or 1
+        template = spec["template"]
+        digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
+        init_containers, app, proxy = (None, None, None)
+        if digest != self.template_hash:
+            self.template = template
+            init_containers, app, proxy = self._containers()
+            init_digest = hashlib.sha256(json.dumps(init_containers, sort_keys=True).encode()).hexdigest()
+            self.stop()                                      # Recreate: the old template's processes go first
+            if init_digest != self.init_hash:
+                self.fetched = False
+            self.template_hash, self.init_hash = digest, init_digest
+        init_containers, app, proxy = self._containers()
+        self.replicas = int(spec.get("replicas", 1))
+        problem = self._materialise(secrets, configmaps)
+        if problem:
+            self.problem = ("VolumeMissing", problem)
+            return
+        if not self.fetched:
+            if not self._run_init(init_containers):
+                return
+        self._run_apps(app)
+        self._run_proxy(proxy)
+        self.problem = self._crash_problem()
+
+    def _run_init(self, init_containers):
+        """Run the fetcher to completion; a failure is retried with backoff, each attempt with freshly resolved env
+        (a fixed credentials Secret is picked up without a restart)."""
+        if not init_containers:
+            self.fetched = True
+            return True
+        if self.fetcher is not None:
+            code = self.fetcher.proc.poll() if self.fetcher.proc else -1
+            if code is None:
+                return False
+            if code == 0:
+                self.fetcher, self.fetched, self.problem, self.fetch_failures = None, True, None, 0
+                return True
+            self.fetch_failures += 1
+            lines = [line for line in self.fetcher.log_tail().splitlines() if "failed" in line]
+            why = lines[-1].split("failed:", 1)[-1].strip() if lines else (self.fetcher.last_exit or f"exit {code}")
+            self.problem = ("FetchFailed", f"model fetch failed (attempt {self.fetch_failures}): {why}")
+            self.fetch_next = time.monotonic() + min(60.0, 2.0 ** (self.fetch_failures - 1))
+            self.fetcher = None
+            return False
+        if time.monotonic() < self.fetch_next:
+            return False
+        container = init_containers[0]
+        try:
+            env = self._env(container)
+        except LookupError as exc:
+            self.problem = ("FetchFailed", f"model fetch cannot start: {exc}")
+            return False
+        self.fetcher = Process("model-fetcher", local_command(container.get("command") or []) +
+                               list(container.get("args") or []), env, self.dir,
+                               os.path.join(self.dir, "logs", "model-fetcher.log"))
+        self.fetcher.start()
+        return False
+
+    def _app_env(self, app, port):
+        overrides = {"PORT": str(port)}
+        if any(e.get("name") == "FOUNDRY_PREDICTIVE_PORT" for e in app.get("env") or []):
+            overrides["FOUNDRY_PREDICTIVE_PORT"] = str(port)
+        return self._env(app, overrides)
+
+    def _app_argv(self, app, port):
+        args = [self._rewrite(a, self._mounts(app)) for a in app.get("args") or []]
+        for i, arg in enumerate(args[:-1]):
+            if arg == "--port":
+                args[i + 1] = str(port)
+            if arg == "--host":
+                args[i + 1] = "127.0.0.1"
+        return local_command(app.get("command") or []) + args
+
+    def _run_apps(self, app):
+        while len(self.apps) > self.replicas:
+            proc, _port = self.apps.pop()
+            proc.stop()
+        while len(self.apps) < self.replicas:
+            index = len(self.apps)
+            port = free_port()
+            try:
+                env = self._app_env(app, port)
+            except LookupError as exc:
+                self.problem = ("ConfigError", str(exc))
+                return
+            proc = Process(f"{app['name']}-{index}", self._app_argv(app, port), env, self.dir,
+                           os.path.join(self.dir, "logs", f"{app['name']}-{index}.log"))
+            self.apps.append((proc, port))
+        for proc, _port in self.apps:
+            proc.supervise()
+
+    def _nginx_config(self):
+        tls_dir = self._vol_dir("tls")
+        run = os.path.join(self.dir, "nginx")
+        os.makedirs(run, exist_ok=True)
+        params = nginx_builder.NginxParams(
+            listen=f"127.0.0.1:{self.proxy_port}", app_ports=tuple(port for _p, port in self.apps),
+            cert_path=os.path.join(tls_dir, "tls.crt"), key_path=os.path.join(tls_dir, "tls.key"), temp_dir=run,
+            pid_path=os.path.join(run, "nginx.pid"), error_log="stderr", access_log="off", workers="1")
+        path = os.path.join(run, "nginx.conf")
+        text = nginx_builder.render(params)
+        changed = not os.path.exists(path) or open(path).read() != text
+        if changed:
+            with open(path, "w") as fh:
+                fh.write(text)
+        return path, changed
+
+    def _run_proxy(self, proxy):
+        if proxy is None or not self.nginx or not self.apps:
+            return
+        conf, changed = self._nginx_config()
+        if self.proxy is None:
+            self.proxy = Process("tls-proxy", [self.nginx, "-e", "stderr", "-c", conf, "-p",
+                                               os.path.dirname(conf), "-g", "daemon off;"],
+                                 dict(os.environ), os.path.dirname(conf), os.path.join(self.dir, "logs", "nginx.log"))
+        elif changed and self.proxy.running():
+            os.kill(self.proxy.pid, 1)              # SIGHUP: reload the upstreams, keep the listening socket
+        self.proxy.supervise()
+
+    def _crash_problem(self):
+        for proc, _port in self.apps:
+            if proc.restarts >= CRASH_LOOP_RESTARTS and not proc.running():
+                tail = [line for line in proc.log_tail().splitlines() if line.strip() and not line.startswith("---")]
+                return ("CrashLoopBackOff", f"{proc.name} keeps exiting ({proc.last_exit}, {proc.restarts} restarts)"
+                                            + (f": {tail[-1][:300]}" if tail else ""))
+        if self.proxy and self.proxy.restarts >= CRASH_LOOP_RESTARTS and not self.proxy.running():
+            return ("CrashLoopBackOff", f"nginx keeps exiting ({self.proxy.last_exit}): "
+                                        f"{self.proxy.log_tail().strip().splitlines()[-1:]}")
+        return None
+
+    # --- what it reports -------------------------------------------------------------------------------------------
+    def ready_count(self):
+        _init, app, proxy = self._containers() if self.template else ([], {}, None)
+        path = ((app.get("readinessProbe") or {}).get("httpGet") or {}).get("path")
+        ready = 0
+        for proc, port in self.apps:
+            if proc.running() and (_probe(port, path) if path else True):
+                ready += 1
+        if proxy is not None and self.nginx and not (self.proxy and self.proxy.running() and
+                                                     _tcp_open(self.proxy_port)):
+            return 0
+        return ready
+
+    def endpoint(self):
+        _init, _app, proxy = self._containers() if self.template else ([], {}, None)
+        if proxy is not None and self.nginx:
+            return f"https://127.0.0.1:{self.proxy_port}"
+        if self.apps:
+            return f"http://127.0.0.1:{self.apps[0][1]}"
+        return None
+
+    def status(self):
+        ready = self.ready_count() if self.fetched else 0
+        running = sum(1 for proc, _ in self.apps if proc.running())
+        conditions = [{"type": "Available", "status": "True" if ready >= self.replicas else "False",
+                       "reason": "MinimumReplicasAvailable" if ready >= self.replicas else "MinimumReplicasUnavailable",
+                       "message": f"{ready}/{self.replicas} replicas ready"}]
+        if self.problem:
+            conditions.append({"type": "Progressing", "status": "False", "reason": self.problem[0],
+                               "message": self.problem[1]})
+        else:
+            conditions.append({"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"
+                               if ready >= self.replicas else "ReplicaSetUpdated", "message": "local processes"})
+        return {"observedGeneration": self.generation, "replicas": self.replicas, "updatedReplicas": running,
+                "readyReplicas": ready, "availableReplicas": ready,
+                "unavailableReplicas": max(0, self.replicas - ready), "conditions": conditions}
+

@@ -1,0 +1,205 @@
+"""The model-serving Deployment: a model-fetcher init container, the model server and the nginx TLS sidecar.
+
+- The model server listens on 127.0.0.1 only; nginx (8443) is the pod's only open port, so probes go through it
+  (HTTPS, the app's own /health and /ready paths) and TLS cannot be bypassed.
+- API keys are the `<name>-api-keys` Secret mounted as files; the operator creates the Secret before the Deployment.
+  The volume is optional so that a pod restarting while someone deleted the Secret still starts (with no valid key)
+  and the kubelet fills the files once the operator has recreated it; the middleware re-reads them every few
+  seconds.
+- The pod template carries a hash of the nginx config and certificate, so a change to either rolls the pods.
+"""
+import json
+
+from .. import names
+from .common import metadata
+
+CHAT_COMMAND = ["foundry-inference", "chat-server"]
+PREDICTIVE_COMMAND = ["foundry-inference", "predictive-server"]
+VLLM_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+FETCH_COMMAND = ["python", "-m", "foundry_inference.operator.fetch"]
+APP_CONTAINER, PROXY_CONTAINER, FETCH_CONTAINER = "model-server", "tls-proxy", "model-fetcher"
+MODEL_PATH = f"{names.MODELS_DIR}/{names.MODEL_SUBDIR}"
+
+
+def _restricted(**extra):
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, **extra}
+
+
+def _quantity(value):
+    return str(value)
+
+
+def resources(spec):
+    """Container resources: cpu/memory as given (defaults 100m/256Mi, 1000m/1Gi), gpu -> nvidia.com/gpu."""
+    out = {}
+    for section in ("requests", "limits"):
+        values = {k: _quantity(v) for k, v in (spec.resources.get(section) or {}).items() if k != "gpu"}
+        if values:
+            out[section] = values
+    if spec.compute == "gpu" and not spec.skip_gpu_resource and spec.gpu_count:
+        out.setdefault("limits", {})["nvidia.com/gpu"] = str(spec.gpu_count)
+    return out
+
+
+def vllm_args(preferences):
+    """vLLM engine arguments from spec.vllm.preferences (blocked keys already dropped): `key: value` -> `--key value`,
+    true -> a bare flag, false/null -> omitted, a list -> the flag repeated, a mapping -> JSON."""
+    args = []
+    for key in sorted(preferences):
+        value = preferences[key]
+        flag = "--" + str(key).replace("_", "-")
+        if value is True:
+            args.append(flag)
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, list):
+            for item in value:
+                args += [flag, str(item)]
+        elif isinstance(value, dict):
+            args += [flag, json.dumps(value, sort_keys=True, separators=(",", ":"))]
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def _env(owner, spec, resolved, settings, auth_mode):
+    env = [{"name": "PORT", "value": str(spec.port)},
+           {"name": "FOUNDRY_MODEL_PATH", "value": MODEL_PATH},
+           {"name": "FOUNDRY_MODEL_ID", "value": resolved.name},
+           {"name": "FOUNDRY_DEPLOYMENT_NAME", "value": owner.name},
+           {"name": "FOUNDRY_DEPLOYMENT_NAMESPACE", "value": owner.namespace},
+           {"name": "FOUNDRY_AUTH_MODE", "value": auth_mode}]
+    host_var = "FOUNDRY_PREDICTIVE_HOST" if resolved.workload_type == "predictive" else "FOUNDRY_CHAT_HOST"
+    env.append({"name": host_var, "value": "127.0.0.1"})
+    if auth_mode in ("api-key", "both"):
+        env.append({"name": "FOUNDRY_API_KEYS_DIR", "value": names.KEYS_DIR})
+    if auth_mode in ("entra", "both"):
+        env += [{"name": "FOUNDRY_ENTRA_TENANT_ID", "value": settings.authentication.tenantId},
+                {"name": "FOUNDRY_ENTRA_CLIENT_ID", "value": settings.authentication.clientId}]
+    env += [{"name": name, "value": value} for name, value in spec.env]
+    return env
+
+
+def _https_probe(path, period, failures, timeout=5, initial=0):
+    probe = {"httpGet": {"path": path, "port": "https", "scheme": "HTTPS"}, "periodSeconds": period,
+             "failureThreshold": failures, "timeoutSeconds": timeout}
+    if initial:
+        probe["initialDelaySeconds"] = initial
+    return probe
+
+
+def model_server(owner, spec, resolved, settings, auth_mode):
+    if resolved.runtime == "vllm":
+        command = VLLM_COMMAND
+        args = ["--model", MODEL_PATH, "--served-model-name", resolved.name, "--host", "127.0.0.1",
+                "--port", str(spec.port), *vllm_args(spec.vllm_preferences)]
+        health, ready = "/health", "/health"
+    else:
+        command = PREDICTIVE_COMMAND if resolved.workload_type == "predictive" else CHAT_COMMAND
+        args = None
+        health, ready = "/health", "/ready"
+    container = {
+        "name": APP_CONTAINER, "image": resolved.image, "imagePullPolicy": settings.imagePullPolicy,
+        "command": list(command),
+        "env": _env(owner, spec, resolved, settings, auth_mode),
+        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
+        "resources": resources(spec),
+        # model loading can take minutes: the startup probe allows 10 of them before liveness takes over
+        "startupProbe": _https_probe(health, 10, 60),
+        "livenessProbe": _https_probe(health, 20, 3),
+        "readinessProbe": _https_probe(ready, 5, 3),
+        "volumeMounts": [{"name": "models", "mountPath": names.MODELS_DIR, "readOnly": resolved.runtime != "vllm"}],
+        "securityContext": _restricted(),
+    }
+    if args:
+        container["args"] = args
+    if auth_mode in ("api-key", "both"):
+        container["volumeMounts"].append({"name": "api-keys", "mountPath": names.KEYS_DIR, "readOnly": True})
+    return container
+
+
+def tls_proxy(settings):
+    return {
+        "name": PROXY_CONTAINER, "image": settings.image("nginx"), "imagePullPolicy": settings.imagePullPolicy,
+        "command": ["nginx", "-e", "stderr", "-c", f"{names.NGINX_DIR}/nginx.conf", "-g", "daemon off;"],
+        "ports": [{"name": "https", "containerPort": names.TLS_PORT, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "128Mi"}},
+        "readinessProbe": {"tcpSocket": {"port": "https"}, "periodSeconds": 5},
+        "livenessProbe": {"tcpSocket": {"port": "https"}, "periodSeconds": 20},
+        "volumeMounts": [{"name": "nginx-config", "mountPath": names.NGINX_DIR, "readOnly": True},
+                         {"name": "tls", "mountPath": names.TLS_DIR, "readOnly": True},
+                         {"name": "nginx-tmp", "mountPath": "/tmp/nginx"}],
+        "securityContext": _restricted(runAsNonRoot=True, readOnlyRootFilesystem=True),
+    }
+
+
+def artifact_env(artifact, allowlist=()):
+    """The fetcher's environment: the artifact as JSON (no secrets) and registry credentials by reference."""
+    public = {k: v for k, v in artifact.items() if k != "credentials"}
+    env = [{"name": "FOUNDRY_FETCH_ARTIFACT", "value": json.dumps(public, sort_keys=True, separators=(",", ":"))},
+           {"name": "FOUNDRY_FETCH_DEST", "value": MODEL_PATH}]
+    if allowlist:
+        env.append({"name": "FOUNDRY_REGISTRY_ALLOWLIST", "value": ",".join(allowlist)})
+    creds = artifact.get("credentials")
+    if creds:
+        for var, key in (("FOUNDRY_REGISTRY_USERNAME", creds["usernameKey"]),
+                         ("FOUNDRY_REGISTRY_PASSWORD", creds["passwordKey"])):
+            env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": creds["name"], "key": key}}})
+    return env
+
+
+def model_fetcher(resolved, settings):
+    return {
+        "name": FETCH_CONTAINER, "image": settings.image("model-fetcher"), "imagePullPolicy": settings.imagePullPolicy,
+        "command": list(FETCH_COMMAND), "env": artifact_env(resolved.artifact, settings.registryAllowlist),
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+        "volumeMounts": [{"name": "models", "mountPath": names.MODELS_DIR}],
+        "securityContext": _restricted(),
+    }
+
+
+def volumes(owner, spec, resolved, settings, tls_secret_name, auth_mode):
+    models = {}
+    if resolved.runtime == "vllm":
+        models["sizeLimit"] = f"{spec.vllm_cache_gi}Gi"
+    elif settings.storeModel.modelsVolumeSizeLimit:
+        models["sizeLimit"] = settings.storeModel.modelsVolumeSizeLimit
+    vols = [{"name": "models", "emptyDir": models}]
+    if auth_mode in ("api-key", "both"):
+        vols.append({"name": "api-keys", "secret": {"secretName": names.keys_secret(owner.name), "optional": True}})
+    vols += [{"name": "nginx-config", "configMap": {"name": names.nginx_configmap(owner.name)}},
+             {"name": "tls", "secret": {"secretName": tls_secret_name}},
+             {"name": "nginx-tmp", "emptyDir": {}}]
+    return vols
+
+
+def deployment(owner, spec, resolved, settings, *, tls_secret_name, config_hash, auth_mode):
+    pod_labels = {**names.child_labels(owner.name), names.COMPONENT_LABEL: "model-server"}
+    pod = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,     # a namespace with a thousand Services would otherwise bloat every pod's env
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "initContainers": [model_fetcher(resolved, settings)],
+        "containers": [model_server(owner, spec, resolved, settings, auth_mode), tls_proxy(settings)],
+        "volumes": volumes(owner, spec, resolved, settings, tls_secret_name, auth_mode),
+    }
+    if spec.node_selector:
+        pod["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod["tolerations"] = [dict(t) for t in spec.tolerations]
+    # one GPU node cannot hold an old and a new pod at once: replace instead of surging
+    strategy = ({"type": "Recreate"} if spec.compute == "gpu" else
+                {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": metadata(owner, owner.name, "model-server"),
+        "spec": {
+            "replicas": spec.replicas,
+            "revisionHistoryLimit": 3,
+            "progressDeadlineSeconds": settings.progressDeadlineSeconds,
+            "selector": {"matchLabels": names.child_labels(owner.name)},
+            "strategy": strategy,
+            "template": {"metadata": {"labels": pod_labels, "annotations": {names.CONFIG_HASH: config_hash}},
+                         "spec": pod},
+        },
+    }

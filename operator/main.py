@@ -1,0 +1,87 @@
+"""Entry points of the operator.
+
+- `main(args)`: `foundry-inference operator` (args.store "kubernetes" | "embedded", args.data_dir, args.kubeconfig).
+  On a cluster it runs the polling loop until SIGTERM/SIGINT. With `--store embedded` it runs `run_embedded`.
+- `run_embedded(store, data_dir, stop_event, settings=None)`: for `foundry-inference up`. Thread-based and blocking:
+  it runs the operator loop (every namespace, contract decision 6) in one thread and the embedded node agent (local
+  processes for the Deployments, real nginx TLS sidecars, CA at <data-dir>/tls/ca.crt) in another, returns once
+  `stop_event` (a threading.Event) is set, and before returning stops every child process it started. Call it from
+  a thread of your own when the caller has its own loop (e.g. the control plane's asyncio loop in the main thread).
+
+Settings come from the file named by FOUNDRY_OPERATOR_CONFIG (docs/operator.md); a bad file exits with status 2 and
+a message naming the setting.
+"""
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from foundry_inference import logs
+from foundry_inference.store.factory import default_data_dir, open_store
+
+from . import settings as settings_mod
+from .loop import Operator
+
+log = logging.getLogger("foundry_inference.operator")
+
+
+def run_embedded(store, data_dir, stop_event, settings=None):
+    """Run operator + node agent on the embedded store until `stop_event` is set; no child process outlives it."""
+    from .agent.agent import NodeAgent
+
+    settings = (settings or settings_mod.load()).for_embedded()
+    data_dir = Path(data_dir)
+    operator = Operator(store, settings)
+    agent = NodeAgent(store, data_dir, settings)
+    threads = [threading.Thread(target=operator.run, args=(stop_event,), name="operator", daemon=True),
+               threading.Thread(target=agent.run, args=(stop_event,), name="node-agent", daemon=True)]
+    for thread in threads:
+        thread.start()
+    try:
+        while not stop_event.is_set():
+            stop_event.wait(1.0)
+            for thread in threads:
+                if not thread.is_alive() and not stop_event.is_set():
+                    log.error("%s thread died; stopping embedded mode", thread.name)
+                    stop_event.set()
+    finally:
+        stop_event.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        agent.shutdown()       # idempotent: every process it started is gone when this returns
+        operator.close()
+
+
+def _stop_on_signals(stop_event):
+    def handler(signum, _frame):
+        logs.event(log, "stopping", signal=signal.Signals(signum).name)
+        stop_event.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
+def main(args):
+    try:
+        settings = settings_mod.load()
+    except settings_mod.SettingsError as exc:
+        print(f"foundry-inference operator: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    backend = getattr(args, "store", "kubernetes") or "kubernetes"
+    data_dir = Path(getattr(args, "data_dir", None) or default_data_dir())
+    store = open_store(backend, data_dir=data_dir, kubeconfig=getattr(args, "kubeconfig", None))
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    try:
+        if backend == "embedded":
+            run_embedded(store, data_dir, stop, settings)
+        else:
+            operator = Operator(store, settings)
+            try:
+                operator.run(stop)
+            finally:
+                operator.close()
+    finally:
+        store.close()
+    return 0

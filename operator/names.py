@@ -1,0 +1,80 @@
+"""Names, labels and annotations shared with the control plane (../shared/spec/companion-facts.md). Changing one of
+these breaks a contract: the control plane reads the same keys."""
+import hashlib
+import re
+
+GROUP = "foundrylocal.azure.com"
+API_VERSION = f"{GROUP}/v1"
+OPERATOR_NAMESPACE = "foundry-local-operator"
+
+# labels on every child
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "inference-operator"
+DEPLOYMENT_LABEL = "foundry.azure.com/deployment"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+SOURCE_LABEL = "foundry.azure.com/source"
+HARDWARE_LABEL = "foundry.azure.com/hardware"
+SELECTOR = f"{MANAGED_BY}={MANAGED_BY_VALUE}"
+
+# annotations
+DESIRED_HASH = "foundry.azure.com/desired-hash"          # hash of the desired child, to see removed fields
+CONFIG_HASH = "foundry.azure.com/config-hash"            # on the pod template: nginx config + certificate
+PRIMARY_CREATED = "foundry.azure.com/primary-key-created-at"
+SECONDARY_CREATED = "foundry.azure.com/secondary-key-created-at"
+KEYS_GENERATED = "foundry.azure.com/keys-generated-at"   # the operator's own first-generation time (rotation = later)
+LOCAL_ENDPOINT = "foundry.azure.com/local-endpoint"      # embedded node agent: where the TLS sidecar listens
+DEPRECATED_FROM = "foundry.azure.com/legacy-kind"
+
+# catalog ConfigMap
+CATALOG_CONFIGMAP = "foundry-local-catalog"
+CATALOG_KEY = "catalog.json"
+LAST_SYNC = "foundry.azure.com/last-sync"
+CATALOG_VERSION = "foundry.azure.com/catalog-version"
+SYNC_REQUESTED = "foundry.azure.com/sync-requested-at"
+SYNC_ERROR = "foundry.azure.com/last-sync-error"
+SYNC_ATTEMPT = "foundry.azure.com/last-sync-attempt"
+
+# the operator's certificate authority (one per installation)
+CA_SECRET = "foundry-inference-ca"
+
+# in-pod paths and ports
+TLS_PORT = 8443
+SERVICE_PORT = 443
+KEYS_DIR = "/var/run/foundry/keys"
+TLS_DIR = "/etc/foundry/tls"
+NGINX_DIR = "/etc/foundry/nginx"
+MODELS_DIR = "/models"
+MODEL_SUBDIR = "model"
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def keys_secret(name):
+    return f"{name}-api-keys"
+
+
+def tls_secret(name):
+    return f"{name}-tls"
+
+
+def nginx_configmap(name):
+    return f"{name}-nginx"
+
+
+def service(name):
+    """A Service name must be a DNS-1035 label (start with a letter); a deployment name may start with a digit."""
+    if _DNS_1035.match(name) and len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:6]
+    return f"md-{name[:52]}-{digest}".replace("--", "-")
+
+
+def model_cr_name(variant_id):
+    """A Model resource name for a catalog variant id such as `Phi-4-mini-instruct-generic-cpu:5`."""
+    name = re.sub(r"[^a-z0-9.-]+", "-", variant_id.lower()).strip("-.")
+    return name[:253] or "model"
+
+
+def child_labels(name):
+    return {MANAGED_BY: MANAGED_BY_VALUE, DEPLOYMENT_LABEL: name}

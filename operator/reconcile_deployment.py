@@ -1,0 +1,239 @@
+"""Reconcile one ModelDeployment or InferenceService: normalise and validate the spec, resolve the model, build the
+desired children, write what differs, prune what is no longer desired, create the API keys once (with the other
+children, before the Deployment, so that a pod never starts without them; never regenerated unless the Secret is
+deleted), write status when it changed.
+
+Errors: InvalidSpec / ResolutionError / a child refused by the apiserver / a name owned by someone else become
+state Error with a condition, and the existing children are left as they are (a broken update does not take down a
+running model). Anything temporary (Unavailable, Conflict) propagates to the loop, which backs off this object.
+"""
+import base64
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from foundry_inference.store import errors
+
+from . import apply, names
+from . import spec as spec_mod
+from . import status as status_mod
+from .builders import common, ingress, keys, nginx, service, tls
+from .builders import deployment as deployment_builder
+from .builders import model as model_builder
+from .resolve import ResolutionError, resolve
+
+log = logging.getLogger("foundry_inference.operator")
+
+
+@dataclass
+class Outcome:
+    owner: spec_mod.Owner
+    spec: spec_mod.DeploymentSpec = None
+    resolved: object = None
+    error: tuple = None            # (state, reason, message)
+    error_stage: str = None        # spec | resolve | apply
+    deployment: dict = None
+    service: dict = None
+    ingress: dict = None
+    keys_secret: dict = None
+    actions: list = field(default_factory=list)   # (action, kind, name)
+    status_written: bool = False
+    skipped: bool = False          # nothing moved since the last reconcile found it in order
+
+
+@dataclass
+class PassContext:
+    """What every reconcile of one pass shares (read-only)."""
+    catalog: object
+    ca_cert: bytes
+    ca_key: bytes
+    now: object
+    catalog_token: int = 0
+
+
+def _mine(obj, owner):
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid") == owner.uid
+    return False
+
+
+def fingerprint(obj, kids, snapshot, ctx):
+    """Everything a reconcile reads, as resourceVersions: if none moved since a reconcile that found nothing to do,
+    this one would find nothing either. The hour is in it so certificate expiry is still looked at regularly."""
+    meta = obj["metadata"]
+    ref = ((obj.get("spec") or {}).get("model") or {}).get("ref")
+    model = snapshot.models_in(meta["namespace"]).get(ref) if ref else None
+    return (meta.get("resourceVersion"), ctx.catalog_token, ctx.now.strftime("%Y%m%d%H"),
+            (model or {}).get("metadata", {}).get("resourceVersion"),
+            tuple(sorted((k, n, o["metadata"].get("resourceVersion")) for (k, n), o in kids.items())))
+
+
+class DeploymentReconciler:
+    def __init__(self, store, settings):
+        self.store = store
+        self.settings = settings
+        self._quiet = {}          # uid -> fingerprint of the last reconcile that wrote nothing
+        self._registering = set()  # (namespace, Model name) being lazily registered right now
+        self._lock = threading.Lock()
+
+    # --- desired state ---------------------------------------------------------------------------------------------
+    def _tls(self, owner, spec, existing, ctx):
+        """(Secret name to mount, desired TLS Secret or None, certificate bytes for the pod hash)."""
+        if self.settings.tls.secretName:
+            return self.settings.tls.secretName, None, self.settings.tls.secretName.encode()
+        name = names.tls_secret(owner.name)
+        dns = tls.service_dns_names(names.service(owner.name), owner.namespace, [spec.endpoint.get("host")])
+        current = existing.get(("Secret", name))
+        if current is not None and _mine(current, owner) and not tls.renewal_reason(
+                current, dns, ctx.ca_cert, ctx.now, self.settings.tls.renewBeforeDays):
+            data = current["data"]
+            cert, key = base64.b64decode(data["tls.crt"]), base64.b64decode(data["tls.key"])
+        else:
+            cert, key = tls.issue(ctx.ca_cert, ctx.ca_key, dns, ctx.now, self.settings.tls.certValidityDays)
+        return name, tls.secret(owner, cert, key, ctx.ca_cert), cert
+
+    def desired(self, owner, spec, resolved, existing, ctx):
+        """The desired children, hash-stamped, in apply order (config before the Deployment that mounts it)."""
+        auth_mode = self.settings.authentication.mode(spec.auth_enabled)
+        tls_name, tls_secret, cert = self._tls(owner, spec, existing, ctx)
+        config = nginx.configmap(owner, spec.port)
+        config_hash = common.digest([config["data"], base64.b64encode(cert).decode()])
+        children = [config] + ([tls_secret] if tls_secret else [])
+        children.append(deployment_builder.deployment(owner, spec, resolved, self.settings, tls_secret_name=tls_name,
+                                                      config_hash=config_hash, auth_mode=auth_mode))
+        children.append(service.service(owner))
+        if spec.endpoint.get("enabled"):
+            children.append(ingress.ingress(owner, spec.endpoint, self.settings))
+        return [common.with_hash(c) for c in children]
+
+    # --- the reconcile ---------------------------------------------------------------------------------------------
+    def reconcile(self, obj, snapshot, ctx):
+        """Reconcile one owner; skipped (an Outcome with nothing done) when no input moved since it was last
+        found in order."""
+        kids = snapshot.children_of(obj["metadata"]["namespace"], obj["metadata"]["name"])
+        mark = fingerprint(obj, kids, snapshot, ctx)
+        uid = obj["metadata"]["uid"]
+        if self._quiet.get(uid) == mark:
+            return Outcome(owner=spec_mod.Owner.of(obj), skipped=True)
+        self._quiet.pop(uid, None)
+        out = self._reconcile(obj, snapshot, ctx)
+        if not out.actions and not out.status_written:
+            self._quiet[uid] = mark
+        return out
+
+    def forget_except(self, uids):
+        for uid in [u for u in self._quiet if u not in uids]:
+            del self._quiet[uid]
+
+    def _reconcile(self, obj, snapshot, ctx):
+        owner = spec_mod.Owner.of(obj)
+        out = Outcome(owner=owner)
+        existing = {k: v for k, v in snapshot.children_of(owner.namespace, owner.name).items() if _mine(v, owner)}
+        out.deployment = existing.get(("Deployment", owner.name))
+        out.service = existing.get(("Service", names.service(owner.name)))
+        out.ingress = existing.get(("Ingress", owner.name))
+        keys_obj = snapshot.children_of(owner.namespace, owner.name).get(("Secret", names.keys_secret(owner.name)))
+        if keys_obj is not None and (_mine(keys_obj, owner) or not apply.controller_of(keys_obj)):
+            out.keys_secret = keys_obj
+        if obj["metadata"].get("deletionTimestamp"):
+            return self._write_status(obj, out, ctx)
+        try:
+            out.spec = spec_mod.validate(spec_mod.normalise(obj))
+        except spec_mod.InvalidSpec as exc:
+            out.error, out.error_stage = ("Error", "InvalidSpec", str(exc)), "spec"
+            return self._write_status(obj, out, ctx)
+        except (KeyError, TypeError, ValueError) as exc:
+            out.error, out.error_stage = ("Error", "InvalidSpec", f"spec: {exc}"), "spec"
+            return self._write_status(obj, out, ctx)
+        try:
+            out.resolved = resolve(out.spec, self.settings, ctx.catalog, snapshot.models_in(owner.namespace))
+        except ResolutionError as exc:
+            out.error, out.error_stage = (exc.state, exc.reason, exc.message), "resolve"
+            return self._write_status(obj, out, ctx)
+        self._register_model(owner, out.resolved, snapshot)
+        try:
+            if out.spec.auth_enabled:
+                self._ensure_keys(owner, out, ctx)      # before the Deployment: its pods start with the keys mounted
+            self._apply(owner, out, existing, ctx)
+        except apply.ForeignChild as exc:
+            out.error, out.error_stage = ("Error", "NameConflict", str(exc)), "apply"
+        except errors.Invalid as exc:
+            out.error = ("Error", "ChildRejected", f"the store refused a child: {exc.message}")
+            out.error_stage = "apply"
+        return self._write_status(obj, out, ctx)
+
+    def _register_model(self, owner, resolved, snapshot):
+        if not (self.settings.catalog.lazyRegistrationEnabled and resolved.catalog_entry and not resolved.model_cr):
+            return
+        model = model_builder.catalog_model(owner.namespace, resolved.catalog_entry, resolved.catalog_variant)
+        key = (owner.namespace, model["metadata"]["name"])
+        with self._lock:           # one worker registers it; the others of this pass see it as done
+            if key[1] in snapshot.models_in(owner.namespace) or key in self._registering:
+                return
+            self._registering.add(key)
+        try:
+            self.store.create(model)
+            snapshot.models.setdefault(owner.namespace, {})[model["metadata"]["name"]] = model
+        except errors.AlreadyExists:
+            snapshot.models.setdefault(owner.namespace, {})[model["metadata"]["name"]] = model
+        except errors.Invalid as exc:
+            log.warning("lazy registration of %s refused: %s", model["metadata"]["name"], exc.message)
+        finally:
+            with self._lock:
+                self._registering.discard(key)
+
+    def _apply(self, owner, out, existing, ctx):
+        wanted = self.desired(owner, out.spec, out.resolved, existing, ctx)
+        keep = {(c["kind"], c["metadata"]["name"]) for c in wanted}
+        keep.add(("Secret", names.keys_secret(owner.name)))      # keys outlive an auth switch-off: never pruned
+        for child in wanted:
+            key = (child["kind"], child["metadata"]["name"])
+            obj, action = apply.ensure(self.store, child, existing.get(key))
+            if action != "unchanged":
+                out.actions.append((action, *key))
+            if child["kind"] == "Deployment":
+                out.deployment = obj
+            elif child["kind"] == "Service":
+                out.service = obj
+            elif child["kind"] == "Ingress":
+                out.ingress = obj
+        for kind, name in apply.prune(self.store, owner, existing, keep):
+            out.actions.append(("deleted", kind, name))
+            if kind == "Ingress":
+                out.ingress = None
+
+    def _ensure_keys(self, owner, out, ctx):
+        """Create the keys Secret once (again only if someone deleted it); on an existing one repair only what is
+        missing, never a value: a rotation by the control plane must survive every reconcile."""
+        if out.keys_secret is not None:
+            patch = keys.repair_patch(owner, out.keys_secret, ctx.now)
+            if patch:
+                out.keys_secret = self.store.patch("Secret", owner.namespace, out.keys_secret["metadata"]["name"],
+                                                   patch)
+                out.actions.append(("updated", "Secret", out.keys_secret["metadata"]["name"]))
+            return
+        name = names.keys_secret(owner.name)
+        try:
+            out.keys_secret = self.store.create(keys.secret(owner, ctx.now))
+            out.actions.append(("created", "Secret", name))
+        except errors.AlreadyExists:
+            # created by an earlier attempt whose answer was lost, or not labelled: use it, never overwrite it
+            found = self.store.get("Secret", owner.namespace, name)
+            if apply.controller_of(found) and not _mine(found, owner):
+                raise apply.ForeignChild(f"Secret {name} already exists and is controlled by "
+                                         f"{apply.controller_of(found).get('kind')} "
+                                         f"{apply.controller_of(found).get('name')}") from None
+            out.keys_secret = found
+            self._ensure_keys(owner, out, ctx)
+
+    def _write_status(self, obj, out, ctx):
+        new = status_mod.compute(obj, out, self.settings, ctx.now)
+        if status_mod.changed(obj.get("status"), new):
+            meta = obj["metadata"]
+            try:
+                self.store.patch_status(obj["kind"], meta["namespace"], meta["name"], new)
+                out.status_written = True
+            except errors.NotFound:
+                pass    # deleted meanwhile; garbage collection takes the children
+        return out

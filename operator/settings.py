@@ -1,0 +1,260 @@
+"""Typed operator settings, loaded once from a YAML or JSON file (the chart renders its values into a ConfigMap
+mounted as a file; FOUNDRY_OPERATOR_CONFIG names it). A bad value stops the operator at start with a message naming
+the setting, never later in a reconcile. Every setting is documented in docs/operator.md.
+"""
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+
+from foundry_inference.config import ConfigurationError
+
+from . import names
+
+ENV_CONFIG = "FOUNDRY_OPERATOR_CONFIG"
+DEFAULT_IMAGE = "ghcr.io/foundry-inference/foundry-inference:0.1.0"
+IMAGE_ROLES = ("generative-cpu", "generative-gpu", "generative-cpu-byo", "generative-gpu-byo", "vllm_gpu",
+               "predictive-cpu-byo", "predictive-gpu-byo", "nginx", "model-fetcher")
+DEFAULT_IMAGES = {role: DEFAULT_IMAGE for role in IMAGE_ROLES}
+DEFAULT_IMAGES.update({"vllm_gpu": "vllm/vllm-openai:v0.6.3", "nginx": "nginxinc/nginx-unprivileged:1.27-alpine"})
+_SOURCE_TREE_CATALOG = Path(__file__).resolve().parents[1] / "charts" / "foundry-inference" / "files" / "catalog.json"
+_IMAGE_CATALOG = Path("/opt/foundry-inference/catalog.json")
+DEFAULT_INGRESS_ANNOTATIONS = {
+    "nginx.ingress.kubernetes.io/proxy-body-size": "50m",
+    "nginx.ingress.kubernetes.io/proxy-read-timeout": "600",
+    "nginx.ingress.kubernetes.io/proxy-send-timeout": "600",
+}
+
+
+class SettingsError(ConfigurationError):
+    """A setting is missing or malformed; raised at start-up."""
+
+
+def default_catalog_source():
+    return str(_SOURCE_TREE_CATALOG if _SOURCE_TREE_CATALOG.is_file() else _IMAGE_CATALOG)
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    secretName: str = None          # a provided kubernetes.io/tls Secret used by every sidecar; else self-signed
+    certValidityDays: int = 365
+    renewBeforeDays: int = 30
+
+
+@dataclass(frozen=True)
+class IngressSettings:
+    className: str = "nginx"                  # used when a deployment names none
+    annotations: dict = field(default_factory=lambda: dict(DEFAULT_INGRESS_ANNOTATIONS))
+    tlsSecretName: str = None                 # default Ingress TLS Secret when a deployment names none
+
+
+@dataclass(frozen=True)
+class CatalogSettings:
+    source: str = field(default_factory=default_catalog_source)   # a file path, file:// or http(s):// URL
+    intervalSeconds: float = 6 * 3600.0
+    lazyRegistrationEnabled: bool = True
+    timeoutSeconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class StoreModelSettings:
+    enabled: bool = False              # StoreModel caching is not reconciled yet: models go to an emptyDir
+    storageClassName: str = None
+    modelsVolumeSizeLimit: str = None  # emptyDir sizeLimit for the model volume, e.g. 20Gi
+
+
+@dataclass(frozen=True)
+class AuthenticationSettings:
+    apiKeyEnabled: bool = True
+    entraEnabled: bool = False
+    tenantId: str = None
+    clientId: str = None
+
+    def mode(self, enabled_on_deployment):
+        if not enabled_on_deployment:
+            return "none"
+        if self.apiKeyEnabled and self.entraEnabled:
+            return "both"
+        return "entra" if self.entraEnabled else "api-key"
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    namespaces: tuple = (names.OPERATOR_NAMESPACE,)   # None: every namespace (embedded mode, contract decision 6)
+    operatorNamespace: str = names.OPERATOR_NAMESPACE
+    pollIntervalSeconds: float = 5.0
+    workers: int = 8                                  # owners reconciled concurrently within one pass
+    pageSize: int = 500
+    backoffBaseSeconds: float = 1.0
+    backoffMaxSeconds: float = 300.0
+    progressDeadlineSeconds: int = 300                # contract decision 12: Error within 5 minutes
+    imagePullPolicy: str = "IfNotPresent"
+    registryAllowlist: tuple = ()                    # registries on private addresses the fetcher may pull from
+    images: dict = field(default_factory=lambda: dict(DEFAULT_IMAGES))
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    ingress: IngressSettings = field(default_factory=IngressSettings)
+    catalog: CatalogSettings = field(default_factory=CatalogSettings)
+    storeModel: StoreModelSettings = field(default_factory=StoreModelSettings)
+    authentication: AuthenticationSettings = field(default_factory=AuthenticationSettings)
+    embedded: bool = False                            # set by the embedded entry point, not by the file
+
+    def image(self, role):
+        return self.images[role]
+
+    def for_embedded(self):
+        """Embedded mode reconciles every namespace (contract decision 6)."""
+        return dataclasses.replace(self, namespaces=None, embedded=True)
+
+
+_SECTIONS = {"tls": TlsSettings, "ingress": IngressSettings, "catalog": CatalogSettings,
+             "storeModel": StoreModelSettings, "authentication": AuthenticationSettings}
+
+
+def _typed(where, value, expected, default):
+    """Check one scalar against the type of its default (bool is not an int, an int is a float)."""
+    if value is None:
+        return default
+    kind = type(default) if default is not None else expected
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise SettingsError(f"{where}: expected true or false, got {value!r}")
+    elif kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and
+                                                                           not float(value).is_integer()):
+            raise SettingsError(f"{where}: expected a number, got {value!r}")
+        value = kind(value)
+    elif kind is str:
+        if not isinstance(value, str) or not value.strip():
+            raise SettingsError(f"{where}: expected a non-empty string, got {value!r}")
+    elif kind is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in value.items()):
+            raise SettingsError(f"{where}: expected a map of strings")
+        value = dict(value)
+    return value
+
+
+def _section(where, cls, raw):
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise SettingsError(f"{where}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    defaults = cls()
+    values = {}
+    for key, value in raw.items():
+        hint = known[key].type
+        expected = hint if hint in (str, int, float, bool, dict) else str
+        values[key] = _typed(f"{where}.{key}", value, expected, getattr(defaults, key))
+    return cls(**values)
+
+
+def from_mapping(raw):
+    """Build and validate settings from a parsed document (camelCase keys, the chart's values layout)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SettingsError("operator settings: the document must be a mapping")
+    raw = dict(raw)
+    values = {}
+    watch = raw.pop("watch", None)
+    if watch is not None:
+        if not isinstance(watch, dict) or set(watch) - {"namespaces"}:
+            raise SettingsError("watch: expected a mapping with `namespaces`")
+        raw.setdefault("namespaces", watch.get("namespaces"))
+    namespaces = raw.pop("namespaces", None)
+    if namespaces is not None:
+        if (not isinstance(namespaces, list) or not namespaces or
+                not all(isinstance(n, str) and names.DNS_LABEL.match(n) for n in namespaces)):
+            raise SettingsError(f"watch.namespaces: expected a non-empty list of namespace names, got {namespaces!r}")
+        values["namespaces"] = tuple(dict.fromkeys(namespaces))
+    images = raw.pop("images", None)
+    if images is not None:
+        if not isinstance(images, dict):
+            raise SettingsError("images: expected a mapping of role to image reference")
+        unknown = sorted(set(images) - set(IMAGE_ROLES))
+        if unknown:
+            raise SettingsError(f"images: unknown role(s) {', '.join(unknown)} (roles: {', '.join(IMAGE_ROLES)})")
+        merged = dict(DEFAULT_IMAGES)
+        for role, ref in images.items():
+            if not isinstance(ref, str) or not ref.strip() or any(c.isspace() for c in ref):
+                raise SettingsError(f"images.{role}: expected an image reference, got {ref!r}")
+            merged[role] = ref
+        values["images"] = merged
+    allow = raw.pop("registryAllowlist", None)
+    if allow is not None:
+        if not isinstance(allow, list) or not all(isinstance(a, str) and a.strip() and "," not in a for a in allow):
+            raise SettingsError("registryAllowlist: expected a list of host[:port] names")
+        values["registryAllowlist"] = tuple(a.strip().lower() for a in allow)
+    for key, cls in _SECTIONS.items():
+        if key in raw:
+            values[key] = _section(key, cls, raw.pop(key))
+    defaults = OperatorSettings()
+    scalars = {"operatorNamespace": str, "pollIntervalSeconds": float, "workers": int, "pageSize": int,
+               "backoffBaseSeconds": float, "backoffMaxSeconds": float, "progressDeadlineSeconds": int,
+               "imagePullPolicy": str}
+    unknown = sorted(set(raw) - set(scalars))
+    if unknown:
+        raise SettingsError(f"operator settings: unknown setting(s) {', '.join(unknown)}")
+    for key, value in raw.items():
+        values[key] = _typed(key, value, scalars[key], getattr(defaults, key))
+    settings = OperatorSettings(**values)
+    validate(settings)
+    return settings
+
+
+def validate(s):
+    if not names.DNS_LABEL.match(s.operatorNamespace):
+        raise SettingsError(f"operatorNamespace: {s.operatorNamespace!r} is not a namespace name")
+    if not 0.05 <= s.pollIntervalSeconds <= 3600:
+        raise SettingsError("pollIntervalSeconds: must be between 0.05 and 3600")
+    if not 1 <= s.workers <= 64:
+        raise SettingsError("workers: must be between 1 and 64")
+    if not 10 <= s.pageSize <= 5000:
+        raise SettingsError("pageSize: must be between 10 and 5000")
+    if not 0 < s.backoffBaseSeconds <= s.backoffMaxSeconds:
+        raise SettingsError("backoffBaseSeconds: must be > 0 and <= backoffMaxSeconds")
+    if not 30 <= s.progressDeadlineSeconds <= 86400:
+        raise SettingsError("progressDeadlineSeconds: must be between 30 and 86400")
+    if s.imagePullPolicy not in ("Always", "IfNotPresent", "Never"):
+        raise SettingsError("imagePullPolicy: must be Always, IfNotPresent or Never")
+    if not 1 <= s.tls.certValidityDays <= 3650 or not 0 <= s.tls.renewBeforeDays < s.tls.certValidityDays:
+        raise SettingsError("tls: certValidityDays must be 1..3650 and renewBeforeDays below it")
+    if s.catalog.intervalSeconds < 10:
+        raise SettingsError("catalog.intervalSeconds: must be at least 10")
+    source = s.catalog.source
+    scheme = urlparse(source).scheme
+    if scheme not in ("", "file", "http", "https"):
+        raise SettingsError(f"catalog.source: {source!r} must be a file path or a file://, http:// or https:// URL")
+    auth = s.authentication
+    if not (auth.apiKeyEnabled or auth.entraEnabled):
+        raise SettingsError("authentication: enable apiKeyEnabled, entraEnabled or both")
+    if auth.entraEnabled and not (auth.tenantId and auth.clientId):
+        raise SettingsError("authentication.entraEnabled needs tenantId and clientId")
+
+
+def load(path=None, env=None):
+    """Settings from `path`, else the file FOUNDRY_OPERATOR_CONFIG names, else the defaults."""
+    env = os.environ if env is None else env
+    path = path or env.get(ENV_CONFIG)
+    if not path:
+        return from_mapping({})
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"{ENV_CONFIG}: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        raw = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise SettingsError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {exc}") from None
+    try:
+        return from_mapping(raw)
+    except SettingsError as exc:
+        raise SettingsError(f"{path}: {exc}") from None

@@ -1,0 +1,141 @@
+"""Status of a ModelDeployment / InferenceService, computed as pure data from what one reconcile saw and did.
+
+State: Pending (waiting on something that may appear by itself: the catalog), Creating (children exist, never ready
+yet), Running (every replica ready on the current template), Updating (was running, a rollout or scale is under way),
+Error (invalid spec, unresolvable model, a child refused, or the rollout stopped progressing), Terminating (being
+deleted). Conditions keep their lastTransitionTime unless their status flips; every field of the CRD's status is
+written, null while unknown (contract decision 4), so a merge patch of the whole status is exact.
+"""
+import datetime
+
+from . import names
+from .builders import ingress as ingress_builder
+from .builders import keys as keys_builder
+from .builders import service as service_builder
+
+FIELDS = ("state", "message", "readyReplicas", "deploymentReady", "serviceReady", "internalEndpoint",
+          "externalEndpoint", "resolvedModel", "authentication", "conditions", "observedGeneration")
+
+
+def now_utc():
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def rfc3339(moment):
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(previous, type_, status, reason, message, generation, now):
+    """A condition; keeps the previous lastTransitionTime when the status did not change."""
+    old = next((c for c in previous or [] if c.get("type") == type_), None)
+    since = old.get("lastTransitionTime") if old and old.get("status") == status and old.get(
+        "lastTransitionTime") else rfc3339(now)
+    return {"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": since,
+            "observedGeneration": generation}
+
+
+def rollout(deployment, replicas):
+    """(ready replicas, complete?, failure message or None) of a child Deployment."""
+    if deployment is None:
+        return 0, False, None
+    st = deployment.get("status") or {}
+    ready = int(st.get("readyReplicas") or 0)
+    current = int(st.get("observedGeneration") or 0) >= int(deployment["metadata"].get("generation") or 1)
+    complete = (current and ready >= replicas and int(st.get("updatedReplicas") or 0) >= replicas
+                and int(st.get("replicas") or 0) == replicas)
+    failure = None
+    for cond in st.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("status") == "False":
+            failure = cond.get("message") or cond.get("reason") or "the rollout is not progressing"
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            failure = cond.get("message") or "replicas cannot be created"
+    return ready, complete, None if complete else failure
+
+
+def compute(obj, outcome, settings, now=None):
+    """The whole status object for `obj` given a ReconcileOutcome (see reconcile_deployment)."""
+    now = now or now_utc()
+    meta = obj["metadata"]
+    generation = int(meta.get("generation") or 1)
+    previous = obj.get("status") or {}
+    prev_conditions = previous.get("conditions") or []
+    owner, spec, resolved = outcome.owner, outcome.spec, outcome.resolved
+    replicas = spec.replicas if spec else 1
+    ready, complete, failure = rollout(outcome.deployment, replicas)
+    conds = []
+
+    def add(type_, status_, reason, message):
+        conds.append(condition(prev_conditions, type_, status_, reason, message, generation, now))
+
+    if meta.get("deletionTimestamp"):
+        state, reason, message = "Terminating", "Deleting", "the deployment is being deleted"
+    elif outcome.error:
+        state, reason, message = outcome.error
+    elif failure:
+        state, reason, message = "Error", "RolloutFailed", failure
+    elif complete:
+        state, reason, message = "Running", "Running", f"{ready}/{replicas} replicas ready"
+    elif previous.get("state") in ("Running", "Updating") and outcome.deployment is not None:
+        state, reason, message = "Updating", "RollingOut", f"updating: {ready}/{replicas} replicas ready"
+    else:
+        state, reason, message = "Creating", "Creating", f"creating: {ready}/{replicas} replicas ready"
+
+    if resolved is not None:
+        add("ModelResolved", "True", "Resolved", f"{resolved.name} ({resolved.variant}) on {resolved.image}")
+    elif outcome.error:
+        add("ModelResolved", "False" if outcome.error_stage == "resolve" else "Unknown", outcome.error[1],
+            outcome.error[2])
+    if outcome.deployment is not None:
+        if complete:
+            add("Available", "True", "MinimumReplicasAvailable", f"{ready}/{replicas} replicas ready")
+        else:
+            add("Available", "False", "ProgressDeadlineExceeded" if failure else "ReplicasNotReady",
+                failure or f"{ready}/{replicas} replicas ready")
+    auth = None
+    if spec is not None and spec.auth_enabled:
+        if outcome.keys_secret is not None:
+            auth = keys_builder.status(outcome.keys_secret)
+            add("KeysReady", "True", "KeysCreated", f"API keys in Secret {auth['keysSecretName']}")
+        else:
+            add("KeysReady", "False", "NotCreated", "API keys are created once the model resolves and the children "
+                                                    "can be written")
+    if spec is not None and spec.dropped:
+        add("SettingsIgnored", "True", "BlockedOrReserved", "ignored: " + ", ".join(spec.dropped))
+    if obj["kind"] == "InferenceService":
+        add("Deprecated", "True", "LegacyKind", "InferenceService is deprecated; use Model + ModelDeployment")
+    add("Ready", "True" if state == "Running" else "False", reason, message)
+
+    service_ready = outcome.service is not None
+    if settings.embedded:
+        internal = ((outcome.deployment or {}).get("metadata", {}).get("annotations") or {}).get(names.LOCAL_ENDPOINT)
+    else:
+        internal = service_builder.internal_endpoint(owner) if service_ready and owner else None
+    external = (ingress_builder.external_endpoint(owner, spec.endpoint, outcome.ingress)
+                if spec is not None and outcome.ingress is not None else None)
+    return {
+        "state": state,
+        "message": message,
+        "readyReplicas": ready if outcome.deployment is not None else None,
+        "deploymentReady": complete if outcome.deployment is not None else None,
+        "serviceReady": service_ready if outcome.deployment is not None or service_ready else None,
+        "internalEndpoint": internal,
+        "externalEndpoint": external,
+        "resolvedModel": ({"name": resolved.name, "variant": resolved.variant, "image": resolved.image}
+                          if resolved else None),
+        "authentication": auth,
+        "conditions": conds,
+        "observedGeneration": generation,
+    }
+
+
+def _normal(value):
+    """Compare statuses as stored: a null field and an absent one are the same; nested nulls too."""
+    if isinstance(value, dict):
+        return {k: _normal(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    return value
+
+
+def changed(previous, new):
+    return _normal(previous or {}) != _normal(new)

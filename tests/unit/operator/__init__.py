@@ -1,0 +1,1 @@
+"""Unit tests of the operator (pure builders, status, settings; reconciles on the embedded store)."""

@@ -1,0 +1,81 @@
+"""A minimal OCI distribution registry on loopback for fetcher tests: one artifact (a tar.gz layer, as
+`oras push` makes it), bearer-token auth behind basic credentials like a real registry's token service."""
+import base64
+import hashlib
+import io
+import json
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def tarball(files):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class Registry:
+    def __init__(self, repository="models/iris", tag="v1", files=None, username="user", password="pass",
+                 layer=None, title="model.tar.gz"):
+        self.repository, self.tag = repository, tag
+        self.username, self.password = username, password
+        self.layer = layer if layer is not None else tarball(files or {"model.onnx": b"onnx-bytes"})
+        self.digest = "sha256:" + hashlib.sha256(self.layer).hexdigest()
+        self.manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:44136fa3",
+                       "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": self.digest,
+                        "size": len(self.layer), "annotations": {"org.opencontainers.image.title": title}}]}).encode()
+        self.requests = []
+        registry = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self, code, body=b"", headers=None):
+                self.send_response(code)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):  # noqa: N802 - http.server's API
+                registry.requests.append(self.path)
+                if self.path.startswith("/token"):
+                    expected = "Basic " + base64.b64encode(
+                        f"{registry.username}:{registry.password}".encode()).decode()
+                    if self.headers.get("Authorization") != expected:
+                        return self._reply(401)
+                    return self._reply(200, json.dumps({"token": "t0k3n"}).encode())
+                if self.headers.get("Authorization") != "Bearer t0k3n":
+                    realm = f"http://127.0.0.1:{registry.port}/token"
+                    return self._reply(401, headers={"WWW-Authenticate": f'Bearer realm="{realm}",service="reg",'
+                                                                         f'scope="repository:{registry.repository}:pull"'})
+                base = f"/v2/{registry.repository}"
+                if self.path == f"{base}/manifests/{registry.tag}":
+                    return self._reply(200, registry.manifest,
+                                       {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+                if self.path == f"{base}/blobs/{registry.digest}":
+                    return self._reply(200, registry.layer)
+                return self._reply(404)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
