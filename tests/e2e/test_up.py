@@ -38,3 +38,20 @@ def test_unknown_path_is_a_json_404(tmp_path):
         assert resp.json()["error"] == "NotFound"
     finally:
         cli.stop()
+
+
+def test_oversized_body_is_refused_before_it_is_read(tmp_path):
+    import requests
+    port = free_port()
+    cli = Cli("up", "--data-dir", str(tmp_path), "--port", str(port))
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc=cli.proc)
+        key = (tmp_path / "admin-key").read_text().strip()
+        resp = requests.post(f"http://127.0.0.1:{port}/api/v1/namespaces/default/deployments", data=b"x" * (3 << 20),
+                             headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+                             timeout=10)
+        assert resp.status_code == 413 and resp.json()["error"] == "PayloadTooLarge"
+        ok = requests.get(f"http://127.0.0.1:{port}/api/v1/models", headers={"api-key": key}, timeout=10)
+        assert ok.status_code == 200
+    finally:
+        cli.stop()

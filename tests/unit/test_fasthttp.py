@@ -9,7 +9,7 @@ import time
 import pytest
 import tornado.web
 
-from foundry_inference.apps.predictive.fasthttp import HttpToolsServer
+from foundry_inference.apps.fasthttp import HttpToolsServer
 
 pytestmark = pytest.mark.unit
 

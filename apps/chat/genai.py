@@ -1,0 +1,521 @@
+"""onnxruntime-genai models (a folder with genai_config.json, the decoder .onnx and the tokenizer), served with
+continuous batching.
+
+Why not onnxruntime-genai's own loop: its `Generator` runs one request; its `Engine` batches only on a paged-attention
+(CUDA) model and, on CPU, runs a *static* batch (a request that arrives while others generate waits for all of them
+to finish); and left-padded batches of different prompt lengths do not reproduce single-stream outputs. So this
+module drives the same decoder graph with onnxruntime directly:
+
+- one KV-cache buffer per layer, `[slots, kv_heads, context, head_size]`, shared by the past and present bindings
+  (GroupQueryAttention updates it in place); the live sequences occupy rows 0..n-1;
+- a new request is prefilled alone into the next free row (in chunks for long prompts), then joins the batch at the
+  next decode step; a finished or cancelled sequence leaves at once and the last row moves into its place;
+- every decode step runs all live rows together: `input_ids [n, 1]`, `attention_mask [n, longest + 1]` whose row i
+  holds `length_i + 1` ones, so GroupQueryAttention reads each row's own length (`seqlens_k`) and position. No
+  padding enters any row's attention, which is why each sequence's greedy output equals its single-stream output
+  (tests/unit/chat/test_chat_engine.py and tests/integration/test_chat_smollm.py check it).
+
+Requests with a grammar (response_format json, forced tool calls) go through onnxruntime-genai's Generator with
+`set_guidance` (llguidance), stepped in the same thread between batch steps, one token each per round. The tokenizer,
+its streaming decoder and the chat template are onnxruntime-genai's / the model's own.
+
+All engine work happens on one thread; the event loop only submits and cancels through a queue and receives events
+through `loop.call_soon_threadsafe`, once per step for all the step's events.
+"""
+import collections
+import json
+import logging
+import os
+import queue
+import threading
+import time
+
+import numpy as np
+
+from foundry_inference.apps.chat.engine import ChatEngine, DoneEvent, Generation, QueueFull, TextEvent
+from foundry_inference.apps.chat.sampling import Sampler
+from foundry_inference.apps.chat.template import ChatTemplate, load_template
+from foundry_inference.apps.chat.textstream import StopMatcher
+
+log = logging.getLogger("foundry_inference.chat")
+
+GRAMMAR_ERROR = "grammar rejected: "    # prefix of a guided request's failure (the client's grammar: a 400)
+
+_PROVIDERS = {"cuda": "CUDAExecutionProvider", "dml": "DmlExecutionProvider", "webgpu": "WebGpuExecutionProvider",
+              "openvino": "OpenVINOExecutionProvider", "qnn": "QNNExecutionProvider"}
+
+
+class GenaiConfig:
+    """The parts of genai_config.json this engine needs."""
+
+    def __init__(self, folder):
+        with open(os.path.join(folder, "genai_config.json")) as f:
+            raw = json.load(f)
+        model = raw["model"]
+        dec = model["decoder"]
+        self.raw = raw
+        self.type = model.get("type")
+        self.filename = os.path.join(folder, dec["filename"])
+        self.layers = int(dec["num_hidden_layers"])
+        self.kv_heads = int(dec["num_key_value_heads"])
+        self.head_size = int(dec["head_size"])
+        self.context_length = int(model.get("context_length") or raw.get("search", {}).get("max_length") or 2048)
+        self.vocab_size = int(model["vocab_size"])
+        eos = model.get("eos_token_id")
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+        ins, outs = dec.get("inputs", {}), dec.get("outputs", {})
+        self.input_ids = ins.get("input_ids", "input_ids")
+        self.attention_mask = ins.get("attention_mask", "attention_mask")
+        self.position_ids = ins.get("position_ids")
+        self.past_key = ins.get("past_key_names", "past_key_values.%d.key")
+        self.past_value = ins.get("past_value_names", "past_key_values.%d.value")
+        self.logits = outs.get("logits", "logits")
+        self.present_key = outs.get("present_key_names", "present.%d.key")
+        self.present_value = outs.get("present_value_names", "present.%d.value")
+        self.session_options = dec.get("session_options", {})
+        search = raw.get("search", {})
+        self.search = {"do_sample": bool(search.get("do_sample", False)),
+                       "temperature": float(search.get("temperature", 1.0)),
+                       "top_k": int(search.get("top_k", 0) or 0), "top_p": float(search.get("top_p", 1.0)),
+                       "repetition_penalty": float(search.get("repetition_penalty", 1.0))}
+
+
+class _Choice:
+    """One sequence being generated (a request has `n` of them)."""
+    __slots__ = ("gen", "index", "max_new", "sampler", "stream", "matcher", "generated", "length", "last", "done",
+                 "row", "generator")
+
+    def __init__(self, gen, index, sampler, stream, matcher):
+        self.gen = gen
+        self.index = index
+        self.max_new = gen.request.max_new_tokens
+        self.sampler = sampler
+        self.stream = stream
+        self.matcher = matcher
+        self.generated = 0
+        self.length = 0          # tokens in this row's KV cache
+        self.last = None
+        self.done = False
+        self.row = None
+        self.generator = None    # onnxruntime_genai.Generator for guided choices
+
+
+class GenaiChatEngine(ChatEngine):
+    name = "onnxruntime-genai"
+    supports_guidance = True
+    supports_logit_bias = True
+
+    def __init__(self, folder, settings):
+        self.folder = folder
+        self.settings = settings
+        self.max_batch = settings.max_batch
+        self.capacity = settings.max_batch + settings.queue_depth
+        self._inbox = queue.SimpleQueue()
+        self._inflight = 0             # choices submitted and not finished (event-loop thread only)
+        self._running = 0
+        self._waiting_choices = 0
+        self._thread = None
+        self._stopping = False
+        self.steps = 0                  # decode steps run (metrics)
+        self.batch_rows = 0             # sum of rows over steps: mean batch = batch_rows / steps
+
+    # --- loading -------------------------------------------------------------------------------------------------
+
+    def load(self):
+        import onnxruntime_genai as og
+
+        start = time.perf_counter()
+        self.config = cfg = GenaiConfig(self.folder)
+        self.context_length = cfg.context_length
+        if self.settings.max_context:
+            self.context_length = min(self.context_length, self.settings.max_context)
+        self.vocab_size = cfg.vocab_size
+        self.og = og
+        self.og_model = og.Model(self.folder)
+        self.tokenizer = og.Tokenizer(self.og_model)
+        self.eos_ids = cfg.eos_ids | set(int(t) for t in np.atleast_1d(self.tokenizer.eos_token_ids))
+        self._eos_list = np.array(sorted(self.eos_ids), dtype=np.int64)
+        source, specials = load_template(self.folder)
+        self.template = ChatTemplate(source, specials)
+        self._load_session()
+        self._thread = threading.Thread(target=self._run, name="chat-engine", daemon=True)
+        self._thread.start()
+        if self.settings.warmup:
+            self._warmup()
+        log.info("chat model %s loaded in %.2f s (context %d, %d slots, %d threads, %s)", self.folder,
+                 time.perf_counter() - start, self.context_length, self.max_batch, self.threads, self.providers[0])
+
+    def _load_session(self):
+        import onnxruntime as ort
+
+        cfg = self.config
+        so = ort.SessionOptions()
+        so.add_session_config_entry("session.intra_op.allow_spinning",
+                                    "1" if self.settings.intra_op_spinning else "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        opts = cfg.session_options
+        from foundry_inference.apps.chat.settings import default_compute_threads
+        threads = (self.settings.intra_op_threads or int(opts.get("intra_op_num_threads", 0) or 0)
+                   or default_compute_threads())
+        so.intra_op_num_threads = threads
+        self.threads = threads
+        if opts.get("inter_op_num_threads"):
+            so.inter_op_num_threads = int(opts["inter_op_num_threads"])
+        available = set(ort.get_available_providers())
+        wanted = []
+        for item in opts.get("provider_options", []):
+            for key in item:
+                provider = _PROVIDERS.get(key.lower())
+                if provider in available:
+                    wanted.append(provider)
+                elif provider:
+                    log.warning("%s is not available here; the model runs on the CPU", provider)
+        # The KV cache lives in host memory (numpy buffers bound in place), so the decoder runs on the CPU provider.
+        self.providers = ["CPUExecutionProvider"]
+        if wanted:
+            log.warning("genai_config asks for %s; this engine runs the decoder on the CPU", ", ".join(wanted))
+        self.session = ort.InferenceSession(cfg.filename, so, providers=self.providers)
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        kv_type = inputs[cfg.past_key % 0].type
+        self.kv_dtype = np.float16 if "float16" in kv_type else np.float32
+        self.uses_positions = bool(cfg.position_ids) and cfg.position_ids in inputs
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        self._logits_dtype = np.float16 if "float16" in outputs[cfg.logits].type else np.float32
+        shape = (self.max_batch, cfg.kv_heads, self.context_length, cfg.head_size)
+        # np.zeros -> calloc: untouched pages cost no resident memory, so a long context costs only what is used
+        self.keys = [np.zeros(shape, self.kv_dtype) for _ in range(cfg.layers)]
+        self.values = [np.zeros(shape, self.kv_dtype) for _ in range(cfg.layers)]
+        self._views = {}
+        self._decode_bindings = {}
+
+    def _kv_values(self, start, count):
+        key = (start, count)
+        views = self._views.get(key)
+        if views is None:
+            from onnxruntime import OrtValue
+            views = self._views[key] = (
+                [OrtValue.ortvalue_from_numpy(k[start:start + count]) for k in self.keys],
+                [OrtValue.ortvalue_from_numpy(v[start:start + count]) for v in self.values])
+        return views
+
+    def _bind_kv(self, binding, start, count):
+        cfg = self.config
+        keys, values = self._kv_values(start, count)
+        for i in range(cfg.layers):
+            binding.bind_ortvalue_input(cfg.past_key % i, keys[i])
+            binding.bind_ortvalue_output(cfg.present_key % i, keys[i])
+            binding.bind_ortvalue_input(cfg.past_value % i, values[i])
+            binding.bind_ortvalue_output(cfg.present_value % i, values[i])
+
+    def _warmup(self):
+        import asyncio
+
+        from foundry_inference.apps.chat.engine import GenerationRequest
+
+        loop = asyncio.new_event_loop()
+        try:
+            ids = tuple(self.encode(self.render_prompt([{"role": "user", "content": "Hello"}])))
+            gen = self.submit(GenerationRequest(prompt_ids=ids, max_new_tokens=2), loop)
+
+            async def drain():
+                async for _ in gen:
+                    pass
+            loop.run_until_complete(asyncio.wait_for(drain(), 300))
+        finally:
+            loop.close()
+
+    def close(self):
+        self._stopping = True
+        self._inbox.put(("stop", None))
+        if self._thread is not None:
+            self._thread.join(10)
+
+    # --- the event-loop side -------------------------------------------------------------------------------------
+
+    def render_prompt(self, messages, tools=None):
+        return self.template.render(messages, tools)
+
+    def encode(self, text):
+        return [int(t) for t in self.tokenizer.encode(text)]
+
+    def submit(self, request, loop):
+        if self._inflight + request.n > self.capacity:
+            raise QueueFull(self._inflight, self.settings.retry_after_s)
+        gen = Generation(request, loop, self._cancel)
+        self._inflight += request.n
+        self._inbox.put(("submit", gen))
+        return gen
+
+    def _cancel(self, gen):
+        self._inbox.put(("cancel", gen))
+
+    def _deliver(self, gen, events):
+        """On the event loop: hand the events over and release the finished choices' capacity."""
+        self._inflight -= sum(1 for e in events if isinstance(e, DoneEvent))
+        gen.deliver(events)
+
+    def stats(self):
+        return {"running": self._running, "waiting": self._waiting_choices}
+
+    # --- the engine thread ---------------------------------------------------------------------------------------
+
+    def _run(self):
+        self.rows = []                 # choices with a KV row, row i at index i
+        self.guided = []               # choices stepped by an onnxruntime-genai Generator
+        self.waiting = collections.deque()
+        self._outbox = {}
+        while True:
+            idle = not (self.rows or self.guided or self.waiting)
+            try:
+                if not self._drain(block=idle):
+                    break
+                self._admit()
+                self._flush()               # a new request's first token leaves now, not after the next step
+                if self.rows:
+                    self._decode_step()
+                    self._flush()
+                if self.guided:
+                    self._guided_step()
+            except Exception as exc:  # noqa: BLE001 - never let the engine thread die: fail what was running
+                log.exception("generation step failed")
+                for choice in self.rows + self.guided:
+                    self._finish(choice, "error", error=f"generation failed: {exc}")
+                self._reap()
+            self._flush()
+
+    def _drain(self, block):
+        while True:
+            try:
+                cmd, gen = self._inbox.get() if block else self._inbox.get_nowait()
+            except queue.Empty:
+                return True
+            block = False
+            if cmd == "stop":
+                for choice in self.rows + self.guided:
+                    self._finish(choice, "cancelled")
+                for gen in self.waiting:
+                    self._emit_all_done(gen, "cancelled")
+                self._flush()
+                return False
+            if cmd == "submit":
+                if gen.cancelled:
+                    self._emit_all_done(gen, "cancelled")
+                else:
+                    self.waiting.append(gen)
+                    self._waiting_choices += gen.request.n
+            elif cmd == "cancel":
+                if gen in self.waiting:
+                    self.waiting.remove(gen)
+                    self._waiting_choices -= gen.request.n
+                    self._emit_all_done(gen, "cancelled")
+                for choice in self.rows + self.guided:
+                    if choice.gen is gen and not choice.done:
+                        self._finish(choice, "cancelled")
+                self._reap()
+
+    def _emit(self, gen, event):
+        self._outbox.setdefault(gen, []).append(event)
+
+    def _emit_all_done(self, gen, reason):
+        for index in range(gen.request.n):
+            self._emit(gen, DoneEvent(index, reason, 0))
+
+    def _flush(self):
+        if not self._outbox:
+            return
+        for gen, events in self._outbox.items():
+            try:
+                gen.loop.call_soon_threadsafe(self._deliver, gen, events)
+            except RuntimeError:          # the loop is closed: nobody is listening any more
+                pass
+        self._outbox = {}
+
+    def _admit(self):
+        while self.waiting:
+            gen = self.waiting[0]
+            if len(self.rows) + len(self.guided) + gen.request.n > self.max_batch:
+                return
+            self.waiting.popleft()
+            self._waiting_choices -= gen.request.n
+            choices = [self._new_choice(gen, i) for i in range(gen.request.n)]
+            try:
+                if gen.request.guidance:
+                    for choice in choices:
+                        self._start_guided(choice)
+                else:
+                    self._prefill(choices)
+            except Exception as exc:  # noqa: BLE001 - this request fails, the others go on
+                guided = bool(gen.request.guidance)
+                if not guided:
+                    log.exception("prefill failed")
+                for choice in choices:
+                    self._finish(choice, "error", error=f"{GRAMMAR_ERROR if guided else 'prefill failed: '}{exc}")
+                self._reap()
+            self._running = len(self.rows) + len(self.guided)
+            self._flush()                   # each admitted request's first token leaves before the next prefill
+
+    def _new_choice(self, gen, index):
+        req = gen.request
+        seed = req.sampling.seed
+        if seed is not None:
+            seed = (int(seed) + index) % (1 << 63)
+        sampler = Sampler(req.sampling, req.prompt_ids, seed)
+        return _Choice(gen, index, sampler, self.tokenizer.create_stream(), StopMatcher(req.stop))
+
+    def _prefill(self, choices):
+        """Run the prompt once into the next free row; copy its KV into the rows of the other `n - 1` choices."""
+        from onnxruntime import OrtValue
+        cfg = self.config
+        prompt = np.asarray(choices[0].gen.request.prompt_ids, dtype=np.int64)
+        row = len(self.rows)
+        chunk = self.settings.prefill_chunk
+        logits = None
+        for start in range(0, len(prompt), chunk):
+            ids = prompt[start:start + chunk]
+            binding = self.session.io_binding()
+            # the logits of the chunk land in a buffer of ours: no copy of [1, chunk, vocab] floats afterwards
+            logits = np.empty((1, len(ids), cfg.vocab_size), dtype=self._logits_dtype)
+            binding.bind_ortvalue_output(cfg.logits, OrtValue.ortvalue_from_numpy(logits))
+            binding.bind_cpu_input(cfg.input_ids, ids.reshape(1, -1))
+            binding.bind_cpu_input(cfg.attention_mask, np.ones((1, start + len(ids)), dtype=np.int64))
+            if self.uses_positions:
+                binding.bind_cpu_input(cfg.position_ids,
+                                       np.arange(start, start + len(ids), dtype=np.int64).reshape(1, -1))
+            self._bind_kv(binding, row, 1)
+            self.session.run_with_iobinding(binding)
+        last = np.asarray(logits[0, -1], dtype=np.float32)
+        length = len(prompt)
+        for offset, choice in enumerate(choices):
+            choice.row = row + offset
+            choice.length = length
+            if offset:
+                for buf in self.keys + self.values:
+                    buf[choice.row, :, :length] = buf[row, :, :length]
+            self.rows.append(choice)
+        for choice in choices:
+            choice.gen.first_token_at = choice.gen.first_token_at or time.perf_counter()
+            self._accept(choice, self._choose(choice, last.copy() if len(choices) > 1 else last))
+        self._reap()
+
+    def _decode_binding(self, n):
+        entry = self._decode_bindings.get(n)
+        if entry is None:
+            from onnxruntime import OrtValue
+            cfg = self.config
+            binding = self.session.io_binding()
+            logits = np.empty((n, 1, cfg.vocab_size), dtype=self._logits_dtype)
+            binding.bind_ortvalue_output(cfg.logits, OrtValue.ortvalue_from_numpy(logits))
+            self._bind_kv(binding, 0, n)
+            entry = self._decode_bindings[n] = (binding, logits)
+        return entry
+
+    def _decode_step(self):
+        cfg = self.config
+        rows = self.rows
+        n = len(rows)
+        binding, logits = self._decode_binding(n)
+        ids = np.fromiter((c.last for c in rows), dtype=np.int64, count=n).reshape(n, 1)
+        lengths = np.fromiter((c.length for c in rows), dtype=np.int64, count=n)
+        if n == 1:
+            mask = np.ones((1, int(lengths[0]) + 1), dtype=np.int64)
+        else:
+            mask = (np.arange(int(lengths.max()) + 1) <= lengths[:, None]).astype(np.int64)
+        binding.bind_cpu_input(cfg.input_ids, ids)
+        binding.bind_cpu_input(cfg.attention_mask, mask)
+        if self.uses_positions:
+            binding.bind_cpu_input(cfg.position_ids, lengths.reshape(n, 1))
+        self.session.run_with_iobinding(binding)
+        self.steps += 1
+        self.batch_rows += n
+        for i, choice in enumerate(rows):
+            choice.length += 1
+            row = logits[i, 0]
+            if row.dtype != np.float32:
+                row = row.astype(np.float32)
+            self._accept(choice, self._choose(choice, row))
+        self._reap()
+
+    def _choose(self, choice, row):
+        if choice.generated < choice.gen.request.min_new_tokens:
+            row[self._eos_list] = -np.inf          # in place: the buffer is rewritten by the next step anyway
+        return choice.sampler.choose(row)
+
+    def _start_guided(self, choice):
+        og = self.og
+        req = choice.gen.request
+        p = req.sampling
+        params = og.GeneratorParams(self.og_model)
+        options = dict(max_length=len(req.prompt_ids) + req.max_new_tokens, do_sample=p.do_sample)
+        if req.min_new_tokens:
+            options["min_length"] = len(req.prompt_ids) + req.min_new_tokens
+        if p.do_sample:
+            options.update(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k or 0,
+                           random_seed=int(choice.sampler.rng.integers(0, 2 ** 31 - 1)))
+        params.set_search_options(**options)
+        params.set_guidance(req.guidance[0], req.guidance[1])
+        generator = og.Generator(self.og_model, params)
+        generator.append_tokens(np.asarray(req.prompt_ids, dtype=np.int32))
+        choice.generator = generator
+        choice.gen.first_token_at = choice.gen.first_token_at or time.perf_counter()
+        self.guided.append(choice)
+
+    def _guided_step(self):
+        for choice in list(self.guided):
+            generator = choice.generator
+            if generator.is_done():
+                self._finish(choice, "length" if choice.generated >= choice.max_new else "stop")
+                continue
+            generator.generate_next_token()
+            self._accept(choice, int(generator.get_next_tokens()[0]))
+        self._reap()
+
+    def _accept(self, choice, token):
+        """Book one generated token: end of turn, text (through the stop matcher), or the length limit."""
+        if choice.done:
+            return
+        choice.generated += 1
+        choice.last = token
+        if token in self.eos_ids:
+            self._finish(choice, "stop")
+            return
+        choice.sampler.observe(token)
+        text, matched = choice.matcher.feed(choice.stream.decode(token))
+        if text:
+            self._emit(choice.gen, TextEvent(choice.index, text))
+        if matched:
+            self._finish(choice, "stop")
+        elif choice.generated >= choice.max_new or choice.length + 1 >= self.context_length:
+            self._finish(choice, "length")
+
+    def _finish(self, choice, reason, error=None):
+        if choice.done:
+            return
+        choice.done = True
+        if reason in ("stop", "length"):
+            rest = choice.matcher.flush()
+            if rest:
+                self._emit(choice.gen, TextEvent(choice.index, rest))
+        self._emit(choice.gen, DoneEvent(choice.index, reason, choice.generated, error))
+
+    def _reap(self):
+        """Drop finished choices; the last live row moves into each freed row (its valid KV prefix is copied)."""
+        if any(c.done for c in self.rows):
+            live = self.rows
+            i = 0
+            while i < len(live):
+                if not live[i].done:
+                    i += 1
+                    continue
+                last = live.pop()
+                if i == len(live) or last.done:
+                    continue                # dropped from the end; look at row i again (if any)
+                length = last.length
+                for buf in self.keys + self.values:
+                    buf[i, :, :length] = buf[last.row, :, :length]
+                last.row = i
+                live[i] = last
+                i += 1
+        if any(c.done for c in self.guided):
+            self.guided = [c for c in self.guided if not c.done]
+        self._running = len(self.rows) + len(self.guided)
+

@@ -1,0 +1,33 @@
+# image: foundry-inference-chat
+# image: foundry-inference-chat-cuda (--build-arg ACCELERATOR=cuda)
+# The OpenAI-compatible chat + transcription server the operator runs for generative deployments
+# (`foundry-inference chat-server`): onnxruntime-genai for chat models, faster-whisper for speech recognition.
+# Build from the repository root:
+#   docker build -f docker/chat.Dockerfile -t ghcr.io/foundry-inference/foundry-inference-chat:0.1.0 .
+#   docker build -f docker/chat.Dockerfile --build-arg ACCELERATOR=cuda \
+#     -t ghcr.io/foundry-inference/foundry-inference-chat-cuda:0.1.0 .
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml setup.cfg README.md ./
+COPY foundry_inference foundry_inference
+COPY operator operator
+COPY apps apps
+COPY auth auth
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ARG ACCELERATOR=cpu
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 HOME=/tmp HF_HUB_OFFLINE=1
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl faster-whisper \
+ && if [ "$ACCELERATOR" = "cuda" ]; then \
+      pip uninstall -y onnxruntime \
+      && pip install --no-cache-dir onnxruntime-genai-cuda "onnxruntime-gpu[cuda,cudnn]" nvidia-cublas-cu12; \
+    else \
+      pip install --no-cache-dir onnxruntime-genai; \
+    fi \
+ && rm -rf /wheels
+USER 65532:65532
+WORKDIR /tmp
+EXPOSE 5000
+ENTRYPOINT ["foundry-inference", "chat-server"]

@@ -1,0 +1,28 @@
+# image: foundry-inference
+# The operator, the control plane and the model fetcher (the init container of every model pod), from this
+# repository's package. Build from the repository root:
+#   docker build -f docker/platform.Dockerfile -t ghcr.io/foundry-inference/foundry-inference:0.1.0 .
+# The chart runs `foundry-inference operator --store kubernetes` and `foundry-inference control-plane --store
+# kubernetes --port 8080`; the operator's model pods run `python -m foundry_inference.operator.fetch` from it.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml setup.cfg README.md ./
+COPY foundry_inference foundry_inference
+COPY operator operator
+COPY apps apps
+COPY auth auth
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+# PYTHONSAFEPATH: never put the working directory in front of the standard library
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 HOME=/tmp
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+# the sample catalog and the CRDs, where the package looks for them outside a source tree
+COPY charts/foundry-inference/files/catalog.json /opt/foundry-inference/catalog.json
+COPY charts/foundry-inference/crds /opt/foundry-inference/crds
+# numeric user: runAsNonRoot can verify it; the chart mounts /tmp (read-only root filesystem)
+USER 65532:65532
+WORKDIR /tmp
+ENTRYPOINT ["foundry-inference"]
+CMD ["--help"]
