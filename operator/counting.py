@@ -2,6 +2,8 @@
 import collections
 import threading
 
+from foundry_inference.store.base import ResourceStore
+
 _METHODS = ("get", "list", "create", "replace", "patch", "patch_status", "delete", "ping")
 
 
@@ -23,14 +25,8 @@ class CountingStore:
 
         return call
 
-    def list_all(self, kind, namespace=None, label_selector=None, page_size=500):
-        items, token = [], None
-        while True:
-            page = self.list(kind, namespace, label_selector=label_selector, limit=page_size, continue_token=token)
-            items.extend(page.items)
-            token = page.continue_token
-            if not token:
-                return items
+    # the base implementation, so that each page goes through the counted `list`
+    list_all = ResourceStore.list_all
 
     def take(self):
         """The counts since the last take()."""
