@@ -4,6 +4,12 @@ Runs the control plane (asyncio, main thread) and the operator + embedded node a
 embedded store, with a generated admin API key (`<data-dir>/admin-key`, mode 0600). Ctrl-C stops the control plane,
 then the operator and the agent, which stop every model-server and nginx process they started; the state stays in
 the data directory for the next start.
+
+Samples (contract decision 7): on start a background thread prepares the sample models (foundry_inference.samples:
+iris-classifier, smollm2-135m-instruct, whisper-tiny-en) into the sample cache, logging progress; a sample whose
+dependencies are missing is reported (and deploying it ends in state Error with that reason). FOUNDRY_SAMPLES picks
+them (`all`, the default; `none`; or a comma list of names). Deployments of a sample that is still being prepared
+simply wait for it (the fetcher prepares it itself, from the same cache).
 """
 import asyncio
 import logging
@@ -31,6 +37,36 @@ def ensure_admin_key(data_dir):
     return path
 
 
+def _wanted_samples(env):
+    from foundry_inference import samples
+    raw = (env.get("FOUNDRY_SAMPLES") or "all").strip().lower()
+    if raw in ("", "all"):
+        return list(samples.NAMES)
+    if raw in ("none", "0", "off", "false"):
+        return []
+    return [name.strip() for name in raw.split(",") if name.strip()]
+
+
+def prepare_samples(names, stop=None):
+    """Prepare each sample (cached by content: a restart only re-verifies digests), logging progress."""
+    from foundry_inference import samples
+
+    def progress(message):
+        logs.event(log, "sample", progress=message)
+
+    for name in names:
+        if stop is not None and stop.is_set():
+            return
+        try:
+            folder = samples.prepare(name, progress)
+            logs.event(log, "sample ready", sample=name, folder=str(folder))
+        except samples.SampleError as exc:
+            logs.event(log, "sample unavailable", level=logging.WARNING, sample=name, reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 - one broken sample must not stop the platform
+            log.exception("preparing sample %s failed", name)
+            logs.event(log, "sample unavailable", level=logging.WARNING, sample=name, reason=repr(exc))
+
+
 def main(args):
     data_dir = Path(args.data_dir or default_data_dir())
     store = open_store("embedded", data_dir=data_dir)
@@ -41,12 +77,18 @@ def main(args):
     url = f"http://{args.address}:{args.port}"
     logs.event(log, "embedded mode starting", data_dir=str(data_dir), api=f"{url}/api/v1", docs=f"{url}/docs",
                admin_key_file=str(key_file), auth=f'Authorization: Bearer $(cat {key_file})')
+    # Model servers inherit this environment. Their key files are rewritten by the node agent within a tick (1 s) of
+    # a rotation; re-reading them every 2 s keeps "a rotated key takes effect within 5 s" (decision 9) with room.
+    os.environ.setdefault("FOUNDRY_API_KEYS_RELOAD_S", "2")
     from foundry_inference.operator import settings as operator_settings
     from foundry_inference.operator.main import run_embedded
     stop = threading.Event()
     workers = threading.Thread(target=run_embedded, name="operator+agent",
                                args=(store, data_dir, stop, operator_settings.load()))
     workers.start()
+    names = _wanted_samples(os.environ)
+    if names:
+        threading.Thread(target=prepare_samples, args=(names, stop), name="samples", daemon=True).start()
     try:
         asyncio.run(serve(app, port=args.port, address=args.address))
     finally:

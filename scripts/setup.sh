@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 say() { printf '[setup] %s\n' "$*" >&2; }
 
 APT_PACKAGES=(nginx-light)
-# tests: wrk (benchmarks), espeak-ng + sox (speech for the transcription tests)
-[ "${1:-}" = "--test" ] && APT_PACKAGES+=(wrk espeak-ng sox)
+# tests: wrk (benchmarks), espeak-ng + sox (speech for the transcription tests), docker-registry + apache2-utils
+# (a real OCI registry with htpasswd logins for bring-your-own models)
+[ "${1:-}" = "--test" ] && APT_PACKAGES+=(wrk espeak-ng sox docker-registry apache2-utils)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -316,8 +316,11 @@ class Workload:
             return
         conf, changed = self._nginx_config()
         if self.proxy is None:
+            # Started as root, nginx would run its workers as `nobody`, who cannot reach the temp dirs under a
+            # private data dir (request bodies of uploads fail with EACCES): keep them the agent's own user.
+            directives = "daemon off;" + (" user root;" if hasattr(os, "geteuid") and os.geteuid() == 0 else "")
             self.proxy = Process("tls-proxy", [self.nginx, "-e", "stderr", "-c", conf, "-p",
-                                               os.path.dirname(conf), "-g", "daemon off;"],
+                                               os.path.dirname(conf), "-g", directives],
                                  dict(os.environ), os.path.dirname(conf), os.path.join(self.dir, "logs", "nginx.log"))
         elif changed and self.proxy.running():
             os.kill(self.proxy.pid, 1)              # SIGHUP: reload the upstreams, keep the listening socket

@@ -1,5 +1,7 @@
-"""A minimal OCI distribution registry on loopback for fetcher tests: one artifact (a tar.gz layer, as
-`oras push` makes it), bearer-token auth behind basic credentials like a real registry's token service."""
+"""A deliberately misbehaving OCI distribution endpoint on loopback, for the fetcher's unit tests only: it serves
+what a real registry refuses to store or serve (a blob whose bytes do not match its digest, an archive that escapes
+the model directory) and speaks the bearer-token flow of cloud registries. Every test of the happy path and of
+credentials against a real registry uses Debian's docker-registry (tests/support/registry.py)"""
 import base64
 import hashlib
 import io
