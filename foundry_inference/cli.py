@@ -32,6 +32,8 @@ def build_parser():
     up.add_argument("--data-dir", help="state, models and keys (default ~/.local/share/foundry-inference)")
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--address", default="127.0.0.1")
+    up.add_argument("--deploy-sample", metavar="ALIAS", help="deploy this sample (iris-classifier) once, check that it "
+                                                             "answers, and log how to call it")
     cp = sub.add_parser("control-plane", help=COMPONENTS["control-plane"][1])
     cp.add_argument("--port", type=int, default=8080)
     cp.add_argument("--address", default="0.0.0.0")

@@ -89,6 +89,10 @@ def main(args):
     names = _wanted_samples(os.environ)
     if names:
         threading.Thread(target=prepare_samples, args=(names, stop), name="samples", daemon=True).start()
+    if getattr(args, "deploy_sample", None):
+        from foundry_inference.sample_deploy import deploy_and_check
+        threading.Thread(target=deploy_and_check, args=(store, data_dir, args.deploy_sample, stop),
+                         name="sample-deploy", daemon=True).start()
     try:
         asyncio.run(serve(app, port=args.port, address=args.address))
     finally:

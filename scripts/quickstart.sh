@@ -47,4 +47,6 @@ else
 fi
 
 say "starting foundry-inference up (first start prepares the samples; watch for \"sample ready\")"
-exec .venv/bin/foundry-inference up "$@"
+# --deploy-sample: a fresh machine ends with the predictive sample deployed and answering (the log line "sample
+# deployed and answering" shows its endpoint and a prediction); docs/quickstart.md goes on from there.
+exec .venv/bin/foundry-inference up --deploy-sample iris-classifier "$@"

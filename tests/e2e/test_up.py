@@ -1,4 +1,7 @@
 """`foundry-inference up` runs on a machine with no cluster, answers health checks, and stops cleanly on Ctrl-C."""
+import json
+import time
+
 import pytest
 
 from tests.support.procs import Cli, free_port, wait_http
@@ -55,3 +58,19 @@ def test_oversized_body_is_refused_before_it_is_read(tmp_path):
         assert ok.status_code == 200
     finally:
         cli.stop()
+
+
+def test_deploy_sample_ends_with_the_sample_answering_over_tls(tmp_path):
+    port = free_port()
+    cli = Cli("up", "--data-dir", str(tmp_path), "--port", str(port), "--deploy-sample", "iris-classifier",
+              log_path=tmp_path / "up.log", env={"FOUNDRY_SAMPLES": "iris-classifier"})
+    try:
+        deadline = time.monotonic() + 300
+        while '"sample deployed and answering"' not in cli.log():
+            assert cli.proc.poll() is None, cli.log()
+            assert time.monotonic() < deadline, cli.log()[-3000:]
+            time.sleep(0.5)
+        line = next(json.loads(x) for x in cli.log().splitlines() if '"sample deployed and answering"' in x)
+        assert line["output"]["label_0"] == [0] and line["endpoint"].startswith("https://127.0.0.1:")
+    finally:
+        assert cli.stop() == 0
