@@ -78,3 +78,6 @@ def model_cr_name(variant_id):
 
 def child_labels(name):
     return {MANAGED_BY: MANAGED_BY_VALUE, DEPLOYMENT_LABEL: name}
+# Deployment status condition the embedded node agent adds when a model-server process exited and was restarted
+# (a kubelet reports this as a pod's restartCount); the operator surfaces it on the ModelDeployment.
+RESTARTS_CONDITION = "ModelServerRestarts"

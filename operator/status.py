@@ -99,6 +99,10 @@ def compute(obj, outcome, settings, now=None):
         else:
             add("KeysReady", "False", "NotCreated", "API keys are created once the model resolves and the children "
                                                     "can be written")
+    restarts = next((c for c in ((outcome.deployment or {}).get("status") or {}).get("conditions") or []
+                     if c.get("type") == names.RESTARTS_CONDITION and c.get("status") == "True"), None)
+    if restarts is not None:
+        add("ModelServerRestarted", "True", "ProcessExited", restarts.get("message") or "the model server restarted")
     if spec is not None and spec.dropped:
         add("SettingsIgnored", "True", "BlockedOrReserved", "ignored: " + ", ".join(spec.dropped))
     if obj["kind"] == "InferenceService":

@@ -24,7 +24,8 @@ class Process:
         self.name, self.argv, self.env, self.cwd, self.log_path = name, list(argv), dict(env), cwd, log_path
         self.backoff_base, self.backoff_max, self.clock = backoff_base, backoff_max, clock
         self.proc = None
-        self.restarts = 0           # exits observed (a kubelet's restartCount)
+        self.restarts = 0           # exits since the last healthy run (drives the backoff)
+        self.total_restarts = 0     # every exit since the agent started it (a kubelet's restartCount)
         self.last_exit = None
         self.started_at = None
         self._next_start = 0.0
@@ -68,6 +69,7 @@ class Process:
             code = self.proc.returncode
             self.last_exit = f"exited with {code}" if code >= 0 else f"killed by {signal.Signals(-code).name}"
             self.proc = None
+            self.total_restarts += 1
             # a process that ran for a while before dying starts its backoff afresh
             if self.started_at is not None and self.clock() - self.started_at > 5 * self.backoff_max:
                 self.restarts = 0

@@ -370,6 +370,11 @@ class Workload:
         else:
             conditions.append({"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"
                                if ready >= self.replicas else "ReplicaSetUpdated", "message": "local processes"})
+        restarted = [proc for proc, _ in self.apps if proc.total_restarts]
+        if restarted:
+            conditions.append({"type": names.RESTARTS_CONDITION, "status": "True", "reason": "ProcessExited",
+                               "message": "; ".join(f"{p.name} restarted {p.total_restarts} time(s), last "
+                                                    f"{p.last_exit}" for p in restarted)})
         return {"observedGeneration": self.generation, "replicas": self.replicas, "updatedReplicas": running,
                 "readyReplicas": ready, "availableReplicas": ready,
                 "unavailableReplicas": max(0, self.replicas - ready), "conditions": conditions}

@@ -172,6 +172,10 @@ def test_killed_model_server_is_restarted_by_the_agent(up):
     assert log.count("start model-server-0") >= 2
     status = p.wait_state("iris-kill", timeout=60)
     assert status["readyReplicas"] == 1
+    restarted = wait_until(lambda: next((c for c in p.deployment("iris-kill")["status"]["conditions"]
+                                         if c["type"] == "ModelServerRestarted"), None), 30,
+                           "the restart to show in the deployment's status")
+    assert restarted["status"] == "True" and "restarted 1 time(s), last killed by SIGKILL" in restarted["message"]
     wait_until(lambda: p.predict_raw(endpoint, key, IRIS_ROWS).status_code == 200, 30, "predictions again")
     p.delete("iris-kill")
     wait_until(lambda: not processes_under(workload), 30, "the processes to stop")
