@@ -15,6 +15,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -243,7 +244,11 @@ def walkthrough(platform, chat=True):
             with open(clip, "rb") as fh:
                 result = client.audio.transcriptions.create(model="whisper-tiny-en", file=fh)
             print(f"  transcript: {result.text.strip()}")
-            if "fox" not in result.text.lower():
+            # Whisper tiny.en on synthetic speech is close, not exact ("brown fox" has come back as "roundfire"):
+            # ask for most of the sentence's words, in the spirit of the chat server's measured WER bound.
+            heard = re.findall(r"[a-z]+", result.text.lower())
+            said = re.findall(r"[a-z]+", "The quick brown fox jumps over the lazy dog.".lower())
+            if sum(min(heard.count(w), said.count(w)) for w in set(said)) < 0.6 * len(said):
                 raise Failed(f"unexpected transcript: {result.text!r}")
 
     step("7. rotate the primary key: the old one is refused within 5 s, the secondary works throughout")
