@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from foundry_inference.auth import actions
+from foundry_inference.auth.apikeys import DEFAULT_RELOAD_S
 from foundry_inference.config import ConfigurationError
 
 MODES = ("api-key", "entra", "both", "none")
@@ -32,7 +33,7 @@ class AuthSettings:
     # API keys
     api_keys_dir: str = None
     admin_key_file: str = None
-    key_reload_s: float = KEY_RELOAD_MAX_S
+    key_reload_s: float = DEFAULT_RELOAD_S
     deployment_name: str = None
     deployment_namespace: str = None
     # Entra ID
@@ -76,7 +77,7 @@ class AuthSettings:
             plane=r.choice("FOUNDRY_AUTH_PLANE", actions.PLANES, actions.DATA),
             api_keys_dir=r.text("FOUNDRY_API_KEYS_DIR"),
             admin_key_file=r.text("FOUNDRY_ADMIN_KEY_FILE"),
-            key_reload_s=r.number("FOUNDRY_API_KEYS_RELOAD_S", KEY_RELOAD_MAX_S, low=0.0, high=KEY_RELOAD_MAX_S),
+            key_reload_s=r.number("FOUNDRY_API_KEYS_RELOAD_S", DEFAULT_RELOAD_S, low=0.0, high=KEY_RELOAD_MAX_S),
             deployment_name=r.text("FOUNDRY_DEPLOYMENT_NAME"),
             deployment_namespace=r.text("FOUNDRY_DEPLOYMENT_NAMESPACE"),
             tenant_id=r.text("FOUNDRY_ENTRA_TENANT_ID"),

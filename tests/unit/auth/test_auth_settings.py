@@ -17,7 +17,7 @@ def env(**kw):
 
 def test_defaults_for_a_data_plane_pod():
     s = AuthSettings.from_env(env(API_KEYS_DIR="/var/run/keys", DEPLOYMENT_NAME="phi4"))
-    assert (s.mode, s.plane, s.key_reload_s, s.authz, s.authz_cache_ttl_s) == ("api-key", "data", 5.0, "roles", 300.0)
+    assert (s.mode, s.plane, s.key_reload_s, s.authz, s.authz_cache_ttl_s) == ("api-key", "data", 2.0, "roles", 300.0)
     assert s.authority == "https://login.microsoftonline.com"
 
 
