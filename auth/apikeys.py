@@ -34,7 +34,8 @@ DEFAULT_RELOAD_S = 2.0
 class KeyFile:
     """One key in one file. A missing, unreadable or empty file disables the key (it never matches anything)."""
 
-    def __init__(self, path, *, name=None, kind=DEPLOYMENT_KEY, identity=None, reload_s=DEFAULT_RELOAD_S, clock=time.monotonic):
+    def __init__(self, path, *, name=None, kind=DEPLOYMENT_KEY, identity=None, reload_s=DEFAULT_RELOAD_S,
+                 clock=time.monotonic):
         self.path = path
         self.name = name or os.path.basename(path)
         self.kind = kind
@@ -88,7 +89,8 @@ class ApiKeyAuthenticator:
                             for kf in self.key_files}
 
     @classmethod
-    def from_paths(cls, *, keys_dir=None, admin_key_file=None, deployment=None, reload_s=DEFAULT_RELOAD_S, clock=time.monotonic):
+    def from_paths(cls, *, keys_dir=None, admin_key_file=None, deployment=None, reload_s=DEFAULT_RELOAD_S,
+                   clock=time.monotonic):
         files = []
         if keys_dir:
             prefix = f"apikey:{deployment}" if deployment else "apikey"
