@@ -12,11 +12,13 @@ from foundry_inference.apps.fasthttp import HttpToolsServer
 from foundry_inference.auth.service import AuthService
 from foundry_inference.auth.settings import AuthSettings
 from foundry_inference.store.base import AsyncStore
+from foundry_inference.store.watchcache import CachedStore
 
 from . import health, keys, models, openapi, workloads
 from .settings import ControlPlaneSettings
 
 log = logging.getLogger("foundry_inference.controlplane")
+CACHED_KINDS = ("ModelDeployment", "InferenceService")
 
 
 def control_plane_auth(**overrides):
@@ -25,14 +27,20 @@ def control_plane_auth(**overrides):
 
 
 def make_app(store, config=None, auth=None, **settings):
-    """`store` is a blocking ResourceStore; handlers get its async facade as settings["store"]."""
+    """`store` is a blocking ResourceStore; handlers get its async facade as settings["store"]. A store that can
+    watch (Kubernetes) is wrapped in a watch-fed read cache for single deployment/InferenceService GETs."""
     config = config or ControlPlaneSettings.from_env()
+    if config.read_cache and hasattr(store, "watch"):
+        store = CachedStore(store, CACHED_KINDS, config.watch_namespaces)
     async_store = AsyncStore(store)
     routes = [*health.routes, *openapi.routes(), *models.routes, *keys.routes, *workloads.routes()]
     cache = models.CatalogCache(async_store, config.operator_namespace, config.catalog_configmap,
                                 ttl=config.catalog_cache_s)
+    # on_stop: background work to end when the app stops serving, even where the store outlives it (tests)
+    on_stop = [store.cache.stop] if isinstance(store, CachedStore) else []
     return tornado.web.Application(routes, store=async_store, config=config, auth=auth or control_plane_auth(),
-                                   catalog_cache=cache, default_handler_class=NotFoundHandler, **settings)
+                                   catalog_cache=cache, default_handler_class=NotFoundHandler, on_stop=on_stop,
+                                   **settings)
 
 
 def _error_body(status, message):

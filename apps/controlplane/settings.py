@@ -21,6 +21,7 @@ class ControlPlaneSettings:
     max_body_bytes: int = 1024 * 1024
     catalog_configmap: str = "foundry-local-catalog"
     catalog_cache_s: float = 2.0
+    read_cache: bool = True                        # GET one deployment from a watch-fed cache (Kubernetes store)
 
     @classmethod
     def from_env(cls, env=None):
@@ -32,8 +33,11 @@ class ControlPlaneSettings:
             raise SettingsError(f"bad numeric setting: {exc}") from None
         if not 1024 <= max_body <= 64 * 1024 * 1024:
             raise SettingsError("FOUNDRY_MAX_BODY_BYTES must be between 1 KiB and 64 MiB")
+        read_cache = (env.get("FOUNDRY_READ_CACHE") or "true").strip().lower()
+        if read_cache not in ("true", "false", "1", "0"):
+            raise SettingsError("FOUNDRY_READ_CACHE must be true or false")
         watch = _list(env.get("FOUNDRY_WATCH_NAMESPACES"))
         return cls(operator_namespace=env.get("FOUNDRY_OPERATOR_NAMESPACE", "foundry-local-operator"),
                    watch_namespaces=None if not watch or watch == ("*",) else watch,
                    registry_allowlist=_list(env.get("FOUNDRY_REGISTRY_ALLOWLIST")),
-                   max_body_bytes=max_body, catalog_cache_s=cache)
+                   max_body_bytes=max_body, catalog_cache_s=cache, read_cache=read_cache in ("true", "1"))

@@ -108,7 +108,7 @@ class ItemHandler(WorkloadHandler):
 
     async def get(self, ns, name):
         self.prepare_names(ns, name)
-        self.write_json(self.workload.to_rest(await self.store.get(self.workload.kind, ns, name)))
+        self.write_json(self.workload.to_rest(await self.store.get_cached(self.workload.kind, ns, name)))
 
     async def put(self, ns, name):
         self.prepare_names(ns, name, for_write=True)

@@ -69,6 +69,10 @@ class ResourceStore(abc.ABC):
     def ping(self):
         """Raise Unavailable if the backing store cannot be reached; return a short description otherwise."""
 
+    def lookup(self, kind, namespace, name):
+        """The object from a local read cache, or None when the store itself must be asked (no cache: always)."""
+        return None
+
     def list_all(self, kind, namespace=None, label_selector=None, page_size=500):
         """Every matching object, following continue tokens."""
         items, token = [], None
@@ -102,6 +106,13 @@ class AsyncStore:
             return await loop.run_in_executor(self._pool, functools.partial(method, *args, **kwargs))
 
         return call
+
+    async def get_cached(self, kind, namespace, name):
+        """`get`, answered from the store's read cache when it has the object (no thread hop), else by `get`."""
+        hit = self.store.lookup(kind, namespace, name)
+        if hit is not None:
+            return hit
+        return await self.get(kind, namespace, name)
 
     def close(self):
         self._pool.shutdown(wait=False)

@@ -6,6 +6,7 @@ Raw REST paths through ApiClient.call_api keep custom and built-in kinds on one 
 import json
 import logging
 import re
+import socket
 
 import kubernetes.client
 import kubernetes.config
@@ -163,6 +164,26 @@ class KubernetesStore(ResourceStore):
     def delete(self, kind, namespace, name):
         self._call("DELETE", kind_of(kind).path(namespace, name), body={"propagationPolicy": "Background"})
 
+    def watch(self, kind, namespace=None, resource_version=None, timeout_s=60):
+        """Open a watch on a collection from `resource_version`; returns a WatchStream of (type, object) events.
+        The apiserver ends it after `timeout_s`; an expired resourceVersion raises Gone (list again)."""
+        query = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": int(timeout_s)}
+        if resource_version:
+            query["resourceVersion"] = resource_version
+        try:
+            method, url, headers, _body, _post = self.api.param_serialize(
+                "GET", kind_of(kind).path(namespace), query_params=list(query.items()),
+                header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+            resp = self.api.call_api(method, url, header_params=headers,
+                                     _request_timeout=(self.timeout[0], timeout_s + 15))
+        except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _wrap(exc) from None
+        if resp.status != 200:
+            exc = kubernetes.client.ApiException(status=resp.status, reason=f"HTTP {resp.status}")
+            exc.body = resp.read().decode(errors="replace")
+            raise _wrap(exc)
+        return WatchStream(resp.response)
+
     def ping(self):
         status, data = self._request("GET", "/readyz")
         if status != 200:
@@ -171,3 +192,44 @@ class KubernetesStore(ResourceStore):
 
     def close(self):
         self.api.close()
+
+
+class WatchStream:
+    """The events of one open watch, one JSON object per line. `close()` may be called from another thread: it shuts
+    the socket down, so a reader blocked on it returns at once."""
+
+    def __init__(self, response):
+        self.response = response
+
+    def __iter__(self):
+        buffer = b""
+        try:
+            for chunk in self.response.stream(1 << 16):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield self._event(line)
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise _wrap(exc) from None
+        finally:
+            self.response.release_conn()
+
+    @staticmethod
+    def _event(line):
+        event = json.loads(line)
+        obj = event.get("object") or {}
+        if event.get("type") == "ERROR":
+            exc = kubernetes.client.ApiException(status=obj.get("code") or 500, reason=obj.get("reason"))
+            exc.body = json.dumps(obj)
+            raise _wrap(exc)
+        return event.get("type"), _clean(obj)
+
+    def close(self):
+        sock = getattr(getattr(self.response, "connection", None), "sock", None)
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.response.close()

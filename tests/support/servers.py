@@ -31,6 +31,8 @@ class ThreadedServer:
         self._ready.set()
         await self._stop.wait()
         self.server.stop()
+        for stop in self.app.settings.get("on_stop") or ():
+            stop()
 
     def start(self):
         self._thread.start()

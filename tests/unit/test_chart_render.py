@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from foundry_inference import catalog as catalog_mod
-from foundry_inference.apps.controlplane.settings import ControlPlaneSettings
+from foundry_inference.apps.controlplane.settings import ControlPlaneSettings, SettingsError
 from foundry_inference.auth.settings import AuthSettings
 from foundry_inference.operator import settings as operator_settings
 from tests.support import helm
@@ -396,3 +396,15 @@ def test_extra_env_replaces_a_chart_variable():
     assert env["FOUNDRY_AUTHZ"] == "roles" and env["FOUNDRY_ENTRA_LEEWAY_S"] == "30"
     assert out.container(OPERATOR)["env"][-1] == {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s",
                                                                                                   "key": "k"}}}
+
+
+def test_read_cache_setting_reaches_the_control_plane_with_the_watch_it_needs():
+    on = helm.render({})
+    assert ControlPlaneSettings.from_env(on.env(API)).read_cache is True
+    role_verbs = [set(verbs) for _groups, resources, verbs, _ in _rules(on.get("Role", API, NS))
+                  if "modeldeployments" in resources]
+    assert role_verbs and all("watch" in verbs for verbs in role_verbs)
+    off = helm.render({"api": {"config": {"readCache": False}}})
+    assert ControlPlaneSettings.from_env(off.env(API)).read_cache is False
+    with pytest.raises(SettingsError, match="FOUNDRY_READ_CACHE"):
+        ControlPlaneSettings.from_env({"FOUNDRY_READ_CACHE": "sometimes"})
