@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from foundry_inference.auth import actions
 from foundry_inference.auth.apikeys import DEFAULT_RELOAD_S
 from foundry_inference.config import ConfigurationError
+from foundry_inference.envreader import EnvReader
 
 MODES = ("api-key", "entra", "both", "none")
 AUTHORIZERS = ("roles", "sar", "azure")
@@ -134,37 +135,9 @@ class AuthSettings:
                 raise AuthConfigError("FOUNDRY_AZURE_SCOPE must be an ARM resource id starting with /subscriptions/...")
 
 
-class _Reader:
+class _Reader(EnvReader):
     def __init__(self, env):
-        self.env = env
-
-    def text(self, name):
-        value = self.env.get(name)
-        return value.strip() or None if value is not None else None
-
-    def choice(self, name, allowed, default):
-        value = (self.text(name) or default).lower()
-        if value not in allowed:
-            raise AuthConfigError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
-        return value
-
-    def number(self, name, default, *, low, high):
-        raw = self.text(name)
-        if raw is None:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise AuthConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
-        if not low <= value <= high:
-            raise AuthConfigError(f"{name} must be between {low:g} and {high:g}, not {raw}")
-        return value
-
-    def url(self, name, default):
-        value = (self.text(name) or default).rstrip("/")
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise AuthConfigError(f"{name} must be an http(s) URL, not {value!r}")
-        return value
+        super().__init__(env, AuthConfigError)
 
     def role_table(self, inline_name, file_name):
         inline, path = self.text(inline_name), self.text(file_name)

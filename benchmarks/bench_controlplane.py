@@ -63,7 +63,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=300)
     args = parser.parse_args()
     cluster = KubeCluster().start()
-    cp = None
+    cp = plain = None
     try:
         ns = cluster.create_namespace("bench")
         opns = cluster.create_namespace("foundry-local-operator")
@@ -78,12 +78,17 @@ def main():
         workdir = Path(tempfile.mkdtemp())
         key = "fndry-admin-bench"
         (workdir / "admin-key").write_text(key)
-        port = free_port()
+        port, plain_port = free_port(), free_port()
         env = {**os.environ, "FOUNDRY_AUTH_MODE": "api-key", "FOUNDRY_ADMIN_KEY_FILE": str(workdir / "admin-key"),
                "FOUNDRY_LOG_LEVEL": "warning"}
+        # the shipped configuration (read cache on) and, beside it, the same control plane with the cache off
         cp = subprocess.Popen([CLI, "control-plane", "--kubeconfig",
                                cluster.kubeconfig, "--port", str(port), "--address", "127.0.0.1"], env=env)
+        plain = subprocess.Popen([CLI, "control-plane", "--kubeconfig", cluster.kubeconfig, "--port",
+                                  str(plain_port), "--address", "127.0.0.1"],
+                                 env={**env, "FOUNDRY_READ_CACHE": "false"})
         wait_http(f"http://127.0.0.1:{port}/readyz", proc=cp)
+        wait_http(f"http://127.0.0.1:{plain_port}/readyz", proc=plain)
         # urllib3, the HTTP library under the kubernetes client, so both sides pay the same client cost; the answer is
         # decoded to a dict on both sides (the kubernetes client does that for custom objects).
         pool = urllib3.PoolManager(headers={"Authorization": f"Bearer {key}"})
@@ -99,10 +104,14 @@ def main():
             assert resp.status == 200, resp.data[:200]
             return json.loads(resp.data)
 
+        direct_get = timed(lambda: api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "d-042"), args.rounds)
+        plain_base = f"http://127.0.0.1:{plain_port}/api/v1"
         results = {
             "GET one deployment": (
-                timed(lambda: check(http.get(f"{base}/namespaces/{ns}/deployments/d-042")), args.rounds),
-                timed(lambda: api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "d-042"), args.rounds)),
+                timed(lambda: check(http.get(f"{base}/namespaces/{ns}/deployments/d-042")), args.rounds), direct_get),
+            "GET, read cache off": (
+                timed(lambda: check(http.get(f"{plain_base}/namespaces/{ns}/deployments/d-042")), args.rounds),
+                direct_get),
             "LIST 100 deployments": (
                 timed(lambda: check(http.get(f"{base}/namespaces/{ns}/deployments?limit=100")), args.rounds // 3),
                 timed(lambda: api.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, limit=100),
@@ -119,9 +128,10 @@ def main():
         print(f"models list, 1,000-entry catalog, 4 filters: p50 {models['p50']:.2f} ms, p90 {models['p90']:.2f} ms, "
               f"p99 {models['p99']:.2f} ms")
     finally:
-        if cp is not None:
-            cp.terminate()
-            cp.wait(10)
+        for proc in (cp, plain):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(10)
         cluster.stop()
 
 

@@ -3,6 +3,7 @@ import os
 from dataclasses import dataclass, field
 
 from foundry_inference.config import ConfigurationError
+from foundry_inference.envreader import EnvReader
 
 
 class SettingsError(ConfigurationError):
@@ -25,19 +26,11 @@ class ControlPlaneSettings:
 
     @classmethod
     def from_env(cls, env=None):
-        env = os.environ if env is None else env
-        try:
-            max_body = int(env.get("FOUNDRY_MAX_BODY_BYTES", 1024 * 1024))
-            cache = float(env.get("FOUNDRY_CATALOG_CACHE_S", 2.0))
-        except ValueError as exc:
-            raise SettingsError(f"bad numeric setting: {exc}") from None
-        if not 1024 <= max_body <= 64 * 1024 * 1024:
-            raise SettingsError("FOUNDRY_MAX_BODY_BYTES must be between 1 KiB and 64 MiB")
-        read_cache = (env.get("FOUNDRY_READ_CACHE") or "true").strip().lower()
-        if read_cache not in ("true", "false", "1", "0"):
-            raise SettingsError("FOUNDRY_READ_CACHE must be true or false")
-        watch = _list(env.get("FOUNDRY_WATCH_NAMESPACES"))
-        return cls(operator_namespace=env.get("FOUNDRY_OPERATOR_NAMESPACE", "foundry-local-operator"),
+        r = EnvReader(os.environ if env is None else env, SettingsError)
+        watch = _list(r.text("FOUNDRY_WATCH_NAMESPACES"))
+        return cls(operator_namespace=r.text("FOUNDRY_OPERATOR_NAMESPACE") or "foundry-local-operator",
                    watch_namespaces=None if not watch or watch == ("*",) else watch,
-                   registry_allowlist=_list(env.get("FOUNDRY_REGISTRY_ALLOWLIST")),
-                   max_body_bytes=max_body, catalog_cache_s=cache, read_cache=read_cache in ("true", "1"))
+                   registry_allowlist=_list(r.text("FOUNDRY_REGISTRY_ALLOWLIST")),
+                   max_body_bytes=r.integer("FOUNDRY_MAX_BODY_BYTES", 1024 * 1024, low=1024, high=64 * 1024 * 1024),
+                   catalog_cache_s=r.number("FOUNDRY_CATALOG_CACHE_S", 2.0, low=0, high=3600),
+                   read_cache=r.flag("FOUNDRY_READ_CACHE", True))

@@ -6,6 +6,8 @@ Every variable is documented in docs/predictive-server.md.
 import os
 from dataclasses import dataclass, replace
 
+from foundry_inference.envreader import EnvReader
+
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "DmlExecutionProvider", "CPUExecutionProvider")
 PROVIDER_ALIASES = {
     "cuda": "CUDAExecutionProvider", "gpu": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
@@ -101,55 +103,9 @@ def resolve_model_file(path):
     return found[0]
 
 
-class _Reader:
+class _Reader(EnvReader):
     def __init__(self, env):
-        self.env = env
-
-    def text(self, name):
-        value = self.env.get(name)
-        return value.strip() if value and value.strip() else None
-
-    def integer(self, name, default, *, low, high):
-        raw = self.text(name)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise SettingsError(f"{name}: expected an integer, got {raw!r}") from None
-        if not low <= value <= high:
-            raise SettingsError(f"{name}: {value} is outside {low}..{high}")
-        return value
-
-    def number(self, name, default, *, low, high):
-        raw = self.text(name)
-        if raw is None:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise SettingsError(f"{name}: expected a number, got {raw!r}") from None
-        if not low <= value <= high:
-            raise SettingsError(f"{name}: {value} is outside {low}..{high}")
-        return value
-
-    def choice(self, name, allowed, default):
-        raw = self.text(name)
-        if raw is None:
-            return default
-        if raw.lower() not in allowed:
-            raise SettingsError(f"{name}: {raw!r} is not one of {', '.join(allowed)}")
-        return raw.lower()
-
-    def flag(self, name, default):
-        raw = self.text(name)
-        if raw is None:
-            return default
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise SettingsError(f"{name}: expected on/off, got {raw!r}")
+        super().__init__(env, SettingsError)
 
     def providers(self, name, default):
         raw = self.text(name)
