@@ -129,7 +129,8 @@ def _repo_root():
     return Path(__file__).resolve().parent.parent
 
 
-def _chat_build_module():
+def chat_build_module():
+    """scripts/build_chat_model.py (or FOUNDRY_CHAT_BUILD_SCRIPT) loaded as a module: the one SmolLM2 converter."""
     import importlib.util
     path = Path(os.environ.get("FOUNDRY_CHAT_BUILD_SCRIPT") or _repo_root() / "scripts" / "build_chat_model.py")
     if not path.is_file():
@@ -142,7 +143,7 @@ def _chat_build_module():
 
 
 def _smollm2_recipe():
-    module = _chat_build_module()
+    module = chat_build_module()
     try:
         folder = module.output_dir()
     except Exception as exc:  # noqa: BLE001 - the builder names what is missing

@@ -8,7 +8,6 @@ the real servers), put in place of the predictive server's command.
 """
 import base64
 import json
-import os
 import shutil
 import ssl
 import threading
@@ -23,6 +22,7 @@ from foundry_inference.operator import names
 from foundry_inference.operator.builders import deployment as deployment_builder
 from foundry_inference.operator.main import run_embedded
 from foundry_inference.store.embedded import EmbeddedStore
+from tests.e2e.quickstart_walkthrough import processes_under
 from tests.support.registry import DockerRegistry
 from tests.unit.operator.factories import decoded, mdep, settings
 
@@ -45,22 +45,6 @@ def wait_for(predicate, timeout, what):
                 return last
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
-def processes_under(path):
-    """PIDs whose working directory or command line is under `path` (the stand-in, nginx, the fetcher)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
-        except OSError:
-            continue
-        if cwd.startswith(str(path)) or str(path) in cmd:
-            found.append(int(pid))
-    return found
 
 
 @pytest.fixture

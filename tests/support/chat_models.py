@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 
+from foundry_inference.samples import chat_build_module
+
 CACHE_DIR = os.environ.get("FOUNDRY_TEST_MODEL_CACHE",
                            os.path.join(os.path.expanduser("~"), ".cache", "foundry-inference", "models"))
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -162,18 +164,9 @@ def _build_tiny(out):
 
 # --- the real models ---------------------------------------------------------------------------------------------
 
-def _chat_build_module():
-    import importlib.util
-    path = os.path.join(REPO, "scripts", "build_chat_model.py")
-    spec = importlib.util.spec_from_file_location("foundry_build_chat_model", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def smollm2_model():
     """The converted SmolLM2 folder; converts it (minutes) when the cache lacks it."""
-    module = _chat_build_module()
+    module = chat_build_module()
     try:
         out = module.output_dir()
     except Exception as exc:  # noqa: BLE001
