@@ -8,7 +8,6 @@ the open connections (their generations are cancelled), stops the engine and exi
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 
 import tornado.httpserver
@@ -18,6 +17,7 @@ import tornado.web
 from foundry_inference.apps.chat.handlers import ChatNotFound, routes
 from foundry_inference.apps.chat.service import ChatService
 from foundry_inference.apps.chat.settings import ChatSettings, SettingsError
+from foundry_inference.apps.lifecycle import stop_on_signals
 
 log = logging.getLogger("foundry_inference.chat")
 
@@ -61,13 +61,7 @@ async def serve(settings, *, auth=None, service=None, started=None, stop=None):
     app = make_app(service, auth=auth)
     server, addresses = listen(app, settings)
     log.info("chat server listening on %s, loading %s", addresses, settings.model_path)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(signum, stop.set)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
+    stop = stop_on_signals(stop)
     if started is not None:
         started(addresses)
     try:

@@ -2,13 +2,13 @@
 import asyncio
 import json
 import logging
-import signal
 
 import tornado.web
 
 from foundry_inference import logs
 from foundry_inference.apps.base import NotFoundHandler
 from foundry_inference.apps.fasthttp import HttpToolsServer
+from foundry_inference.apps.lifecycle import stop_on_signals
 from foundry_inference.auth.service import AuthService
 from foundry_inference.auth.settings import AuthSettings
 from foundry_inference.store.base import AsyncStore
@@ -55,10 +55,7 @@ async def serve(app, port=8080, address="127.0.0.1", stop_event=None):
     await server.listen(port, address)
     logs.event(log, "control plane listening", url=f"http://{address}:{port}",
                store=type(app.settings["store"].store).__name__)
-    stop_event = stop_event or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop_event.set)
+    stop_event = stop_on_signals(stop_event)
     await stop_event.wait()
     await server.shutdown()
     app.settings["store"].close()

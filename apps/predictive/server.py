@@ -13,6 +13,7 @@ import sys
 
 import tornado.web
 
+from foundry_inference.apps.lifecycle import stop_on_signals
 from foundry_inference.apps.predictive.handlers import PredictiveNotFound, routes
 from foundry_inference.apps.predictive.service import PredictiveService
 from foundry_inference.apps.predictive.settings import PredictiveSettings, SettingsError
@@ -94,13 +95,7 @@ async def serve(settings, *, auth=None, sockets=None, started=None, stop=None, s
         server.add_sockets(sockets)
         addresses = [s.getsockname()[:2] for s in sockets]
     log.info("predictive server listening on %s (%s front end), loading %s", addresses, frontend, settings.model_path)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(signum, stop.set)
-        except (NotImplementedError, RuntimeError, ValueError):   # Windows, or not the main thread
-            pass
+    stop = stop_on_signals(stop)
     if started is not None:
         started(addresses)
     try:
