@@ -56,6 +56,9 @@ class Operator:
         self._pool = concurrent.futures.ThreadPoolExecutor(settings.workers, thread_name_prefix="reconcile")
         self.last_report = None
         self.passes = 0
+        self.started_at = None        # monotonic; the probes (health.py) read these three
+        self.last_attempt_at = None
+        self.last_error = None
 
     # --- one pass --------------------------------------------------------------------------------------------------
     def run_pass(self):
@@ -138,14 +141,17 @@ class Operator:
     def run(self, stop_event, on_pass=None):
         logs.event(log, "operator started", namespaces=list(self.settings.namespaces or ["*"]),
                    poll_interval_s=self.settings.pollIntervalSeconds, embedded=self.settings.embedded)
+        self.started_at = time.monotonic()
         while not stop_event.is_set():
             try:
                 report = self.run_pass()
             except errors.StoreError as exc:
+                self.last_attempt_at, self.last_error = time.monotonic(), f"{exc.reason}: {exc.message}"
                 wait = self.pass_backoff.failed("pass")
                 logs.event(log, "pass failed; retrying", level=logging.WARNING, error=f"{exc.reason}: {exc.message}",
                            retry_in_s=round(wait, 2))
             else:
+                self.last_attempt_at, self.last_error = time.monotonic(), None
                 if self.pass_backoff.failures("pass"):
                     logs.event(log, "store reachable again")
                 self.pass_backoff.succeeded("pass")

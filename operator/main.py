@@ -9,9 +9,10 @@
   a thread of your own when the caller has its own loop (e.g. the control plane's asyncio loop in the main thread).
 
 Settings come from the file named by FOUNDRY_OPERATOR_CONFIG (docs/operator.md); a bad file exits with status 2 and
-a message naming the setting.
+a message naming the setting. On a cluster the probes of health.py listen on FOUNDRY_OPERATOR_HEALTH_PORT.
 """
 import logging
+import os
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 from foundry_inference import logs
 from foundry_inference.store.factory import default_data_dir, open_store
 
+from . import health
 from . import settings as settings_mod
 from .loop import Operator
 
@@ -62,6 +64,20 @@ def _stop_on_signals(stop_event):
         signal.signal(sig, handler)
 
 
+def _probes(operator):
+    """/healthz and /readyz for the kubelet (health.py) on FOUNDRY_OPERATOR_HEALTH_PORT (default 8081, 0: off)."""
+    raw = os.environ.get("FOUNDRY_OPERATOR_HEALTH_PORT", str(health.DEFAULT_PORT)).strip()
+    if not raw.isdigit() or int(raw) > 65535:
+        raise settings_mod.SettingsError(f"FOUNDRY_OPERATOR_HEALTH_PORT: {raw!r} is not a port number")
+    if not int(raw):
+        return None
+    try:
+        return health.HealthServer(operator, int(raw)).start()
+    except OSError as exc:
+        raise settings_mod.SettingsError(f"FOUNDRY_OPERATOR_HEALTH_PORT: cannot listen on {raw}: {exc.strerror}") \
+            from None
+
+
 def main(args):
     try:
         settings = settings_mod.load()
@@ -78,9 +94,12 @@ def main(args):
             run_embedded(store, data_dir, stop, settings)
         else:
             operator = Operator(store, settings)
+            probes = _probes(operator)
             try:
                 operator.run(stop)
             finally:
+                if probes:
+                    probes.stop()
                 operator.close()
     finally:
         store.close()

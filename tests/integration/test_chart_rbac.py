@@ -108,9 +108,11 @@ def platform(kube, installed, tmp_path):
     admin = kube.api_client()
     operator_kc = helm.sa_kubeconfig(kube, RELEASE_NS, "inference-operator")
     api_kc = helm.sa_kubeconfig(kube, RELEASE_NS, "inference-operator-api")
-    port = free_port()
+    port, probe_port = free_port(), free_port()
     operator = helm.PodProcess(admin, RELEASE_NS, "inference-operator", kubeconfig=operator_kc,
+                               extra_env={"FOUNDRY_OPERATOR_HEALTH_PORT": str(probe_port)},
                                workdir=tmp_path / "operator")
+    operator.probe_url = f"http://127.0.0.1:{probe_port}"
     api = helm.PodProcess(admin, RELEASE_NS, "inference-operator-api", kubeconfig=api_kc,
                           args_override={"--port": str(port)}, extra_args=["--address", "127.0.0.1"],
                           # the in-cluster token the SubjectAccessReviews are made with
@@ -169,6 +171,12 @@ def test_the_chart_runs_the_platform_with_least_privilege(kube, platform):
     helm.wait_for(lambda: ("Secret", "phi-api-keys") in children(admin, team, "phi"), 30, "keys Secret")
     status = mdep_status(admin, team, "phi")
     assert status["authentication"]["keysSecretName"] == "phi-api-keys"
+    # the control plane's read of one deployment (its watch cache, under its own Role) follows the operator
+    helm.wait_for(lambda: requests.get(f"{deployments}/phi", headers=as_user[READER], timeout=10)
+                  .json()["status"]["state"] == "Running", 10, "GET phi shows Running")
+    # the operator's probes, as the kubelet calls them
+    assert requests.get(f"{operator.probe_url}/healthz", timeout=5).json()["status"] == "healthy"
+    assert requests.get(f"{operator.probe_url}/readyz", timeout=5).status_code == 200
 
     # keys through the API: the control plane reads and rotates the Secret with its own Role
     r = requests.get(f"{deployments}/phi/keys", headers=as_user[DEPLOYER], timeout=10)

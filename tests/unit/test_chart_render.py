@@ -408,3 +408,12 @@ def test_read_cache_setting_reaches_the_control_plane_with_the_watch_it_needs():
     assert ControlPlaneSettings.from_env(off.env(API)).read_cache is False
     with pytest.raises(SettingsError, match="FOUNDRY_READ_CACHE"):
         ControlPlaneSettings.from_env({"FOUNDRY_READ_CACHE": "sometimes"})
+
+
+def test_operator_probes_point_at_the_port_the_operator_serves_them_on():
+    out = helm.render({})
+    container = out.container(OPERATOR)
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}["health"]
+    assert out.env(OPERATOR)["FOUNDRY_OPERATOR_HEALTH_PORT"] == str(port)
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
