@@ -32,6 +32,9 @@ def build_parser():
     up.add_argument("--data-dir", help="state, models and keys (default ~/.local/share/foundry-inference)")
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--address", default="127.0.0.1")
+    up.add_argument("--model-cache-limit", metavar="SIZE",
+                    help="limit of the shared model download cache <data-dir>/cache, e.g. 20Gi or 500Mi "
+                         "(default: FOUNDRY_MODEL_CACHE_LIMIT, else no limit)")
     up.add_argument("--deploy-sample", metavar="ALIAS", help="deploy this sample (iris-classifier) once, check that it "
                                                              "answers, and log how to call it")
     cp = sub.add_parser("control-plane", help=COMPONENTS["control-plane"][1])

@@ -10,6 +10,10 @@ iris-classifier, smollm2-135m-instruct, whisper-tiny-en) into the sample cache, 
 dependencies are missing is reported (and deploying it ends in state Error with that reason). FOUNDRY_SAMPLES picks
 them (`all`, the default; `none`; or a comma list of names). Deployments of a sample that is still being prepared
 simply wait for it (the fetcher prepares it itself, from the same cache).
+
+Model cache: every model fetcher the node agent starts shares `<data-dir>/cache` (content-addressed OCI blobs,
+resumable partial downloads), limited by `--model-cache-limit` or FOUNDRY_MODEL_CACHE_LIMIT (e.g. 20Gi, 500Mi); a
+size that is not one is a configuration error (exit 2) before anything starts.
 """
 import asyncio
 import logging
@@ -67,7 +71,19 @@ def prepare_samples(names, stop=None):
             logs.event(log, "sample unavailable", level=logging.WARNING, sample=name, reason=repr(exc))
 
 
+def model_cache_limit(option, env):
+    """`--model-cache-limit`, else FOUNDRY_MODEL_CACHE_LIMIT, as bytes (None: no limit); ConfigurationError when it is
+    not a size."""
+    from foundry_inference.operator.agent.agent import cache_limit
+    if option is not None:
+        return cache_limit(option, "--model-cache-limit")
+    return cache_limit(env.get("FOUNDRY_MODEL_CACHE_LIMIT") or None)
+
+
 def main(args):
+    limit = model_cache_limit(getattr(args, "model_cache_limit", None), os.environ)
+    if limit is not None:
+        os.environ["FOUNDRY_MODEL_CACHE_LIMIT"] = str(limit)     # read by the node agent for every fetcher
     data_dir = Path(args.data_dir or default_data_dir())
     store = open_store("embedded", data_dir=data_dir)
     key_file = ensure_admin_key(data_dir)
@@ -76,7 +92,8 @@ def main(args):
                                                           api_keys_dir=None))
     url = f"http://{args.address}:{args.port}"
     logs.event(log, "embedded mode starting", data_dir=str(data_dir), api=f"{url}/api/v1", docs=f"{url}/docs",
-               admin_key_file=str(key_file), auth=f'Authorization: Bearer $(cat {key_file})')
+               admin_key_file=str(key_file), auth=f'Authorization: Bearer $(cat {key_file})',
+               model_cache=str(data_dir / "cache"), model_cache_limit=limit or "none")
     # Model servers inherit this environment. Their key files are rewritten by the node agent within a tick (1 s) of
     # a rotation; re-reading them every 2 s keeps "a rotated key takes effect within 5 s" (decision 9) with room.
     os.environ.setdefault("FOUNDRY_API_KEYS_RELOAD_S", "2")

@@ -1,5 +1,6 @@
 """The model fetcher: the init container of every model pod (`python -m foundry_inference.operator.fetch`) and, the
 same code, the embedded node agent's artifact step. It puts the model files in FOUNDRY_FETCH_DEST and logs progress.
+Its network side (SSRF guard, registry auth, resumable downloads) is fetch_http.py.
 
 Artifacts (FOUNDRY_FETCH_ARTIFACT, JSON, written by the operator):
 - {"type": "oci", "registry", "repository", "tag"}: an OCI artifact (`oras push <registry>/<repo>:<tag> model.tar.gz`),
@@ -11,6 +12,24 @@ Artifacts (FOUNDRY_FETCH_ARTIFACT, JSON, written by the operator):
 - {"type": "builtin", "name"}: a sample built locally by `foundry_inference.samples.build(name, dest)` when that
   module exists; otherwise a clear "not available yet" failure.
 
+Cache and limits (all optional):
+- FOUNDRY_FETCH_CACHE: a directory holding a content-addressed cache of OCI layer blobs shared by every fetcher on the
+  machine (operator/blobcache.py; the embedded node agent sets `<data-dir>/cache`). A blob is downloaded into
+  `partial/sha256/<hex>.partial`, renamed to `blobs/sha256/<hex>` only after its sha256 digest verified, and reused
+  by the next deployment of the same artifact (logged `cached`, no download). An interrupted download is resumed
+  from the partial file's length with `Range: bytes=N-` (a registry that answers 200, or 206 with another range,
+  is read from the start; a resumed blob whose digest does not match is discarded and downloaded once more from
+  the start). A cached blob is verified again at each use; a corrupted one is deleted and fetched again. The model
+  folder is still unpacked from the blob into a staging folder renamed into place. Without it, a layer goes to a
+  temporary file in the staging folder and a failed download is discarded (Kubernetes pods: the emptyDir).
+- FOUNDRY_FETCH_CACHE_LIMIT_BYTES: the cache's size limit (bytes, or a quantity such as 20Gi). The manifest's layer
+  sizes are summed before anything is downloaded: an artifact larger than the limit fails at once ("model needs
+  123.0 MiB (...) but the model cache limit is 100.0 MiB (...)"); otherwise least-recently-used blobs no fetcher is
+  using are evicted until it fits, else the same kind of failure. Partial downloads count toward the usage.
+- FOUNDRY_FETCH_LIMIT_BYTES: the model folder's limit (the operator passes the models volume's sizeLimit,
+  `storeModel.modelsVolumeSizeLimit`): an artifact whose layers, or whose unpacked files, exceed it fails clearly
+  instead of filling the volume.
+
 SSRF guard (contract decision 11): the registry or URI host is resolved and refused when any address is not global
 (private, loopback, link-local, reserved, multicast), unless it is in FOUNDRY_REGISTRY_ALLOWLIST (`host[:port],...`,
 the control plane's list, passed on by the operator) or FOUNDRY_FETCH_ALLOW_PRIVATE=1 (tests). Plain http needs
@@ -19,147 +38,57 @@ agent does not download again, and beside the folder `.<dest name>.foundry-diges
 copy that no longer matches (corrupted on disk) is fetched again. Exit status 0 on success, 1 with the reason on
 stderr otherwise.
 """
-import base64
-import hashlib
-import ipaddress
 import json
 import os
-import re
 import shutil
-import socket
 import sys
 import tarfile
 import tempfile
-import time
 import urllib.error
 import urllib.parse
-import urllib.request
+from http.client import HTTPException
+from typing import NamedTuple
+
+from .blobcache import HEX, BlobCache, CacheError, format_size, parse_size, sha256_file
+from .fetch_http import DigestMismatch, FetchError, Http, check_host, download, log, open_from
 
 MARKER = ".foundry-artifact"
 MANIFEST_TYPES = ", ".join((
     "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.oci.artifact.manifest.v1+json"))
-_CHUNK = 1 << 20
 
 
-class FetchError(Exception):
-    pass
+class Layer(NamedTuple):
+    hex: str
+    size: int
+    title: str
+    unpack: bool
 
 
-def _log(message):
-    print(f"model-fetcher: {message}", file=sys.stderr, flush=True)
+class Room:
+    """What the model folder may still take (FOUNDRY_FETCH_LIMIT_BYTES: the models volume's sizeLimit)."""
+
+    def __init__(self, limit=None):
+        self.limit, self.used = limit, 0
+
+    def check(self, size, verb="needs"):
+        if self.limit is not None and self.used + size > self.limit:
+            raise FetchError(f"model {verb} {format_size(self.used + size)} but the model volume limit is "
+                             f"{format_size(self.limit)}")
+
+    def take(self, size, verb):
+        self.check(size, verb)
+        self.used += size
 
 
-def _allowlist(env=None):
-    """FOUNDRY_REGISTRY_ALLOWLIST: the control plane's list of `host[:port]` admitted on private addresses."""
-    raw = (os.environ if env is None else env).get("FOUNDRY_REGISTRY_ALLOWLIST") or ""
-    return {item.strip().lower() for item in raw.split(",") if item.strip()}
-
-
-def check_host(host, allow_private=False, allowlist=None):
-    """Refuse hosts that resolve to internal addresses (SSRF guard, re-checked at fetch time)."""
-    if allow_private:
-        return
-    allowlist = _allowlist() if allowlist is None else allowlist
-    name = urllib.parse.urlsplit(f"//{host}").hostname or host
-    if host.lower() in allowlist or name.lower() in allowlist:
-        return
-    try:
-        infos = socket.getaddrinfo(name, None)
-    except socket.gaierror as exc:
-        raise FetchError(f"cannot resolve {name}: {exc.strerror}") from None
-    for info in infos:
-        addr = ipaddress.ip_address(info[4][0].split("%")[0])
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped
-        if not addr.is_global or addr.is_multicast or addr.is_reserved:
-            raise FetchError(f"refusing to fetch from {name}: it resolves to the internal address {addr}")
-
-
-class _Http:
-    def __init__(self, username=None, password=None, insecure=False, allow_private=False, timeout=60):
-        self.username, self.password = username, password
-        self.insecure, self.allow_private, self.timeout = insecure, allow_private, timeout
-        self.token = None
-
-    def _open(self, url, headers, auth=None):
-        req = urllib.request.Request(url, headers={**headers, "User-Agent": "foundry-inference-fetcher"})
-        if auth:
-            req.add_header("Authorization", auth)
-        return urllib.request.urlopen(req, timeout=self.timeout)  # noqa: S310 - host checked by the caller
-
-    def _basic(self):
-        if self.username is None:
-            return None
-        raw = f"{self.username}:{self.password or ''}".encode()
-        return "Basic " + base64.b64encode(raw).decode()
-
-    def _bearer_token(self, challenge):
-        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-        realm = params.pop("realm", None)
-        if not realm:
-            raise FetchError(f"registry sent an unusable auth challenge: {challenge}")
-        check_host(urllib.parse.urlparse(realm).netloc, self.allow_private)
-        url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(params)
-        try:
-            with self._open(url, {"Accept": "application/json"}, self._basic()) as resp:
-                body = json.loads(resp.read(1 << 20))
-        except urllib.error.HTTPError as exc:
-            raise FetchError(f"registry token request refused: HTTP {exc.code} (check the credentials Secret)") \
-                from None
-        token = body.get("token") or body.get("access_token")
-        if not token:
-            raise FetchError("registry token response carried no token")
-        return f"Bearer {token}"
-
-    def get(self, url, headers):
-        """Open `url`, answering one auth challenge (bearer token or basic)."""
-        try:
-            return self._open(url, headers, self.token)
-        except urllib.error.HTTPError as exc:
-            if exc.code != 401:
-                raise
-            challenge = exc.headers.get("WWW-Authenticate", "")
-        if challenge.lower().startswith("bearer"):
-            self.token = self._bearer_token(challenge)
-        else:
-            self.token = self._basic()
-            if self.token is None:
-                raise FetchError("the registry requires credentials and none were configured")
-        return self._open(url, headers, self.token)
-
-
-def _download(resp, target, size=None, digest=None, label="artifact"):
-    """Stream `resp` into `target`, logging progress; verify the sha256 digest when given."""
-    size = size or int(resp.headers.get("Content-Length") or 0) or None
-    sha = hashlib.sha256()
-    done, last_log, last_pct = 0, time.monotonic(), -10
-    with open(target, "wb") as out:
-        while True:
-            chunk = resp.read(_CHUNK)
-            if not chunk:
-                break
-            out.write(chunk)
-            sha.update(chunk)
-            done += len(chunk)
-            pct = int(done * 100 / size) if size else None
-            if (pct is not None and pct >= last_pct + 10) or time.monotonic() - last_log > 10:
-                _log(f"{label}: {pct if pct is not None else '?'}% ({done} of {size or '?'} bytes)")
-                last_log, last_pct = time.monotonic(), pct if pct is not None else last_pct
-    if digest:
-        algo, _, expected = digest.partition(":")
-        if algo != "sha256" or sha.hexdigest() != expected:
-            raise FetchError(f"{label}: digest mismatch (expected {digest}, got sha256:{sha.hexdigest()})")
-    if last_pct < 100:
-        _log(f"{label}: 100% ({done} bytes)")
-    return done
-
-
-def _safe_extract(archive, dest):
-    """Unpack a tar archive refusing absolute paths, `..`, links and device files."""
+def _safe_extract(archive, dest, room):
+    """Unpack a tar archive refusing absolute paths, `..`, links, device files and more than the model folder's
+    room."""
     root = os.path.realpath(dest)
     with tarfile.open(archive, "r:*") as tar:
-        for member in tar.getmembers():
+        members = tar.getmembers()
+        room.take(sum(m.size for m in members if m.isfile()), "unpacks to")
+        for member in members:
             target = os.path.realpath(os.path.join(dest, member.name))
             if os.path.isabs(member.name) or not (target == root or target.startswith(root + os.sep)):
                 raise FetchError(f"archive entry {member.name!r} points outside the model directory")
@@ -176,42 +105,117 @@ def _is_archive(path, name, unpack=False):
     return name.startswith("layer-") and tarfile.is_tarfile(path)
 
 
-def _store_blob(path, dest, name, unpack=False):
+def _store_blob(path, dest, name, room, unpack=False, keep=False):
+    """Unpack an archive into `dest`, or put a plain file there under its name (copied when `keep`: a cached blob)."""
     if _is_archive(path, name, unpack):
-        _safe_extract(path, dest)
-    else:
-        shutil.move(path, os.path.join(dest, os.path.basename(name)))
+        _safe_extract(path, dest, room)
+        return
+    room.take(os.path.getsize(path), "needs")
+    target = os.path.join(dest, os.path.basename(name))
+    shutil.copyfile(path, target) if keep else shutil.move(path, target)
 
 
-def fetch_oci(artifact, dest, http):
+def _layers(manifest, where):
+    """The manifest's layers, refusing what neither a cache path nor a size limit could trust."""
+    layers = (manifest.get("layers") or manifest.get("blobs") or []) if isinstance(manifest, dict) else None
+    if not isinstance(layers, list) or not all(isinstance(layer, dict) for layer in layers):
+        raise FetchError(f"{where}: the manifest is not an OCI image manifest")
+    if not layers:
+        raise FetchError(f"{where}: the manifest lists no layers")
+    result = []
+    for i, layer in enumerate(layers):
+        algo, _, hexd = str(layer.get("digest")).partition(":")
+        if algo != "sha256" or not HEX.fullmatch(hexd):
+            raise FetchError(f"{where}: layer {i} has no sha256 digest ({str(layer.get('digest'))[:80]!r})")
+        size = layer.get("size")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise FetchError(f"{where}: layer {i} has no valid size ({str(size)[:40]!r})")
+        annotations = layer.get("annotations") if isinstance(layer.get("annotations"), dict) else {}
+        title = os.path.basename(str(annotations.get("org.opencontainers.image.title") or ""))
+        result.append(Layer(hexd, size, title if title not in ("", ".", "..") else f"layer-{i}",
+                            annotations.get("io.deis.oras.content.unpack") == "true"))
+    return result
+
+
+def _cached_layer(cache, http, base, layer):
+    """Download a layer into the cache (its lock held): resume what an interrupted fetch left, verify the digest,
+    rename into place. A resumed download whose digest does not match is discarded and tried once from the start."""
+    url = f"{base}/blobs/sha256:{layer.hex}"
+    for attempt in (1, 2):
+        offset = cache.resume_offset(layer.hex, layer.size)
+        try:
+            if offset == layer.size and layer.size:
+                sha = sha256_file(cache.partial(layer.hex)).hexdigest()
+                if sha != layer.hex:
+                    raise DigestMismatch(f"{layer.title}: digest mismatch (expected sha256:{layer.hex}, got "
+                                         f"sha256:{sha})")
+                log(f"{layer.title}: 100% ({offset} bytes, from an earlier partial download)")
+            else:
+                resp, offset = open_from(http, url, offset, layer.size, layer.title)
+                with resp:
+                    download(resp, cache.partial(layer.hex), layer.size, f"sha256:{layer.hex}", layer.title, offset)
+        except DigestMismatch:
+            retry = bool(offset) and attempt == 1
+            cache.discard(layer.hex, keep_reservation=retry)
+            if not retry:
+                raise
+            log(f"{layer.title}: the resumed download does not match its digest; discarding the partial download "
+                "and downloading from the start")
+            continue
+        return cache.commit(layer.hex)
+
+
+def fetch_oci(artifact, dest, http, cache=None, room=None):
+    room = room or Room()
     registry, repo, tag = artifact["registry"], artifact["repository"], artifact.get("tag") or "latest"
     check_host(registry, http.allow_private)
     scheme = "http" if http.insecure else "https"
     base = f"{scheme}://{registry}/v2/{repo}"
-    _log(f"pulling {registry}/{repo}:{tag}")
+    log(f"pulling {registry}/{repo}:{tag}")
     try:
         with http.get(f"{base}/manifests/{tag}", {"Accept": MANIFEST_TYPES}) as resp:
             manifest = json.loads(resp.read(4 << 20))
     except urllib.error.HTTPError as exc:
         raise FetchError(f"{registry}/{repo}:{tag}: manifest not available (HTTP {exc.code})") from None
-    layers = manifest.get("layers") or manifest.get("blobs") or []
-    if not layers:
-        raise FetchError(f"{registry}/{repo}:{tag}: the manifest lists no layers")
-    for i, layer in enumerate(layers):
-        title = (layer.get("annotations") or {}).get("org.opencontainers.image.title") or f"layer-{i}"
+    layers = _layers(manifest, f"{registry}/{repo}:{tag}")
+    total = sum(layer.size for layer in layers)
+    room.check(total)                                  # before a byte is downloaded
+    if cache is not None:
+        try:
+            _fetch_layers_cached(cache, http, base, layers, dest, room)
+        except CacheError as exc:
+            raise FetchError(str(exc)) from None
+        return
+    for layer in layers:
         with tempfile.NamedTemporaryFile(dir=dest, delete=False) as tmp:
             path = tmp.name
         try:
-            with http.get(f"{base}/blobs/{layer['digest']}", {"Accept": "*/*"}) as resp:
-                _download(resp, path, layer.get("size"), layer["digest"], title)
-            unpack = (layer.get("annotations") or {}).get("io.deis.oras.content.unpack") == "true"
-            _store_blob(path, dest, title, unpack)
+            with http.get(f"{base}/blobs/sha256:{layer.hex}", {"Accept": "*/*"}) as resp:
+                download(resp, path, layer.size, f"sha256:{layer.hex}", layer.title)
+            _store_blob(path, dest, layer.title, room, layer.unpack)
         finally:
             if os.path.exists(path):
                 os.unlink(path)
 
 
-def fetch_uri(artifact, dest, http):
+def _fetch_layers_cached(cache, http, base, layers, dest, room):
+    sizes = {layer.hex: layer.size for layer in layers}
+    cache.check_fits(sum(layer.size for layer in layers), "model")
+    with cache.holding(sizes):
+        cached = {hexd for hexd in sizes if cache.verified(hexd)}
+        cache.reserve(sizes, [hexd for hexd in sizes if hexd not in cached], "model")
+        for layer in layers:
+            if layer.hex in cached:
+                log(f"{layer.title}: cached (sha256:{layer.hex[:12]}, {layer.size} bytes): not downloaded")
+                path = cache.blob(layer.hex)
+            else:
+                path = _cached_layer(cache, http, base, layer)
+                cached.add(layer.hex)
+            _store_blob(path, dest, layer.title, room, layer.unpack, keep=True)
+
+
+def fetch_uri(artifact, dest, http, room=None):
+    room = room or Room()
     uri = artifact["uri"]
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme == "azureml":
@@ -225,10 +229,11 @@ def fetch_uri(artifact, dest, http):
     try:
         try:
             with http.get(uri, {"Accept": "*/*"}) as resp:
-                _download(resp, path, label=name)
+                room.check(int(resp.headers.get("Content-Length") or 0))
+                download(resp, path, label=name, cap=room.limit)
         except urllib.error.HTTPError as exc:
             raise FetchError(f"{uri}: HTTP {exc.code}") from None
-        _store_blob(path, dest, name)
+        _store_blob(path, dest, name, room)
     finally:
         if os.path.exists(path):
             os.unlink(path)
@@ -255,11 +260,7 @@ def _model_files(folder):
 
 
 def _file_sha256(path):
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
+    return sha256_file(path).hexdigest()
 
 
 def _digests_path(dest):
@@ -292,26 +293,27 @@ def _check_digests(folder):
     return None
 
 
-def fetch(artifact, dest, username=None, password=None, allow_private=False, insecure=False):
-    """Fetch `artifact` into `dest` (atomically: a partial download never looks finished)."""
+def fetch(artifact, dest, username=None, password=None, allow_private=False, insecure=False, cache=None, limit=None):
+    """Fetch `artifact` into `dest` (atomically: a partial download never looks finished). `cache`: a BlobCache for
+    OCI layers; `limit`: the model folder's size limit in bytes."""
     marker = os.path.join(dest, MARKER)
     wanted = json.dumps(artifact, sort_keys=True)
     if os.path.exists(marker) and open(marker).read() == wanted:
         problem = _check_digests(dest)
         if problem is None:
-            _log("model already present (digests verified)")
+            log("model already present (digests verified)")
             return dest
-        _log(f"the model already present is corrupt ({problem}); fetching it again")
+        log(f"the model already present is corrupt ({problem}); fetching it again")
     parent = os.path.dirname(os.path.abspath(dest)) or "."
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".fetch-", dir=parent)
-    http = _Http(username, password, insecure=insecure, allow_private=allow_private)
+    http = Http(username, password, insecure=insecure, allow_private=allow_private)
     try:
         kind = artifact.get("type")
         if kind == "oci":
-            fetch_oci(artifact, staging, http)
+            fetch_oci(artifact, staging, http, cache, Room(limit))
         elif kind == "uri":
-            fetch_uri(artifact, staging, http)
+            fetch_uri(artifact, staging, http, Room(limit))
         elif kind == "builtin":
             fetch_builtin(artifact, staging)
         else:
@@ -326,17 +328,28 @@ def fetch(artifact, dest, username=None, password=None, allow_private=False, ins
         with open(tmp, "w") as fh:
             json.dump(digests, fh, indent=1, sort_keys=True)
         os.replace(tmp, _digests_path(dest))
-    except (OSError, urllib.error.URLError, tarfile.TarError, ValueError) as exc:
+    except KeyError as exc:
+        raise FetchError(f"the {artifact.get('type')} artifact has no {exc.args[0]!r}") from None
+    except (OSError, urllib.error.URLError, tarfile.TarError, ValueError, HTTPException) as exc:
         raise FetchError(f"{type(exc).__name__}: {getattr(exc, 'reason', None) or exc}") from None
     finally:
         if os.path.isdir(staging):
             shutil.rmtree(staging, ignore_errors=True)
-    _log(f"model ready in {dest}")
+    log(f"model ready in {dest}")
     return dest
 
 
 def _flag(env, name):
     return (env.get(name) or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _size(env, name):
+    if not (env.get(name) or "").strip():
+        return None
+    try:
+        return parse_size(env[name], name)
+    except ValueError as exc:
+        raise FetchError(str(exc)) from None
 
 
 def main(env=None):
@@ -350,10 +363,16 @@ def main(env=None):
             artifact = json.loads(raw)
         except ValueError:
             raise FetchError("FOUNDRY_FETCH_ARTIFACT is not JSON") from None
+        if not isinstance(artifact, dict):
+            raise FetchError("FOUNDRY_FETCH_ARTIFACT is not a JSON object")
+        cache = None
+        if env.get("FOUNDRY_FETCH_CACHE"):
+            cache = BlobCache(env["FOUNDRY_FETCH_CACHE"], _size(env, "FOUNDRY_FETCH_CACHE_LIMIT_BYTES"), log)
         fetch(artifact, dest, env.get("FOUNDRY_REGISTRY_USERNAME"), env.get("FOUNDRY_REGISTRY_PASSWORD"),
-              allow_private=_flag(env, "FOUNDRY_FETCH_ALLOW_PRIVATE"), insecure=_flag(env, "FOUNDRY_FETCH_INSECURE"))
+              allow_private=_flag(env, "FOUNDRY_FETCH_ALLOW_PRIVATE"), insecure=_flag(env, "FOUNDRY_FETCH_INSECURE"),
+              cache=cache, limit=_size(env, "FOUNDRY_FETCH_LIMIT_BYTES"))
     except FetchError as exc:
-        _log(f"failed: {exc}")
+        log(f"failed: {exc}")
         return 1
     return 0
 

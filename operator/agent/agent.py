@@ -4,7 +4,9 @@ Every tick it lists the operator's Deployments (every namespace) and the Secrets
 each Deployment as local processes (workload.py), writes the Deployment's status (replicas, readyReplicas,
 conditions; a fetch failure or a crash loop as Progressing=False with the reason) and its reachable endpoint
 (annotation `foundry.azure.com/local-endpoint`, https://127.0.0.1:<port>), and writes the installation CA to
-<data-dir>/tls/ca.crt (contract decision 10). A Deployment that disappears has its processes stopped and its
+<data-dir>/tls/ca.crt (contract decision 10). Every model fetcher it starts shares one content-addressed blob cache,
+`<data-dir>/cache` (FOUNDRY_FETCH_CACHE), limited to FOUNDRY_MODEL_CACHE_LIMIT (a size such as 20Gi; `up
+--model-cache-limit`) when that is set. A Deployment that disappears has its processes stopped and its
 directory (keys, TLS key) removed; shutdown() stops everything it ever started.
 """
 import base64
@@ -14,19 +16,36 @@ import shutil
 import threading
 
 from foundry_inference import logs
+from foundry_inference.config import ConfigurationError
 from foundry_inference.store import errors
 
 from .. import names
+from ..blobcache import parse_size
 from ..status import changed as status_changed
 from .workload import Workload
 
 log = logging.getLogger("foundry_inference.operator.agent")
 
 
+def cache_limit(raw, what="FOUNDRY_MODEL_CACHE_LIMIT"):
+    """The model cache limit (`20Gi`, `500Mi`, bytes) as bytes, None when `raw` is None; a bad value is a
+    configuration error naming `what`."""
+    if raw is None:
+        return None
+    try:
+        return parse_size(raw, what)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
 class NodeAgent:
-    def __init__(self, store, data_dir, settings, interval=1.0, nginx_binary=None):
+    def __init__(self, store, data_dir, settings, interval=1.0, nginx_binary=None, cache_limit_bytes=None):
         self.store = store
         self.data_dir = str(data_dir)
+        limit = cache_limit_bytes or cache_limit(os.environ.get("FOUNDRY_MODEL_CACHE_LIMIT") or None)
+        # for every fetcher: one shared blob cache; None removes a limit the agent's own environment might carry
+        self.fetch_env = {"FOUNDRY_FETCH_CACHE": os.path.join(self.data_dir, "cache"),
+                          "FOUNDRY_FETCH_CACHE_LIMIT_BYTES": str(limit) if limit else None}
         self.settings = settings
         self.interval = interval
         self.nginx = nginx_binary if nginx_binary is not None else shutil.which("nginx")
@@ -70,7 +89,8 @@ class NodeAgent:
                 seen.add(uid)
                 workload = self.workloads.get(uid)
                 if workload is None:
-                    workload = self.workloads[uid] = Workload(dep, self.data_dir, self._secret, self.nginx)
+                    workload = self.workloads[uid] = Workload(dep, self.data_dir, self._secret, self.nginx,
+                                                                   self.fetch_env)
                     logs.event(log, "realising deployment", namespace=workload.namespace, name=workload.name)
                 try:
                     workload.sync(dep, secrets, configmaps)
@@ -97,7 +117,9 @@ class NodeAgent:
             pass
 
     def run(self, stop_event):
-        logs.event(log, "node agent started", data_dir=self.data_dir, nginx=self.nginx or "missing")
+        logs.event(log, "node agent started", data_dir=self.data_dir, nginx=self.nginx or "missing",
+                   model_cache=self.fetch_env["FOUNDRY_FETCH_CACHE"],
+                   model_cache_limit=self.fetch_env["FOUNDRY_FETCH_CACHE_LIMIT_BYTES"] or "none")
         try:
             while not stop_event.is_set():
                 try:

@@ -2,8 +2,9 @@
 
 - Volumes: Secret and ConfigMap volumes become directories of files under the workload's directory (rewritten when
   the object changes, so a rotated API key reaches the model server within a tick); emptyDirs become directories.
-- The init container (the model fetcher) runs first, with its env resolved (secretKeyRef from the store) and mount
-  paths rewritten to the local directories; it is retried with backoff and its failure is reported.
+- The init container (the model fetcher) runs first, with its env resolved (secretKeyRef from the store), mount
+  paths rewritten to the local directories and the agent's shared blob cache (FOUNDRY_FETCH_CACHE, its limit); it is
+  retried with backoff and its failure (e.g. a model larger than the cache limit) is reported.
 - Each replica is one model-server process with its own free port (PORT and `--port` rewritten, host 127.0.0.1);
   the nginx sidecar is a real nginx process rendered from the same template as the pod's ConfigMap, listening on
   127.0.0.1:<port> with the deployment's certificate and load-balancing over the replicas.
@@ -84,12 +85,13 @@ def _tcp_open(port, timeout=0.5):
 
 
 class Workload:
-    def __init__(self, deployment, data_dir, resolve_secret, nginx_binary=None):
+    def __init__(self, deployment, data_dir, resolve_secret, nginx_binary=None, fetch_env=None):
         meta = deployment["metadata"]
         self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
         self.dir = os.path.join(data_dir, "workloads", self.namespace, self.name)
         self.resolve_secret = resolve_secret     # (namespace, name) -> Secret or None (registry credentials)
         self.nginx = nginx_binary
+        self.fetch_env = dict(fetch_env or {})      # the agent's settings for every fetcher (the shared blob cache)
         self.template_hash = None
         self.init_hash = None
         self.replicas = 0
@@ -139,7 +141,11 @@ class Workload:
                 env[item["name"]] = base64.b64decode(raw).decode()
             else:
                 env[item["name"]] = self._rewrite(item.get("value") or "", mounts)
-        env.update(overrides or {})
+        for name, value in (overrides or {}).items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         return env
 
     def _containers(self):
@@ -252,7 +258,7 @@ class Workload:
             return False
         container = init_containers[0]
         try:
-            env = self._env(container)
+            env = self._env(container, self.fetch_env)
         except LookupError as exc:
             self.problem = ("FetchFailed", f"model fetch cannot start: {exc}")
             return False

@@ -11,6 +11,7 @@
 import json
 
 from .. import names
+from ..blobcache import parse_size
 from .common import metadata
 
 CHAT_COMMAND = ["foundry-inference", "chat-server"]
@@ -148,10 +149,26 @@ def artifact_env(artifact, allowlist=()):
     return env
 
 
-def model_fetcher(resolved, settings):
+def models_size_limit(spec, resolved, settings):
+    """The models emptyDir's sizeLimit (a quantity) or None."""
+    if resolved.runtime == "vllm":
+        return f"{spec.vllm_cache_gi}Gi"
+    return settings.storeModel.modelsVolumeSizeLimit or None
+
+
+def model_fetcher(resolved, settings, size_limit=None):
+    """The init container. With a models volume sizeLimit the fetcher gets it in bytes (FOUNDRY_FETCH_LIMIT_BYTES):
+    a model that would not fit fails with a clear message instead of the kubelet evicting the pod."""
+    env = artifact_env(resolved.artifact, settings.registryAllowlist)
+    try:
+        limit = parse_size(size_limit) if size_limit else None
+    except ValueError:
+        limit = None                # not a quantity: the apiserver refuses the sizeLimit itself, with the reason
+    if limit is not None:
+        env.append({"name": "FOUNDRY_FETCH_LIMIT_BYTES", "value": str(limit)})
     return {
         "name": FETCH_CONTAINER, "image": settings.image("model-fetcher"), "imagePullPolicy": settings.imagePullPolicy,
-        "command": list(FETCH_COMMAND), "env": artifact_env(resolved.artifact, settings.registryAllowlist),
+        "command": list(FETCH_COMMAND), "env": env,
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
         "volumeMounts": [{"name": "models", "mountPath": names.MODELS_DIR}],
         "securityContext": _restricted(),
@@ -159,12 +176,8 @@ def model_fetcher(resolved, settings):
 
 
 def volumes(owner, spec, resolved, settings, tls_secret_name, auth_mode):
-    models = {}
-    if resolved.runtime == "vllm":
-        models["sizeLimit"] = f"{spec.vllm_cache_gi}Gi"
-    elif settings.storeModel.modelsVolumeSizeLimit:
-        models["sizeLimit"] = settings.storeModel.modelsVolumeSizeLimit
-    vols = [{"name": "models", "emptyDir": models}]
+    limit = models_size_limit(spec, resolved, settings)
+    vols = [{"name": "models", "emptyDir": {"sizeLimit": limit} if limit else {}}]
     if auth_mode in ("api-key", "both"):
         vols.append({"name": "api-keys", "secret": {"secretName": names.keys_secret(owner.name), "optional": True}})
     vols += [{"name": "nginx-config", "configMap": {"name": names.nginx_configmap(owner.name)}},
@@ -179,7 +192,7 @@ def deployment(owner, spec, resolved, settings, *, tls_secret_name, config_hash,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,     # a namespace with a thousand Services would otherwise bloat every pod's env
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-        "initContainers": [model_fetcher(resolved, settings)],
+        "initContainers": [model_fetcher(resolved, settings, models_size_limit(spec, resolved, settings))],
         "containers": [model_server(owner, spec, resolved, settings, auth_mode), tls_proxy(settings)],
         "volumes": volumes(owner, spec, resolved, settings, tls_secret_name, auth_mode),
     }

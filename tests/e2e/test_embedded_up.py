@@ -33,10 +33,10 @@ except ImportError:  # pragma: no cover
 class Up:
     """One `foundry-inference up` on a data dir, with a Platform client."""
 
-    def __init__(self, tmp, data, env, name="up"):
+    def __init__(self, tmp, data, env, name="up", args=()):
         self.port = free_port()
         self.data = data
-        self.cli = Cli("up", "--data-dir", str(data), "--port", str(self.port), env=env,
+        self.cli = Cli("up", "--data-dir", str(data), "--port", str(self.port), *args, env=env,
                        log_path=tmp / f"{name}.log")
         wait_http(f"http://127.0.0.1:{self.port}/readyz", timeout=60, proc=self.cli.proc)
         wait_until(lambda: (data / "admin-key").exists(), 10, "the admin key")

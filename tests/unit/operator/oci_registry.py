@@ -23,8 +23,10 @@ def tarball(files):
 
 class Registry:
     def __init__(self, repository="models/iris", tag="v1", files=None, username="user", password="pass",
-                 layer=None, title="model.tar.gz"):
+                 layer=None, title="model.tar.gz", ranges="ignore"):
         self.repository, self.tag = repository, tag
+        self.ranges = ranges          # "ignore" (answer 200), "honour" (206), "shift" (206 with a range one byte off)
+        self.truncate_at = None       # send only this many bytes of the blob, then close (a dropped connection)
         self.username, self.password = username, password
         self.layer = layer if layer is not None else tarball(files or {"model.onnx": b"onnx-bytes"})
         self.digest = "sha256:" + hashlib.sha256(self.layer).hexdigest()
@@ -34,7 +36,7 @@ class Registry:
                        "size": 2},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": self.digest,
                         "size": len(self.layer), "annotations": {"org.opencontainers.image.title": title}}]}).encode()
-        self.requests = []
+        self.requests, self.range_headers = [], []
         registry = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,6 +50,7 @@ class Registry:
 
             def do_GET(self):  # noqa: N802 - http.server's API
                 registry.requests.append(self.path)
+                registry.range_headers.append(self.headers.get("Range"))
                 if self.path.startswith("/token"):
                     expected = "Basic " + base64.b64encode(
                         f"{registry.username}:{registry.password}".encode()).decode()
@@ -63,6 +66,18 @@ class Registry:
                     return self._reply(200, registry.manifest,
                                        {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
                 if self.path == f"{base}/blobs/{registry.digest}":
+                    if registry.truncate_at is not None:
+                        self.send_response(200)
+                        self.send_header("Content-Length", str(len(registry.layer)))
+                        self.end_headers()
+                        self.wfile.write(registry.layer[:registry.truncate_at])
+                        return
+                    asked = self.headers.get("Range")
+                    if asked and registry.ranges != "ignore":
+                        start = int(asked.split("=", 1)[1].rstrip("-")) + (registry.ranges == "shift")
+                        size = len(registry.layer)
+                        return self._reply(206, registry.layer[start:],
+                                           {"Content-Range": f"bytes {start}-{size - 1}/{size}"})
                     return self._reply(200, registry.layer)
                 return self._reply(404)
 

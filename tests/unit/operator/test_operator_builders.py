@@ -263,3 +263,15 @@ def test_nginx_config_is_tls_only_with_limits_and_no_auth():
         assert weak not in text
     local = nginx.render(nginx.NginxParams(listen="127.0.0.1:9443", app_ports=(7001, 7002)))
     assert "server 127.0.0.1:7001" in local and "server 127.0.0.1:7002" in local
+
+
+def test_the_models_volume_size_limit_reaches_the_fetcher_in_bytes(fixed_tls):
+    obj = owned(mdep("iris", "team-a", workloadType="predictive", model={"custom": {
+        "registry": "r.io", "repository": "m", "tag": "1"}}))
+    children, _resolved = build(obj, settings_mod.from_mapping({"storeModel": {"modelsVolumeSizeLimit": "20Gi"}}))
+    pod = next(c for c in children if c["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "models", "emptyDir": {"sizeLimit": "20Gi"}} in pod["volumes"]
+    assert {"name": "FOUNDRY_FETCH_LIMIT_BYTES", "value": str(20 << 30)} in pod["initContainers"][0]["env"]
+    children, _resolved = build(obj)
+    pod = next(c for c in children if c["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert not any(e["name"] == "FOUNDRY_FETCH_LIMIT_BYTES" for e in pod["initContainers"][0]["env"])

@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from foundry_inference.operator import fetch
+from foundry_inference.operator import fetch, fetch_http
 
 from .oci_registry import Registry, tarball
 
@@ -70,7 +70,7 @@ def test_internal_hosts_are_refused_without_the_lab_switch(tmp_path):
     with pytest.raises(fetch.FetchError, match="internal address"):
         fetch.check_host("::ffff:10.0.0.1", allowlist=set())
     fetch.check_host("127.0.0.1:5000", allowlist={"127.0.0.1:5000"})     # the control plane's allow-list
-    assert fetch._allowlist({"FOUNDRY_REGISTRY_ALLOWLIST": " Reg.Lab:5000, other "}) == {"reg.lab:5000", "other"}
+    assert fetch_http._allowlist({"FOUNDRY_REGISTRY_ALLOWLIST": " Reg.Lab:5000, other "}) == {"reg.lab:5000", "other"}
 
 
 def test_unfetchable_artifacts_say_why(tmp_path):
