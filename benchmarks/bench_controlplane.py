@@ -29,17 +29,25 @@ from tests.support.procs import CLI, free_port, wait_http  # noqa: E402
 GROUP, VERSION, PLURAL = "foundrylocal.azure.com", "v1", "modeldeployments"
 
 
-def timed(fn, rounds, warmup=20):
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    samples.sort()
+def _summary(samples):
+    samples = sorted(samples)
     return {"p50": statistics.median(samples), "p90": samples[int(len(samples) * 0.9)],
             "p99": samples[min(len(samples) - 1, int(len(samples) * 0.99))]}
+
+
+def timed(*fns, rounds, warmup=20):
+    """Time each of `fns` `rounds` times, interleaved (a, b, a, b, ...) so that load from elsewhere on the machine
+    falls on every contender alike; returns one {p50, p90, p99} (ms) per function."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    samples = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, out in zip(fns, samples, strict=True):
+            start = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - start) * 1000)
+    return [_summary(s) for s in samples]
 
 
 def big_catalog(n=1000):
@@ -104,22 +112,19 @@ def main():
             assert resp.status == 200, resp.data[:200]
             return json.loads(resp.data)
 
-        direct_get = timed(lambda: api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "d-042"), args.rounds)
         plain_base = f"http://127.0.0.1:{plain_port}/api/v1"
-        results = {
-            "GET one deployment": (
-                timed(lambda: check(http.get(f"{base}/namespaces/{ns}/deployments/d-042")), args.rounds), direct_get),
-            "GET, read cache off": (
-                timed(lambda: check(http.get(f"{plain_base}/namespaces/{ns}/deployments/d-042")), args.rounds),
-                direct_get),
-            "LIST 100 deployments": (
-                timed(lambda: check(http.get(f"{base}/namespaces/{ns}/deployments?limit=100")), args.rounds // 3),
-                timed(lambda: api.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, limit=100),
-                      args.rounds // 3)),
-        }
-        floor = timed(lambda: check(http.get(f"http://127.0.0.1:{port}/healthz")), args.rounds)
-        models = timed(lambda: check(http.get(f"{base}/models?name=model-1&compute=gpu&task=chat-completion"
-                                              "&publisher=micro&limit=20")), args.rounds)
+        get_ours, get_plain, get_direct = timed(
+            lambda: check(http.get(f"{base}/namespaces/{ns}/deployments/d-042")),
+            lambda: check(http.get(f"{plain_base}/namespaces/{ns}/deployments/d-042")),
+            lambda: api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "d-042"), rounds=args.rounds)
+        list_ours, list_direct = timed(
+            lambda: check(http.get(f"{base}/namespaces/{ns}/deployments?limit=100")),
+            lambda: api.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, limit=100), rounds=args.rounds // 3)
+        results = {"GET one deployment": (get_ours, get_direct), "GET, read cache off": (get_plain, get_direct),
+                   "LIST 100 deployments": (list_ours, list_direct)}
+        floor, = timed(lambda: check(http.get(f"http://127.0.0.1:{port}/healthz")), rounds=args.rounds)
+        models, = timed(lambda: check(http.get(f"{base}/models?name=model-1&compute=gpu&task=chat-completion"
+                                               "&publisher=micro&limit=20")), rounds=args.rounds)
         print(f"{'call':24} {'control plane p50/p90/p99 ms':32} {'kubernetes client p50/p90/p99 ms':34} overhead p50")
         for name, (ours, direct) in results.items():
             fmt = lambda r: f"{r['p50']:.2f} / {r['p90']:.2f} / {r['p99']:.2f}"  # noqa: E731
