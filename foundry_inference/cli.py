@@ -3,7 +3,7 @@ import argparse
 import importlib
 import sys
 
-from foundry_inference import logs
+from foundry_inference import logs, registry_secret
 from foundry_inference.config import ConfigurationError
 
 # subcommand -> (module with main(args), help). Components land one issue at a time; a subcommand whose module is
@@ -14,6 +14,7 @@ COMPONENTS = {
     "operator": ("foundry_inference.operator.main", "run the polling operator"),
     "predictive-server": ("foundry_inference.apps.predictive.server", "serve one ONNX model (port 8000)"),
     "chat-server": ("foundry_inference.apps.chat.server", "serve one generative model, OpenAI-compatible (port 5000)"),
+    "registry-secret": ("foundry_inference.registry_secret", "store private registry credentials (embedded mode)"),
 }
 
 
@@ -43,6 +44,7 @@ def build_parser():
     _store_options(cp)
     op = sub.add_parser("operator", help=COMPONENTS["operator"][1])
     _store_options(op)
+    registry_secret.add_parser(sub)
     for name in ("predictive-server", "chat-server"):
         server = sub.add_parser(name, help=COMPONENTS[name][1])
         server.add_argument("--port", type=int, help="default from the environment, as in a pod")

@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import shutil
+import subprocess
 import threading
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import requests
 from foundry_inference.operator import fetch
 from tests.e2e.quickstart_walkthrough import IRIS_ROWS, processes_under, wait_until
 from tests.support import registry as registry_support
+from tests.support.procs import CLI
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 NS = "team-byo"
@@ -43,6 +45,14 @@ def iris_bytes(tmp_path_factory):
             os.environ.pop("FOUNDRY_SAMPLES_CACHE", None)
         else:
             os.environ["FOUNDRY_SAMPLES_CACHE"] = saved
+
+
+def registry_secret(data_dir, password):
+    done = subprocess.run([CLI, "registry-secret", "registry-creds", "-n", NS, "-u", "puller", "--password-stdin",
+                           "--data-dir", str(data_dir)], input=password + "\n", capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert password not in done.stdout + done.stderr
 
 
 def _artifact(reg, repo, tag="v1"):
@@ -119,14 +129,13 @@ def test_embedded_byo_with_a_wrong_password_is_an_error_then_recovers(reg, iris_
     def status():
         return store.get("ModelDeployment", NS, "iris").get("status") or {}
     try:
-        store.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "registry-creds", "namespace": NS},
-                      "stringData": {"username": "puller", "password": "wrong"}})
+        registry_secret(data, "wrong")                   # as a user would: the CLI, while the platform runs
         store.create(mdep("iris", NS, workloadType="predictive", port=8000, model={"custom": {
             "registry": reg.address, "repository": "byo/iris-agent", "tag": "v1",
             "credentials": {"secretRef": {"name": "registry-creds"}}}}))
         wait_until(lambda: status().get("state") == "Error", 120, "state Error")
         assert "model fetch failed" in status()["message"] and "401" in status()["message"]
-        store.patch("Secret", NS, "registry-creds", {"stringData": {"password": "s3cret"}})
+        registry_secret(data, "s3cret")
         wait_until(lambda: status().get("state") == "Running", 120, "recovery to Running")
         endpoint = status()["internalEndpoint"]
         key = decoded(store.get("Secret", NS, "iris-api-keys"), "primary-key")
