@@ -3,6 +3,7 @@
 Raw REST paths through ApiClient.call_api keep custom and built-in kinds on one code path and hand back plain dicts
 (no model classes to convert). Every client exception is wrapped once here into the store's own errors.
 """
+import copy
 import json
 import logging
 import re
@@ -91,6 +92,12 @@ class KubernetesStore(ResourceStore):
         self.configuration = cfg
         self.api = kubernetes.client.ApiClient(cfg)
         self.timeout = timeout
+
+    def dedicated(self, pool_size):
+        """Another store on the same configuration with its own connection pool, e.g. for long-lived watches that
+        would otherwise hold the connections ordinary requests need."""
+        return KubernetesStore(configuration=copy.deepcopy(self.configuration), timeout=self.timeout,
+                               pool_size=pool_size)
 
     def _request(self, method, path, query=None, body=None, content_type="application/json"):
         """One HTTP call; returns (status, raw body). Transport failures become Unavailable."""

@@ -83,8 +83,11 @@ class WatchCache:
     def __init__(self, store, kinds, namespaces=None, clock=time.monotonic):
         """`store` is a KubernetesStore; `namespaces` None watches each kind across all namespaces (one watch per
         kind), otherwise one watch per kind and namespace (what namespaced RBAC allows)."""
-        self.store, self.kinds, self.clock = store, tuple(kinds), clock
+        self.kinds, self.clock = tuple(kinds), clock
         self.scopes = tuple(namespaces) if namespaces else (None,)
+        # the watches hold their connections for a minute at a time and then hand them back all at once: a pool of
+        # their own, sized for them, keeps that churn (and urllib3's "pool is full" warnings) off the request pool
+        self.store = store.dedicated(len(self.kinds) * len(self.scopes) + 1)
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._objects = {}          # (kind, namespace, name) -> object
@@ -102,6 +105,7 @@ class WatchCache:
         for informer in self._informers:
             if informer.stream is not None:
                 informer.stream.close()
+        self.store.close()
 
     def wait_synced(self, timeout=10.0):
         """True once every kind and scope has listed (for tests and benchmarks)."""
