@@ -35,7 +35,7 @@ class Env:
     def operator(self, **overrides):
         return new_operator(self.store, self.ns, **overrides)
 
-    def make_ready(self, name, timeout=30.0):
+    def make_ready(self, name, timeout=60.0):
         """Every replica of the Deployment ready on its current template, as the cluster would report it."""
         dep = self.store.get("Deployment", self.ns, name)
         replicas = dep["spec"]["replicas"]
