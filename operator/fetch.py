@@ -20,7 +20,9 @@ Cache and limits (all optional):
   from the partial file's length with `Range: bytes=N-` (a registry that answers 200, or 206 with another range,
   is read from the start; a resumed blob whose digest does not match is discarded and downloaded once more from
   the start). A cached blob is verified again at each use; a corrupted one is deleted and fetched again. The model
-  folder is still unpacked from the blob into a staging folder renamed into place. Without it, a layer goes to a
+  folder is still unpacked from the blob into a staging folder renamed into place; its files then become hard links
+  to one shared copy per content (`files/sha256/<hex>`, operator/filestore.py), so deployments of one model use the
+  disk once for their unpacked files. Without it, a layer goes to a
   temporary file in the staging folder and a failed download is discarded (Kubernetes pods: the emptyDir).
 - FOUNDRY_FETCH_CACHE_LIMIT_BYTES: the cache's size limit (bytes, or a quantity such as 20Gi). The manifest's layer
   sizes are summed before anything is downloaded: an artifact larger than the limit fails at once ("model needs
@@ -51,6 +53,7 @@ from typing import NamedTuple
 
 from .blobcache import HEX, BlobCache, CacheError, format_size, parse_size, sha256_file
 from .fetch_http import DigestMismatch, FetchError, Http, check_host, download, log, open_from
+from .filestore import FileStore
 
 MARKER = ".foundry-artifact"
 MANIFEST_TYPES = ", ".join((
@@ -319,6 +322,8 @@ def fetch(artifact, dest, username=None, password=None, allow_private=False, ins
         else:
             raise FetchError(f"unknown artifact type {kind!r}")
         digests = _digests(staging)
+        if cache is not None:
+            FileStore(cache.root, log).share(staging, digests)
         with open(os.path.join(staging, MARKER), "w") as fh:
             fh.write(wanted)
         if os.path.isdir(dest):

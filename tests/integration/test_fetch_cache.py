@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -238,3 +239,37 @@ def test_two_fetchers_of_one_blob_share_one_download(registry, tmp_path):
     for name in ("one", "two"):
         model.check(tmp_path / name / "model")
     assert cache_files(cache) == [f"blobs/sha256/{model.hex}"]
+
+
+def test_deployments_of_one_model_share_its_unpacked_files_on_disk(registry, proxy, tmp_path, capfd):
+    """Unpacked once on disk: the model folders hold hard links to one shared copy; a copy corrupted in place is
+    caught by each deployment's digests and healed; a shared file nobody links any more is removed."""
+    model = Model(registry, "cache/files", 200 << 10)
+    cache = cache_at(tmp_path)
+    first, second = tmp_path / "first" / "model", tmp_path / "second" / "model"
+    pull(model, proxy, first, cache)
+    pull(model, proxy, second, cache)
+    model.check(first)
+    model.check(second)
+    shared = tmp_path / "cache" / "files" / "sha256" / hashlib.sha256(model.files["model.bin"]).hexdigest()
+    assert os.path.samefile(first / "model.bin", shared) and os.path.samefile(second / "model.bin", shared)
+    assert shared.stat().st_nlink == 3
+    assert "model files shared with other deployments: 200.0 KiB" in capfd.readouterr().err
+
+    with open(first / "model.bin", "r+b") as fh:                       # corrupted in place: every link sees it
+        fh.write(b"\0" * 64)
+    pull(model, proxy, first, cache)
+    assert "model.bin does not match its digest" in capfd.readouterr().err
+    model.check(first)
+    assert os.path.samefile(first / "model.bin", shared), "the healed file is the shared copy again"
+    assert not os.path.samefile(second / "model.bin", shared)          # still the corrupted inode ...
+    pull(model, proxy, second, cache)                                  # ... until its next start
+    model.check(second)
+    assert os.path.samefile(second / "model.bin", shared)
+
+    other = Model(registry, "cache/files-other", 10 << 10)
+    for dest in (first, second):
+        shutil.rmtree(dest.parent)
+    pull(other, proxy, tmp_path / "third" / "model", cache)
+    assert not shared.exists(), "a shared file no deployment links was kept"
+    assert "no deployment uses any more" in capfd.readouterr().err
