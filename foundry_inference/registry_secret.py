@@ -10,15 +10,13 @@ does), else from FOUNDRY_REGISTRY_PASSWORD, else prompted for on a terminal; it 
 """
 import getpass
 import os
-import re
 import sys
 
 from foundry_inference.config import ConfigurationError
 from foundry_inference.store import errors
 from foundry_inference.store.factory import default_data_dir, open_store
+from foundry_inference.store.objectmeta import DNS_LABEL, DNS_SUBDOMAIN
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 PURPOSE_LABEL = "foundry.azure.com/purpose"
 OPERATOR_NAMESPACE = "foundry-local-operator"
 
@@ -51,9 +49,9 @@ def _password(args):
 
 
 def _check(args):
-    if not _DNS_SUBDOMAIN.match(args.name) or len(args.name) > 253:
+    if not DNS_SUBDOMAIN.match(args.name) or len(args.name) > 253:
         raise ConfigurationError(f"{args.name[:80]!r} is not a valid Secret name (lowercase RFC 1123)")
-    if not _DNS_LABEL.match(args.namespace):
+    if not DNS_LABEL.match(args.namespace) or len(args.namespace) > 63:
         raise ConfigurationError(f"{args.namespace[:80]!r} is not a valid namespace (lowercase RFC 1123 label)")
     if not args.delete:
         if not args.username or any(ch in args.username for ch in ":\r\n"):

@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 from foundry_inference import logs
+from foundry_inference.envreader import EnvReader
 from foundry_inference.store.factory import default_data_dir, open_store
 
 from . import health
@@ -66,15 +67,14 @@ def _stop_on_signals(stop_event):
 
 def _probes(operator):
     """/healthz and /readyz for the kubelet (health.py) on FOUNDRY_OPERATOR_HEALTH_PORT (default 8081, 0: off)."""
-    raw = os.environ.get("FOUNDRY_OPERATOR_HEALTH_PORT", str(health.DEFAULT_PORT)).strip()
-    if not raw.isdigit() or int(raw) > 65535:
-        raise settings_mod.SettingsError(f"FOUNDRY_OPERATOR_HEALTH_PORT: {raw!r} is not a port number")
-    if not int(raw):
+    port = EnvReader(os.environ, settings_mod.SettingsError).integer(
+        "FOUNDRY_OPERATOR_HEALTH_PORT", health.DEFAULT_PORT, low=0, high=65535)
+    if not port:
         return None
     try:
-        return health.HealthServer(operator, int(raw)).start()
+        return health.HealthServer(operator, port).start()
     except OSError as exc:
-        raise settings_mod.SettingsError(f"FOUNDRY_OPERATOR_HEALTH_PORT: cannot listen on {raw}: {exc.strerror}") \
+        raise settings_mod.SettingsError(f"FOUNDRY_OPERATOR_HEALTH_PORT: cannot listen on {port}: {exc.strerror}") \
             from None
 
 
