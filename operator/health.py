@@ -45,9 +45,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802 - http.server's naming
         live, ready, body = probe(self.server.operator, self.server.stall_s)
-        if self.path.split("?", 1)[0] == "/healthz":
+        path = self.path.split("?", 1)[0]
+        if path == "/healthz":
             status, word = live, ("healthy" if live == 200 else "stalled")
-        elif self.path.split("?", 1)[0] == "/readyz":
+        elif path == "/readyz":
             status, word = ready, ("ready" if ready == 200 else "not ready")
         else:
             status, word, body = 404, "not found", {"error": "only /healthz and /readyz are served here"}
