@@ -180,7 +180,12 @@ class EmbeddedStore(ResourceStore):
         with self._write() as db:
             if self._load(db, k.kind, meta.get("namespace"), meta["name"]) is not None:
                 raise errors.AlreadyExists(f'{k.plural} "{meta["name"]}" already exists')
-            return self._store(db, k, obj, insert=True)
+            stored = self._store(db, k, obj, insert=True)
+            owners = [ref.get("uid") for ref in meta.get("ownerReferences") or []]
+            if owners and not db.execute(f"SELECT 1 FROM objects WHERE uid IN ({','.join('?' * len(owners))})",
+                                         owners).fetchone():
+                self._delete_tree(db, meta["uid"])   # every owner is gone: collected at once, as the GC would
+            return stored
 
     def _update(self, k, namespace, name, mutate, expected_rv=None):
         """Read-modify-write inside one IMMEDIATE transaction; `mutate(current) -> new object`."""

@@ -262,6 +262,24 @@ def test_children_are_garbage_collected_with_their_owner(env):
     assert store.get("ConfigMap", ns, "other-nginx")["data"] == {"k": "v"}
 
 
+def test_a_child_created_after_its_owner_was_deleted_is_garbage_collected(env):
+    """A controller acting on a stale view may create a child for an owner deleted a moment before: the garbage
+    collector removes such a child, so nothing outlives its owner."""
+    store, ns, _ = env
+    owner = store.create(mdep("gone", ns))
+    store.delete("ModelDeployment", ns, "gone")
+    store.create(configmap("gone-nginx", ns, owner=owner))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            store.get("ConfigMap", ns, "gone-nginx")
+        except errors.NotFound:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("a child of a deleted owner was kept")
+
+
 def test_secret_string_data_is_stored_as_base64(env):
     store, ns, _ = env
     created = store.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "keys", "namespace": ns},
