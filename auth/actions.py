@@ -1,7 +1,8 @@
 """The actions of the contract and how HTTP methods map onto them.
 
 Control plane (the reference): GET/HEAD -> deployments/read, POST/PUT/PATCH -> deployments/write,
-DELETE -> deployments/delete. Data plane: the Azure RBAC DataAction for chat completions, which a valid API key of the
+DELETE -> deployments/delete. A deployment's API keys are their own actions (Azure's model): reading them is
+deployments/listKeys/action, rotating one deployments/regenerateKey/action - never implied by deployments/read. Data plane: the Azure RBAC DataAction for chat completions, which a valid API key of the
 deployment grants outright and which JWT callers need from the authorizer.
 """
 
@@ -12,7 +13,10 @@ PLANES = (CONTROL, DATA)
 DEPLOYMENTS_READ = "deployments/read"
 DEPLOYMENTS_WRITE = "deployments/write"
 DEPLOYMENTS_DELETE = "deployments/delete"
-CONTROL_ACTIONS = frozenset({DEPLOYMENTS_READ, DEPLOYMENTS_WRITE, DEPLOYMENTS_DELETE})
+KEYS_LIST = "deployments/listKeys/action"
+KEYS_REGENERATE = "deployments/regenerateKey/action"
+KEY_ACTIONS = frozenset({KEYS_LIST, KEYS_REGENERATE})
+CONTROL_ACTIONS = frozenset({DEPLOYMENTS_READ, DEPLOYMENTS_WRITE, DEPLOYMENTS_DELETE}) | KEY_ACTIONS
 
 DATA_ACTION = "Microsoft.CognitiveServices/accounts/OpenAI/deployments/chat/completions/action"
 

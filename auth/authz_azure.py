@@ -9,7 +9,7 @@ Response 200: a JSON array (or {"value": [...]}) of {"actionId", "accessDecision
 unparseable body is BackendUnavailable (-> cached decision or 503), never a silent allow or deny.
 
 Action names: the data-plane DataAction is sent as is; control-plane actions become
-`{action_prefix}/foundrylocal.azure.com/modeldeployments/{read|write|delete}` (the form Arc uses for custom resources
+`{action_prefix}/foundrylocal.azure.com/modeldeployments/{read|write|delete|listKeys/action|regenerateKey/action}` (the form Arc uses for custom resources
 on connected clusters; prefix configurable). ARM needs a bearer token for the platform's own identity: it is read from
 `token_file` (refreshed by a workload-identity/managed-identity sidecar) or supplied by `token_provider`.
 """
@@ -25,7 +25,7 @@ CHECKACCESS_PATH = "/providers/Microsoft.Authorization/checkaccess"
 def azure_action(action, prefix):
     if actions.is_data_action(action):
         return action
-    verb = action.rsplit("/", 1)[1]
+    verb = action.split("/", 1)[1]      # "read", "listKeys/action", ...
     return f"{prefix}/foundrylocal.azure.com/modeldeployments/{verb}"
 
 

@@ -6,6 +6,9 @@ Mapping (documented in docs/security.md):
   namespace, name, verb}: deployments/read -> get (one object) / list (collection), deployments/write -> create
   (POST) / update (PUT) / patch (PATCH), deployments/delete -> delete. The verb hint on the Resource (set from the
   HTTP method by the Tornado adapter) wins when present.
+- key actions -> subresource `keys` of the deployment: deployments/listKeys/action -> get,
+  deployments/regenerateKey/action -> update (whatever the HTTP method), so `get modeldeployments` alone never
+  yields a deployment's keys.
 - data-plane actions -> the same group and resource with subresource `inference`, verb `create`, namespace/name of
   the deployment: granting `modeldeployments/inference` `create` on a deployment lets a caller use it.
 The blocking kubernetes client call runs in a thread (never on the event loop).
@@ -19,6 +22,8 @@ from foundry_inference.auth.authz import BackendUnavailable
 GROUP = "foundrylocal.azure.com"
 RESOURCE = "modeldeployments"
 DATA_SUBRESOURCE = "inference"
+KEYS_SUBRESOURCE = "keys"
+_KEY_VERBS = {actions.KEYS_LIST: "get", actions.KEYS_REGENERATE: "update"}
 _EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="foundry-auth-sar")
 
 
@@ -30,6 +35,9 @@ def resource_attributes(action, resource):
         attrs["name"] = resource.name
     if actions.is_data_action(action):
         attrs.update(subresource=DATA_SUBRESOURCE, verb="create")
+        return attrs
+    if action in _KEY_VERBS:
+        attrs.update(subresource=KEYS_SUBRESOURCE, verb=_KEY_VERBS[action])
         return attrs
     verb = resource.verb
     if verb is None:

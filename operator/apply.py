@@ -21,7 +21,16 @@ _BODY = ("spec", "data", "type")
 
 
 class ForeignChild(Exception):
-    """A child's name is taken by an object another controller owns; the operator will not take it over."""
+    """A child's name is taken by an object the owner does not control (another controller's, or nobody's): the
+    operator never takes it over - adopting it would let the garbage collector delete it with the owner."""
+
+
+def foreign_message(obj):
+    """Names an object that holds a child's name without being controlled by the owner, and who controls it."""
+    owner = controller_of(obj)
+    held = (f"is controlled by {owner.get('kind')} {owner.get('name')}" if owner
+            else "is not controlled by this deployment")
+    return f"{obj.get('kind')} {obj['metadata']['name']} already exists and {held}; it is left untouched"
 
 
 def controller_of(obj):
@@ -83,11 +92,9 @@ def ensure(store, desired, actual):
         except errors.AlreadyExists:
             # our list was older than the object (or an earlier create's answer was lost): look once, then decide
             actual = store.get(kind, meta["namespace"], meta["name"])
-    owner = controller_of(actual)
     mine = controller_of(desired)
-    if owner and mine and owner.get("uid") != mine["uid"]:
-        raise ForeignChild(f"{kind} {meta['name']} already exists and is controlled by {owner.get('kind')} "
-                           f"{owner.get('name')}")
+    if mine and (controller_of(actual) or {}).get("uid") != mine["uid"]:
+        raise ForeignChild(foreign_message(actual))
     if in_sync(actual, desired):
         return actual, "unchanged"
     if kind == "Secret" and actual.get("type") and actual.get("type") != desired.get("type"):

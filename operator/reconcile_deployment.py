@@ -118,7 +118,8 @@ class DeploymentReconciler:
             return Outcome(owner=spec_mod.Owner.of(obj), skipped=True)
         self._quiet.pop(uid, None)
         out = self._reconcile(obj, snapshot, ctx)
-        if not out.actions and not out.status_written:
+        conflict = out.error is not None and out.error[1] == "NameConflict"   # a foreign object may go unseen
+        if not out.actions and not out.status_written and not conflict:
             self._quiet[uid] = mark
         return out
 
@@ -134,7 +135,7 @@ class DeploymentReconciler:
         out.service = existing.get(("Service", names.service(owner.name)))
         out.ingress = existing.get(("Ingress", owner.name))
         keys_obj = snapshot.children_of(owner.namespace, owner.name).get(("Secret", names.keys_secret(owner.name)))
-        if keys_obj is not None and (_mine(keys_obj, owner) or not apply.controller_of(keys_obj)):
+        if keys_obj is not None and _mine(keys_obj, owner):
             out.keys_secret = keys_obj
         if obj["metadata"].get("deletionTimestamp"):
             return self._write_status(obj, out, ctx)
@@ -218,12 +219,11 @@ class DeploymentReconciler:
             out.keys_secret = self.store.create(keys.secret(owner, ctx.now))
             out.actions.append(("created", "Secret", name))
         except errors.AlreadyExists:
-            # created by an earlier attempt whose answer was lost, or not labelled: use it, never overwrite it
+            # created by an earlier attempt whose answer was lost (ours: use it, never overwrite it), or someone
+            # else's Secret under our name: left untouched, the deployment is in Error (NameConflict)
             found = self.store.get("Secret", owner.namespace, name)
-            if apply.controller_of(found) and not _mine(found, owner):
-                raise apply.ForeignChild(f"Secret {name} already exists and is controlled by "
-                                         f"{apply.controller_of(found).get('kind')} "
-                                         f"{apply.controller_of(found).get('name')}") from None
+            if not _mine(found, owner):
+                raise apply.ForeignChild(apply.foreign_message(found)) from None
             out.keys_secret = found
             self._ensure_keys(owner, out, ctx)
 

@@ -3,6 +3,7 @@ import base64
 import secrets
 
 from foundry_inference.apps.base import ApiError, validation_error
+from foundry_inference.auth import actions
 from foundry_inference.store import errors as store_errors
 from foundry_inference.timefmt import now_rfc3339
 
@@ -24,6 +25,12 @@ def _decode(value):
         return None
 
 
+def _controlled_by(obj, owner):
+    """Only a Secret whose controller ownerReference is this very deployment (by uid) holds its keys."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("controller") and ref.get("uid") == owner["metadata"].get("uid") for ref in refs)
+
+
 class KeysHandler(ControlPlaneHandler):
     async def deployment_secret(self, ns, name):
         self.check_namespace(ns)
@@ -33,10 +40,14 @@ class KeysHandler(ControlPlaneHandler):
             raise ApiError(400, "AuthenticationDisabled",
                            f"Deployment {name!r} has authentication disabled: it has no API keys")
         try:
-            return await self.store.get("Secret", ns, secret_name(name))
+            secret = await self.store.get("Secret", ns, secret_name(name))
         except store_errors.NotFound:
             raise self.not_found(f"API keys for deployment {name!r} do not exist yet: the operator creates them "
                                  "when the deployment first becomes ready") from None
+        if not _controlled_by(secret, deployment):
+            raise ApiError(409, "NameConflict", f"Secret {secret_name(name)!r} is not controlled by deployment "
+                                                f"{name!r}: it is not its keys and is neither read nor rotated")
+        return secret
 
     def key_entry(self, secret, key_type):
         value = _decode((secret.get("data") or {}).get(f"{key_type}-key"))
@@ -46,6 +57,7 @@ class KeysHandler(ControlPlaneHandler):
 
 
 class GetKeysHandler(KeysHandler):
+    auth_action = actions.KEYS_LIST
     async def get(self, ns, name):
         secret = await self.deployment_secret(ns, name)
         self.write_json({"deploymentName": name, "namespace": ns,
@@ -54,6 +66,7 @@ class GetKeysHandler(KeysHandler):
 
 
 class RotateKeyHandler(KeysHandler):
+    auth_action = actions.KEYS_REGENERATE
     async def post(self, ns, name, key_type):
         if key_type not in KEY_TYPES:
             raise validation_error([{"field": "key_type", "message": "must be primary or secondary"}])

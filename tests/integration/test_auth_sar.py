@@ -130,3 +130,52 @@ def test_http_requests_authorized_by_sar(kube, kube_namespace):
             assert requests.delete(url, headers=mine).status_code == 403
             r = requests.get(url, headers=other)
             assert r.status_code == 403 and r.json()["details"] == {"code": "insufficient_permissions"}
+
+
+def keys_store(store, namespace, name):
+    """A deployment and the keys Secret the operator writes for it, in the embedded store the control plane reads."""
+    dep = store.create({"apiVersion": "foundrylocal.azure.com/v1", "kind": "ModelDeployment",
+                        "metadata": {"name": name, "namespace": namespace},
+                        "spec": {"model": {"ref": "m"}, "compute": "cpu"}})
+    store.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                  "metadata": {"name": f"{name}-api-keys", "namespace": namespace, "ownerReferences": [
+                      {"apiVersion": dep["apiVersion"], "kind": "ModelDeployment", "name": name,
+                       "uid": dep["metadata"]["uid"], "controller": True}]},
+                  "data": {"primary-key": "cGs=", "secondary-key": "c2s="}})
+
+
+def test_attack_get_on_modeldeployments_does_not_reveal_keys(kube, kube_namespace, embedded_store):
+    # `get modeldeployments` is a reader's grant; the keys are a subresource of their own (`modeldeployments/keys`)
+    from foundry_inference.apps.controlplane.app import make_app
+    from foundry_inference.apps.controlplane.settings import ControlPlaneSettings
+    from tests.support.servers import ThreadedServer
+    reader, keyholder = "5f0c8a52-0000-4000-8000-0000000000a1", "5f0c8a52-0000-4000-8000-0000000000a2"
+    grant(kube, kube_namespace, "readers", [
+        {"apiGroups": [GROUP], "resources": ["modeldeployments"], "verbs": ["get", "list"]}],
+        {"kind": "User", "name": reader})
+    grant(kube, kube_namespace, "keyholders", [
+        {"apiGroups": [GROUP], "resources": ["modeldeployments"], "verbs": ["get"]},
+        {"apiGroups": [GROUP], "resources": ["modeldeployments/keys"], "verbs": ["get"]}],
+        {"kind": "User", "name": keyholder})
+    keys_store(embedded_store, kube_namespace, "phi4")
+    with OidcIssuer() as issuer:
+        settings = AuthSettings(mode="entra", plane="control", tenant_id=issuer.tenant_id,
+                                client_id=issuer.client_id, authority=issuer.authority, authz="sar",
+                                sar_kubeconfig=kube.kubeconfig)
+        server = ThreadedServer(lambda: make_app(embedded_store, ControlPlaneSettings(),
+                                                 auth=AuthService.from_settings(settings))).start()
+        try:
+            base = f"{server.url}/api/v1/namespaces/{kube_namespace}/deployments/phi4"
+            as_reader = {"Authorization": f"Bearer {issuer.mint(oid=reader)}"}
+            as_keyholder = {"Authorization": f"Bearer {issuer.mint(oid=keyholder)}"}
+            assert requests.get(base, headers=as_reader, timeout=10).status_code == 200
+            denied = requests.get(base + "/keys", headers=as_reader, timeout=10)
+            assert denied.status_code == 403 and "listKeys" in denied.json()["message"]
+            assert "cGs" not in denied.text
+            assert requests.post(base + "/keys/primary/rotate", headers=as_reader, timeout=10).status_code == 403
+            allowed = requests.get(base + "/keys", headers=as_keyholder, timeout=10)
+            assert allowed.status_code == 200 and allowed.json()["primaryKey"]["value"] == "pk"
+            # rotating is `update` on the subresource, which the key holder was not given
+            assert requests.post(base + "/keys/primary/rotate", headers=as_keyholder, timeout=10).status_code == 403
+        finally:
+            server.stop()

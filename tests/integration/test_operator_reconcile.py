@@ -349,3 +349,46 @@ def test_same_name_in_both_kinds_is_a_name_conflict_not_a_takeover(env):
     st = status_of(env, "dup", "InferenceService")
     assert st["state"] == "Error" and "controlled by ModelDeployment dup" in st["message"]
     assert env.store.get("Deployment", env.ns, "dup")["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+
+
+def foreign(kind, name, ns):
+    """An object that happens to hold a child's name: nobody's controller, not ours (a user's, a Helm release's)."""
+    meta = {"name": name, "namespace": ns, "labels": {"team": "someone-else"}}
+    if kind == "Deployment":
+        labels = {"app": "theirs"}
+        return {"apiVersion": "apps/v1", "kind": kind, "metadata": meta, "spec": {
+            "replicas": 1, "selector": {"matchLabels": labels}, "template": {
+                "metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": "theirs:1"}]}}}}
+    if kind == "Service":
+        return {"apiVersion": "v1", "kind": kind, "metadata": meta, "spec": {"ports": [{"port": 1234}]}}
+    if kind == "ConfigMap":
+        return {"apiVersion": "v1", "kind": kind, "metadata": meta, "data": {"theirs": "yes"}}
+    return {"apiVersion": "v1", "kind": kind, "type": "Opaque", "metadata": meta,
+            "data": {"primary-key": base64.b64encode(b"their-secret").decode()}}
+
+
+@pytest.mark.parametrize("kind,child", [
+    ("Deployment", lambda n: n), ("Service", names.service), ("ConfigMap", names.nginx_configmap),
+    ("Secret", names.keys_secret), ("Secret", names.tls_secret)])
+def test_attack_a_name_taken_by_a_foreign_object_is_never_adopted(env, kind, child):
+    name = child("phi")
+    theirs = env.store.create(foreign(kind, name, env.ns))
+    env.store.create(mdep("phi", env.ns))
+    op = env.operator()
+    converge(op)
+    after = env.store.get(kind, env.ns, name)
+    for field in ("spec", "data"):                     # not patched (its own controller may still write status)
+        assert after.get(field) == theirs.get(field)
+    assert after["metadata"]["labels"] == {"team": "someone-else"}
+    assert not after["metadata"].get("ownerReferences")            # so the GC never deletes it with ours
+    st = status_of(env, "phi")
+    assert st["state"] == "Error" and f"{kind} {name} already exists" in st["message"], st
+    assert any(c.get("reason") == "NameConflict" for c in st["conditions"])
+    # the owner of the name removes it: the deployment proceeds on its own
+    env.store.delete(kind, env.ns, name)
+    if env.kind == "kube" and kind == "Deployment":
+        env.wait_gone(kind, name)
+    converge(op)
+    mine = env.store.get(kind, env.ns, name)
+    assert mine["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+    assert status_of(env, "phi")["state"] != "Error"

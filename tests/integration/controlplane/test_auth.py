@@ -59,6 +59,21 @@ def test_reader_role_reads_but_cannot_write(entra_cp, issuer):
     assert resp.status_code == 201, resp.text
 
 
+def test_attack_reader_role_cannot_read_or_rotate_keys(entra_cp, issuer, embedded_store):
+    from tests.integration.test_auth_sar import keys_store
+    keys_store(embedded_store, "default", "phi4")
+    base = f"{entra_cp.url}/api/v1/namespaces/default/deployments/phi4"
+    reader = {"Authorization": f"Bearer {issuer.mint(app=True, roles=['Foundry.Reader'])}"}
+    assert requests.get(base, headers=reader, timeout=10).status_code == 200
+    for method, path in (("GET", "/keys"), ("POST", "/keys/primary/rotate")):
+        resp = requests.request(method, base + path, headers=reader, timeout=10)
+        assert resp.status_code == 403 and resp.json()["details"]["code"] == "insufficient_permissions", resp.text
+    contributor = {"Authorization": f"Bearer {issuer.mint(app=True, roles=['Foundry.Contributor'])}"}
+    keys = requests.get(base + "/keys", headers=contributor, timeout=10)
+    assert keys.status_code == 200 and keys.json()["primaryKey"]["value"] == "pk"
+    assert requests.post(base + "/keys/primary/rotate", headers=contributor, timeout=10).status_code == 200
+
+
 def test_admin_key_and_auth_errors(cp):
     url = cp.url + "/api/v1/models"
     missing = requests.get(url, timeout=10)

@@ -70,6 +70,18 @@ def test_keys_errors(cp):
     assert bad_type.status_code == 400 and bad_type.json()["details"]["errors"][0]["field"] == "key_type"
 
 
+def test_attack_keys_endpoint_neither_reads_nor_rotates_a_secret_it_does_not_control(cp):
+    deploy(cp, "phi")
+    theirs = cp.store.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {
+        "name": "phi-api-keys", "namespace": cp.ns}, "data": {"primary-key": base64.b64encode(b"theirs").decode()}})
+    for method, path in (("GET", "keys"), ("POST", "keys/primary/rotate")):
+        resp = cp.api(method, f"/api/v1/namespaces/{cp.ns}/deployments/phi/{path}")
+        assert resp.status_code == 409 and resp.json()["error"] == "NameConflict", resp.text
+        assert "theirs" not in resp.text and "dGhlaXJz" not in resp.text
+    after = cp.store.get("Secret", cp.ns, "phi-api-keys")
+    assert after["data"] == theirs["data"] and after["metadata"]["resourceVersion"] == theirs["metadata"]["resourceVersion"]
+
+
 def test_inference_service_crud_with_its_own_field_names(cp):
     resp = cp.api("POST", f"/api/v1/namespaces/{cp.ns}/inferenceservices", json=ISVC)
     assert resp.status_code == 201, resp.text

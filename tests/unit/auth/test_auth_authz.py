@@ -44,6 +44,25 @@ def test_default_role_table():
     assert not allowed(a, user("Unknown.Role"), READ)
 
 
+def test_attack_reader_role_is_not_granted_the_key_actions():
+    a = RoleTableAuthorizer()
+    for action in (actions.KEYS_LIST, actions.KEYS_REGENERATE):
+        assert not allowed(a, user("Foundry.Reader"), action) and not allowed(a, user("Foundry.User"), action)
+        assert allowed(a, user("Foundry.Contributor"), action) and allowed(a, user("Foundry.Admin"), action)
+    assert not actions.is_data_action(actions.KEYS_LIST)       # a deployment key never reads keys
+    assert not allowed(KeyGrantAuthorizer(RoleTableAuthorizer({})), Principal("k", DEPLOYMENT_KEY), actions.KEYS_LIST)
+
+
+def test_key_actions_map_to_their_own_subresource_and_azure_action():
+    attrs = resource_attributes(actions.KEYS_LIST, Resource("ns", "phi4", verb="get"))
+    assert attrs == {"group": "foundrylocal.azure.com", "resource": "modeldeployments", "subresource": "keys",
+                     "verb": "get", "namespace": "ns", "name": "phi4"}
+    assert resource_attributes(actions.KEYS_REGENERATE, Resource("ns", "phi4", verb="create"))["verb"] == "update"
+    prefix = "Microsoft.Kubernetes/connectedClusters"
+    assert azure_action(actions.KEYS_LIST, prefix) == f"{prefix}/foundrylocal.azure.com/modeldeployments/listKeys/action"
+    assert azure_action(READ, prefix) == f"{prefix}/foundrylocal.azure.com/modeldeployments/read"
+
+
 def test_configured_roles_and_groups():
     a = RoleTableAuthorizer({"roles": {"ops": ["deployments/*"]},
                              "groups": {"AAAA-group": [actions.DATA_ACTION]}})
