@@ -9,15 +9,11 @@ as state Error and does not retry until the owner's generation changes.
 import copy
 from dataclasses import dataclass, field
 
+from foundry_inference import workload_policy
+
 from . import names
 
-BLOCKED_VLLM_KEYS = ("trust_remote_code", "hf_token", "download_dir", "allowed_local_media_path", "worker_cls",
-                     "scheduler_cls")
 DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1000m", "memory": "1Gi"}}
-# env the operator sets for the model server; a deployment's spec.env cannot override them (auth and wiring)
-RESERVED_ENV = ("PORT", "FOUNDRY_MODEL_PATH", "FOUNDRY_MODEL_ID", "FOUNDRY_API_KEYS_DIR", "FOUNDRY_AUTH_MODE",
-                "FOUNDRY_DEPLOYMENT_NAME", "FOUNDRY_DEPLOYMENT_NAMESPACE", "FOUNDRY_PREDICTIVE_HOST",
-                "FOUNDRY_CHAT_HOST", "FOUNDRY_ENTRA_TENANT_ID", "FOUNDRY_ENTRA_CLIENT_ID", "FOUNDRY_PREDICTIVE_PORT")
 
 
 class InvalidSpec(ValueError):
@@ -72,7 +68,7 @@ class DeploymentSpec:
     tolerations: tuple = ()
     endpoint: dict = field(default_factory=dict)
     auth_enabled: bool = True
-    dropped: tuple = ()          # user settings the operator ignored (blocked vLLM keys, reserved env names)
+    dropped: tuple = ()          # user settings the operator ignored (refused vLLM options, reserved env names)
 
     @property
     def gpu_count(self):
@@ -102,13 +98,14 @@ def _common(spec, model, compute, workload, endpoint):
     dropped = []
     prefs = {}
     for key, value in ((spec.get("vllm") or {}).get("preferences") or {}).items():
-        if key.replace("-", "_") in BLOCKED_VLLM_KEYS:
+        option = workload_policy.vllm_option(key)
+        if option is None:
             dropped.append(f"spec.vllm.preferences.{key}")
         else:
-            prefs[key] = value
+            prefs[option] = value
     env = []
     for item in spec.get("env") or []:
-        if item.get("name") in RESERVED_ENV:
+        if workload_policy.env_name_refused(item.get("name")):
             dropped.append(f"spec.env[{item.get('name')}]")
         else:
             env.append((item["name"], str(item.get("value") if item.get("value") is not None else "")))

@@ -7,13 +7,13 @@ apispec turns the same schemas into /openapi.json.
 import numbers
 import re
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
+
+from foundry_inference import workload_policy
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
-BLOCKED_VLLM_KEYS = ("trust_remote_code", "hf_token", "download_dir", "allowed_local_media_path", "worker_cls",
-                     "scheduler_cls")
 ENUM_ERROR = "value is not a valid enumeration member; permitted: {choices}"
 
 
@@ -109,6 +109,12 @@ class EnvVarSchema(StrictSchema):
         r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", error="must be a valid environment variable name")])
     value = fields.String(validate=validate.Length(0, 32768))
 
+    @validates("name")
+    def not_reserved(self, value, **kwargs):
+        reason = workload_policy.env_name_refused(value)
+        if reason:
+            raise ValidationError(f"{value} {reason}")
+
     @post_load
     def drop_empty_value(self, data, **kwargs):
         """An absent value is the empty string to Kubernetes; apiserver 1.20 refuses an explicit "" here."""
@@ -164,10 +170,11 @@ class VllmSchema(StrictSchema):
     modelCacheStorageGi = StrictInteger(validate=validate.Range(1, 100000))  # noqa: N815
 
     @validates_schema
-    def no_blocked_keys(self, data, **kwargs):
-        blocked = sorted(set(data.get("preferences") or {}) & set(BLOCKED_VLLM_KEYS))
-        if blocked:
-            raise ValidationError(f"not allowed: {', '.join(blocked)}", "preferences")
+    def only_allowed_options(self, data, **kwargs):
+        refused = sorted(k for k in data.get("preferences") or {} if workload_policy.vllm_option(k) is None)
+        if refused:
+            raise ValidationError(f"not allowed: {', '.join(refused)} (host, port and model are set by the platform; "
+                                  "docs/operator.md lists the vLLM options a deployment may set)", "preferences")
 
 
 class WorkloadSpecSchema(StrictSchema):

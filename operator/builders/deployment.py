@@ -43,8 +43,9 @@ def resources(spec):
 
 
 def vllm_args(preferences):
-    """vLLM engine arguments from spec.vllm.preferences (blocked keys already dropped): `key: value` -> `--key value`,
-    true -> a bare flag, false/null -> omitted, a list -> the flag repeated, a mapping -> JSON."""
+    """vLLM engine arguments from spec.vllm.preferences (allowlisted options only): `key: value` -> `--key=value`
+    (one token, so a value can never become an option of its own), true -> a bare flag, false/null -> omitted,
+    a list -> the flag repeated, a mapping -> JSON."""
     args = []
     for key in sorted(preferences):
         value = preferences[key]
@@ -54,12 +55,11 @@ def vllm_args(preferences):
         elif value is False or value is None:
             continue
         elif isinstance(value, list):
-            for item in value:
-                args += [flag, str(item)]
+            args += [f"{flag}={item}" for item in value]
         elif isinstance(value, dict):
-            args += [flag, json.dumps(value, sort_keys=True, separators=(",", ":"))]
+            args.append(f"{flag}={json.dumps(value, sort_keys=True, separators=(',', ':'))}")
         else:
-            args += [flag, str(value)]
+            args.append(f"{flag}={value}")
     return args
 
 
@@ -92,8 +92,9 @@ def _https_probe(path, period, failures, timeout=5, initial=0):
 def model_server(owner, spec, resolved, settings, auth_mode):
     if resolved.runtime == "vllm":
         command = VLLM_COMMAND
-        args = ["--model", MODEL_PATH, "--served-model-name", resolved.name, "--host", "127.0.0.1",
-                "--port", str(spec.port), *vllm_args(spec.vllm_preferences)]
+        # the user's options first: what the platform fixes comes last, and the last value wins
+        args = [*vllm_args(spec.vllm_preferences), "--model", MODEL_PATH, "--served-model-name", resolved.name,
+                "--host", "127.0.0.1", "--port", str(spec.port)]
         health, ready = "/health", "/health"
     else:
         command = PREDICTIVE_COMMAND if resolved.workload_type == "predictive" else CHAT_COMMAND

@@ -160,6 +160,33 @@ def test_bad_bodies_are_400_with_the_field(cp, body, field):
     assert cp.api("GET", f"/api/v1/namespaces/{cp.ns}/deployments").json()["deployments"] == []
 
 
+@pytest.mark.parametrize("name", ["FOUNDRY_ENTRA_AUTHORITY", "FOUNDRY_AUTHZ", "FOUNDRY_AUTHZ_ROLES",
+                                  "FOUNDRY_ADMIN_KEY_FILE", "foundry_auth_mode", "LD_PRELOAD", "LD_LIBRARY_PATH",
+                                  "PYTHONPATH", "PYTHONSTARTUP", "PATH", "SSL_CERT_FILE", "HTTPS_PROXY", "https_proxy"])
+def test_attack_spec_env_cannot_reconfigure_the_server(cp, name):
+    env = [{"name": "FINE", "value": "1"}, {"name": name, "value": "https://attacker.example"}]
+    body = {"name": "ok", "spec": {"model": {"ref": "m"}, "compute": "cpu", "env": env}}
+    resp = cp.api("POST", f"/api/v1/namespaces/{cp.ns}/deployments", json=body)
+    assert resp.status_code == 400 and name in errors_of(resp)["spec.env[1].name"], resp.text
+    assert cp.api("POST", f"/api/v1/namespaces/{cp.ns}/deployments",
+                  json={"name": "ok", "spec": {"model": {"ref": "m"}, "compute": "cpu"}}).status_code == 201
+    patch = cp.api("PATCH", f"/api/v1/namespaces/{cp.ns}/deployments/ok", json={"env": env})
+    assert patch.status_code == 400 and "env[1].name" in str(patch.json()), patch.text
+
+
+@pytest.mark.parametrize("option", ["host", "port", "model", "served-model-name", "served_model_name", "mod", "api-key",
+                                    "tokenizer", "download_dir", "load-format", "middleware", "chat_template",
+                                    "enable_lora", "--host", "HOST"])
+def test_attack_vllm_preferences_are_an_allowlist(cp, option):
+    vllm = {"model": {"ref": "m"}, "compute": "gpu", "runtime": "vllm", "resources": {"limits": {"gpu": 1}}}
+    resp = cp.api("POST", f"/api/v1/namespaces/{cp.ns}/deployments", json={"name": "v", "spec": {
+        **vllm, "vllm": {"preferences": {"max_model_len": 4096, option: "0.0.0.0"}}}})
+    assert resp.status_code == 400 and option in errors_of(resp)["spec.vllm.preferences"], resp.text
+    ok = cp.api("POST", f"/api/v1/namespaces/{cp.ns}/deployments", json={"name": "v", "spec": {
+        **vllm, "vllm": {"preferences": {"max-model-len": 4096, "enforce_eager": True}}}})
+    assert ok.status_code == 201, ok.text
+
+
 def test_enum_error_message_matches_the_reference(cp):
     resp = cp.api("POST", f"/api/v1/namespaces/{cp.ns}/deployments",
                   json={"name": "x", "spec": {"model": {"ref": "m"}, "compute": "tpu"}})

@@ -141,19 +141,34 @@ def test_invalid_specs_name_the_field(spec, field):
     assert exc.value.field == field
 
 
-def test_blocked_vllm_keys_and_reserved_env_are_dropped_and_reported():
+def test_attack_refused_vllm_options_and_reserved_env_are_dropped_and_reported():
+    # an object written straight to the cluster skips the control plane's 400: the operator drops the same things
     spec = spec_mod.from_model_deployment(mdep("v", "ns", compute="gpu", runtime="vllm",
                                                 vllm={"preferences": {"hf-token": "x", "trust_remote_code": True,
-                                                                      "dtype": "half"}},
+                                                                      "host": "0.0.0.0", "model": "https://evil/m",
+                                                                      "mod": "x", "dtype": "half"}},
                                                 env=[{"name": "FOUNDRY_AUTH_MODE", "value": "none"},
+                                                     {"name": "FOUNDRY_ENTRA_AUTHORITY", "value": "https://evil"},
+                                                     {"name": "LD_PRELOAD", "value": "/x.so"},
                                                      {"name": "OK", "value": "1"}]))
     assert spec.vllm_preferences == {"dtype": "half"}
     assert spec.env == (("OK", "1"),)
     assert set(spec.dropped) == {"spec.vllm.preferences.hf-token", "spec.vllm.preferences.trust_remote_code",
-                                 "spec.env[FOUNDRY_AUTH_MODE]"}
-    assert dep_builder.vllm_args({"dtype": "half", "enforce_eager": True, "off": False, "stop": ["a", "b"],
-                                  "cfg": {"x": 1}}) == ["--cfg", '{"x":1}', "--dtype", "half", "--enforce-eager",
-                                                        "--stop", "a", "--stop", "b"]
+                                 "spec.vllm.preferences.host", "spec.vllm.preferences.model",
+                                 "spec.vllm.preferences.mod", "spec.env[FOUNDRY_AUTH_MODE]",
+                                 "spec.env[FOUNDRY_ENTRA_AUTHORITY]", "spec.env[LD_PRELOAD]"}
+
+
+def test_attack_vllm_option_values_cannot_smuggle_options_and_the_platform_has_the_last_word(fixed_tls):
+    assert dep_builder.vllm_args({"dtype": "half", "enforce_eager": True, "off": False, "stop": ["a", "--host=x"],
+                                  "cfg": {"x": 1}}) == ["--cfg={\"x\":1}", "--dtype=half", "--enforce-eager",
+                                                        "--stop=a", "--stop=--host=x"]
+    obj = owned(mdep("v", "ns", model={"catalog": {"name": "Phi-4-mini-instruct"}}, compute="gpu", runtime="vllm",
+                     resources={"limits": {"gpu": 1}}, vllm={"preferences": {"max_model_len": "1 --host 0.0.0.0"}}))
+    children, _ = build(obj)
+    args = [c for c in children if c["kind"] == "Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "--max-model-len=1 --host 0.0.0.0"
+    assert args[-4:] == ["--host", "127.0.0.1", "--port", "5000"] and args.count("--host") == 1
 
 
 def test_model_server_env_and_commands_per_workload(fixed_tls):
