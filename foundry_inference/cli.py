@@ -36,6 +36,9 @@ def build_parser():
     up.add_argument("--model-cache-limit", metavar="SIZE",
                     help="limit of the shared model download cache <data-dir>/cache, e.g. 20Gi or 500Mi "
                          "(default: FOUNDRY_MODEL_CACHE_LIMIT, else no limit)")
+    up.add_argument("--allow-plain-http", action="store_true",
+                    help="without nginx, serve deployments over plain HTTP on 127.0.0.1 (no TLS sidecar); without "
+                         "this flag `up` refuses to start when nginx is missing")
     up.add_argument("--deploy-sample", metavar="ALIAS", help="deploy this sample (iris-classifier) once, check that it "
                                                              "answers, and log how to call it")
     cp = sub.add_parser("control-plane", help=COMPONENTS["control-plane"][1])

@@ -19,12 +19,14 @@ import asyncio
 import logging
 import os
 import secrets
+import shutil
 import threading
 from pathlib import Path
 
 from foundry_inference import logs
 from foundry_inference.apps.controlplane.app import control_plane_auth, make_app, serve
 from foundry_inference.apps.controlplane.settings import ControlPlaneSettings
+from foundry_inference.config import ConfigurationError
 from foundry_inference.store.factory import default_data_dir, open_store
 
 log = logging.getLogger("foundry_inference.up")
@@ -80,7 +82,18 @@ def model_cache_limit(option, env):
     return cache_limit(env.get("FOUNDRY_MODEL_CACHE_LIMIT") or None)
 
 
+def require_tls_sidecar(args):
+    """nginx terminates TLS in front of every deployment; without it, deployments would be plain HTTP. That is never
+    silent: `up` stops with a message unless --allow-plain-http says so (ConfigurationError -> exit 2)."""
+    if shutil.which("nginx") or getattr(args, "allow_plain_http", False):
+        return
+    raise ConfigurationError("nginx is not installed (not found on PATH), so deployments would be served over plain "
+                             "HTTP without the TLS sidecar. Install nginx (Debian/Ubuntu: apt-get install nginx), or "
+                             "pass --allow-plain-http to accept plain HTTP on 127.0.0.1.")
+
+
 def main(args):
+    require_tls_sidecar(args)
     limit = model_cache_limit(getattr(args, "model_cache_limit", None), os.environ)
     if limit is not None:
         os.environ["FOUNDRY_MODEL_CACHE_LIMIT"] = str(limit)     # read by the node agent for every fetcher

@@ -28,6 +28,23 @@ from .process import Process
 
 log = logging.getLogger("foundry_inference.operator.agent")
 CRASH_LOOP_RESTARTS = 3
+# What a process the agent starts inherits from the agent's own environment; everything else (registry passwords,
+# cloud tokens, whatever the shell that ran `up` held) stays out, as it would from a pod. The basics a process
+# needs, GPU selection, the machine's proxy and CA settings, and the platform settings an admin gives the machine.
+INHERITED_ENV = frozenset({
+    "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME", "SYSTEMROOT",
+    "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "FOUNDRY_LOG_LEVEL", "FOUNDRY_UVLOOP", "FOUNDRY_API_KEYS_RELOAD_S",
+    "FOUNDRY_FETCH_ALLOW_PRIVATE", "FOUNDRY_FETCH_INSECURE", "FOUNDRY_REGISTRY_ALLOWLIST",
+})
+
+
+def inherited_env(environ=None):
+    """The part of `environ` (default: the agent's environment) a started process may see."""
+    environ = os.environ if environ is None else environ
+    return {name: value for name, value in environ.items() if name in INHERITED_ENV}
 
 
 def free_port(preferred=None):
@@ -127,7 +144,8 @@ class Workload:
         return value
 
     def _env(self, container, overrides=None):
-        env = dict(os.environ)
+        """The container's env as the kubelet would give it, over the short inherited allowlist (INHERITED_ENV)."""
+        env = inherited_env()
         mounts = self._mounts(container)
         for item in container.get("env") or []:
             if "valueFrom" in item:
@@ -327,7 +345,7 @@ class Workload:
             directives = "daemon off;" + (" user root;" if hasattr(os, "geteuid") and os.geteuid() == 0 else "")
             self.proxy = Process("tls-proxy", [self.nginx, "-e", "stderr", "-c", conf, "-p",
                                                os.path.dirname(conf), "-g", directives],
-                                 dict(os.environ), os.path.dirname(conf), os.path.join(self.dir, "logs", "nginx.log"))
+                                 inherited_env(), os.path.dirname(conf), os.path.join(self.dir, "logs", "nginx.log"))
         elif changed and self.proxy.running():
             os.kill(self.proxy.pid, 1)              # SIGHUP: reload the upstreams, keep the listening socket
         self.proxy.supervise()

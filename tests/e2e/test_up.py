@@ -30,6 +30,26 @@ def test_up_serves_health_and_stops_on_ctrl_c_keeping_state(tmp_path):
         assert again.stop() == 0
 
 
+def test_attack_up_without_nginx_refuses_plain_http_unless_asked(tmp_path):
+    port = free_port()
+    no_nginx = {"PATH": str(tmp_path / "empty-bin"), "FOUNDRY_SAMPLES": "none"}      # nginx cannot be found
+    cli = Cli("up", "--data-dir", str(tmp_path / "a"), "--port", str(port), env=no_nginx, log_path=tmp_path / "a.log")
+    try:
+        rc = cli.proc.wait(60)
+    finally:
+        cli.stop()
+    assert rc == 2 and "nginx is not installed" in cli.log() and "--allow-plain-http" in cli.log(), cli.log()
+    assert not (tmp_path / "a" / "store.db").exists()                  # refused before anything started
+
+    opted_in = Cli("up", "--data-dir", str(tmp_path / "b"), "--port", str(port), "--allow-plain-http", env=no_nginx,
+                   log_path=tmp_path / "b.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc=opted_in.proc)
+    finally:
+        assert opted_in.stop() == 0
+    assert "plain HTTP" in opted_in.log()                                # and it says so
+
+
 def test_unknown_path_is_a_json_404(tmp_path):
     port = free_port()
     cli = Cli("up", "--data-dir", str(tmp_path), "--port", str(port))

@@ -1,0 +1,40 @@
+"""The node agent's processes get the environment their container spec says plus a short allowlist of the agent's
+own, never the rest of it (registry passwords, cloud tokens, whatever the shell that ran `up` held)."""
+import base64
+
+import pytest
+
+from foundry_inference.operator.agent.workload import Workload
+
+pytestmark = pytest.mark.unit
+
+LEAKS = {"AWS_SECRET_ACCESS_KEY": "aws-secret", "GITHUB_TOKEN": "ghp_secret", "FOUNDRY_REGISTRY_PASSWORD": "parent-pw",
+         "AZURE_CLIENT_SECRET": "azure-secret", "FOUNDRY_AUTH_MODE": "none", "LD_PRELOAD": "/tmp/evil.so",
+         "PYTHONPATH": "/tmp/evil"}
+
+
+def workload(tmp_path):
+    dep = {"metadata": {"namespace": "ns", "name": "iris", "uid": "u-1"}}
+    secret = {"data": {"password": base64.b64encode(b"declared-pw").decode()}}
+    return Workload(dep, str(tmp_path), lambda ns, name: secret if name == "creds" else None)
+
+
+def test_attack_model_processes_do_not_inherit_the_agents_environment(tmp_path, monkeypatch):
+    for name, value in LEAKS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("FOUNDRY_LOG_LEVEL", "debug")
+    w = workload(tmp_path)
+    fetcher = {"env": [{"name": "FOUNDRY_FETCH_DEST", "value": "/models/model"},
+                       {"name": "FOUNDRY_REGISTRY_PASSWORD",
+                        "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}],
+               "volumeMounts": [{"name": "models", "mountPath": "/models"}]}
+    env = w._env(fetcher, {"FOUNDRY_FETCH_CACHE": "/c"})
+    assert env["FOUNDRY_REGISTRY_PASSWORD"] == "declared-pw"            # what the spec declares, from its Secret
+    assert env["FOUNDRY_FETCH_DEST"].endswith("volumes/models/model") and env["FOUNDRY_FETCH_CACHE"] == "/c"
+    app = w._app_env({"env": [{"name": "FOUNDRY_AUTH_MODE", "value": "api-key"}]}, 4321)
+    for env in (env, app):
+        assert not set(LEAKS) - {"FOUNDRY_REGISTRY_PASSWORD", "FOUNDRY_AUTH_MODE"} & set(env), sorted(env)
+        assert "aws-secret" not in env.values() and "parent-pw" not in env.values()
+        assert env["FOUNDRY_LOG_LEVEL"] == "debug" and "PATH" in env      # the short allowlist still comes through
+    assert app["FOUNDRY_AUTH_MODE"] == "api-key" and app["PORT"] == "4321"
+    assert "FOUNDRY_REGISTRY_PASSWORD" not in app
