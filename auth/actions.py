@@ -2,8 +2,9 @@
 
 Control plane (the reference): GET/HEAD -> deployments/read, POST/PUT/PATCH -> deployments/write,
 DELETE -> deployments/delete. A deployment's API keys are their own actions (Azure's model): reading them is
-deployments/listKeys/action, rotating one deployments/regenerateKey/action - never implied by deployments/read. Data plane: the Azure RBAC DataAction for chat completions, which a valid API key of the
-deployment grants outright and which JWT callers need from the authorizer.
+deployments/listKeys/action, rotating one deployments/regenerateKey/action - never implied by deployments/read.
+Data plane: the Azure RBAC DataAction for chat completions, which a valid API key of the deployment grants outright
+and which JWT callers need from the authorizer.
 """
 
 CONTROL = "control"

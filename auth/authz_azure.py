@@ -9,9 +9,10 @@ Response 200: a JSON array (or {"value": [...]}) of {"actionId", "accessDecision
 unparseable body is BackendUnavailable (-> cached decision or 503), never a silent allow or deny.
 
 Action names: the data-plane DataAction is sent as is; control-plane actions become
-`{action_prefix}/foundrylocal.azure.com/modeldeployments/{read|write|delete|listKeys/action|regenerateKey/action}` (the form Arc uses for custom resources
-on connected clusters; prefix configurable). ARM needs a bearer token for the platform's own identity: it is read from
-`token_file` (refreshed by a workload-identity/managed-identity sidecar) or supplied by `token_provider`.
+`{action_prefix}/foundrylocal.azure.com/modeldeployments/{read|write|delete|listKeys/action|regenerateKey/action}`
+(the form Arc uses for custom resources on connected clusters; prefix configurable). ARM needs a bearer token for the
+platform's own identity: it is read from `token_file` (refreshed by a workload-identity/managed-identity sidecar) or
+supplied by `token_provider`.
 """
 import urllib.parse
 

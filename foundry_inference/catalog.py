@@ -12,6 +12,7 @@ import re
 SOURCES = ("foundry-local", "foundry", "huggingface", "custom")
 COMPUTES = ("cpu", "gpu", "npu")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*:[0-9]+$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_CATALOG_BYTES = 8 * 1024 * 1024
 
 
@@ -46,6 +47,12 @@ def _check_variant(problems, where, variant):
     if not isinstance(artifact, dict) or not ({"uri", "builtin"} & artifact.keys() or
                                               {"registry", "repository"} <= artifact.keys()):
         problems.append(f"{where}.artifact: needs uri, builtin, or registry + repository")
+    else:
+        if "sha256" in artifact and not (isinstance(artifact["sha256"], str) and _SHA256.match(artifact["sha256"])):
+            problems.append(f"{where}.artifact.sha256: must be 64 lower-case hex digits")
+        size = artifact.get("size")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+            problems.append(f"{where}.artifact.size: must be a positive integer (bytes)")
 
 
 def validate(doc):

@@ -7,7 +7,9 @@ Artifacts (FOUNDRY_FETCH_ARTIFACT, JSON, written by the operator):
   pulled with the registry's token or basic auth (FOUNDRY_REGISTRY_USERNAME / FOUNDRY_REGISTRY_PASSWORD from the
   credentials Secret); each layer is verified against its digest, a tar.gz layer is unpacked safely, another layer is
   saved under its title.
-- {"type": "uri", "uri": "https://..."}: a plain download (a .tar.gz is unpacked). `azureml://` URIs are not
+- {"type": "uri", "uri": "https://...", "sha256"?, "size"?}: a plain download (a .tar.gz is unpacked), verified
+  against `sha256` and exactly `size` bytes when the catalog gives them (an OCI layer's rules), never more than the
+  model folder's limit. `azureml://` URIs are not
   fetchable yet and fail with a message saying so.
 - {"type": "builtin", "name"}: a sample built locally by `foundry_inference.samples.build(name, dest)` when that
   module exists; otherwise a clear "not available yet" failure.
@@ -171,7 +173,7 @@ def _cached_layer(cache, http, base, layer):
 def fetch_oci(artifact, dest, http, cache=None, room=None):
     room = room or Room()
     registry, repo, tag = artifact["registry"], artifact["repository"], artifact.get("tag") or "latest"
-    check_host(registry, http.allow_private)
+    check_host(registry, http.allow_private, http.allowlist, http.resolver)
     scheme = "http" if http.insecure else "https"
     base = f"{scheme}://{registry}/v2/{repo}"
     log(f"pulling {registry}/{repo}:{tag}")
@@ -225,15 +227,24 @@ def fetch_uri(artifact, dest, http, room=None):
         raise FetchError(f"{uri}: azureml:// registry artifacts cannot be fetched by this platform yet")
     if parsed.scheme not in ("https", "http") or (parsed.scheme == "http" and not http.insecure):
         raise FetchError(f"{uri}: only https:// URIs can be fetched")
-    check_host(parsed.netloc, http.allow_private)
+    check_host(parsed.netloc, http.allow_private, http.allowlist, http.resolver)
     name = os.path.basename(parsed.path) or "model"
+    digest, size = artifact.get("sha256"), artifact.get("size")
+    if digest is not None and not (isinstance(digest, str) and HEX.fullmatch(digest)):
+        raise FetchError(f"{uri}: sha256 must be 64 lower-case hex digits")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+        raise FetchError(f"{uri}: size must be a positive number of bytes")
+    if size:
+        room.check(size)                               # before a byte is downloaded, like an OCI layer
     with tempfile.NamedTemporaryFile(dir=dest, delete=False) as tmp:
         path = tmp.name
     try:
         try:
             with http.get(uri, {"Accept": "*/*"}) as resp:
                 room.check(int(resp.headers.get("Content-Length") or 0))
-                download(resp, path, label=name, cap=room.limit)
+                # never more than the declared size (or the room left); the digest, when given, is verified
+                download(resp, path, size=size, digest=f"sha256:{digest}" if digest else None, label=name,
+                         cap=room.limit)
         except urllib.error.HTTPError as exc:
             raise FetchError(f"{uri}: HTTP {exc.code}") from None
         _store_blob(path, dest, name, room)
@@ -296,9 +307,11 @@ def _check_digests(folder):
     return None
 
 
-def fetch(artifact, dest, username=None, password=None, allow_private=False, insecure=False, cache=None, limit=None):
+def fetch(artifact, dest, username=None, password=None, allow_private=False, insecure=False, cache=None, limit=None,
+          allowlist=None):
     """Fetch `artifact` into `dest` (atomically: a partial download never looks finished). `cache`: a BlobCache for
-    OCI layers; `limit`: the model folder's size limit in bytes."""
+    OCI layers; `limit`: the model folder's size limit in bytes; `allowlist`: registries admitted on private
+    addresses (default FOUNDRY_REGISTRY_ALLOWLIST)."""
     marker = os.path.join(dest, MARKER)
     wanted = json.dumps(artifact, sort_keys=True)
     if os.path.exists(marker) and open(marker).read() == wanted:
@@ -310,7 +323,7 @@ def fetch(artifact, dest, username=None, password=None, allow_private=False, ins
     parent = os.path.dirname(os.path.abspath(dest)) or "."
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".fetch-", dir=parent)
-    http = Http(username, password, insecure=insecure, allow_private=allow_private)
+    http = Http(username, password, insecure=insecure, allow_private=allow_private, allowlist=allowlist)
     try:
         kind = artifact.get("type")
         if kind == "oci":

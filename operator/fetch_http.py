@@ -1,17 +1,20 @@
-"""The model fetcher's network side (fetch.py is the fetcher): the SSRF guard, registry authentication (bearer token
-or basic), streaming downloads with progress, size caps and digest checks, and resumable range requests."""
+"""The model fetcher's network side (fetch.py is the fetcher): connections pinned to addresses the SSRF guard
+(foundry_inference/ssrf.py) checked, a strict redirect policy, registry authentication (bearer token or basic),
+streaming downloads with progress, size caps and digest checks, and resumable range requests."""
 import base64
 import hashlib
-import ipaddress
 import json
 import os
 import re
 import socket
+import ssl
 import sys
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
+from http import client as http_client
+
+from foundry_inference import ssrf
 
 from .blobcache import format_size, sha256_file
 
@@ -32,40 +35,108 @@ def log(message):
 
 def _allowlist(env=None):
     """FOUNDRY_REGISTRY_ALLOWLIST: the control plane's list of `host[:port]` admitted on private addresses."""
-    raw = (os.environ if env is None else env).get("FOUNDRY_REGISTRY_ALLOWLIST") or ""
-    return {item.strip().lower() for item in raw.split(",") if item.strip()}
+    return ssrf.parse_allowlist((os.environ if env is None else env).get("FOUNDRY_REGISTRY_ALLOWLIST") or "")
 
 
-def check_host(host, allow_private=False, allowlist=None):
-    """Refuse hosts that resolve to internal addresses (SSRF guard, re-checked at fetch time)."""
-    if allow_private:
-        return
-    allowlist = _allowlist() if allowlist is None else allowlist
-    name = urllib.parse.urlsplit(f"//{host}").hostname or host
-    if host.lower() in allowlist or name.lower() in allowlist:
-        return
+def _host_port(netloc, default_port):
+    parts = urllib.parse.urlsplit(f"//{netloc}")
     try:
-        infos = socket.getaddrinfo(name, None)
-    except socket.gaierror as exc:
-        raise FetchError(f"cannot resolve {name}: {exc.strerror}") from None
-    for info in infos:
-        addr = ipaddress.ip_address(info[4][0].split("%")[0])
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped
-        if not addr.is_global or addr.is_multicast or addr.is_reserved:
-            raise FetchError(f"refusing to fetch from {name}: it resolves to the internal address {addr}")
+        port = parts.port or default_port
+    except ValueError:
+        raise FetchError(f"{netloc}: not a valid host and port") from None
+    return parts.hostname or "", port
+
+
+def check_host(host, allow_private=False, allowlist=None, resolver=ssrf.system_resolver, default_port=443):
+    """The SSRF guard for `host[:port]`; returns the checked addresses to connect to (FetchError when refused)."""
+    name, port = _host_port(host, default_port)
+    try:
+        return ssrf.connect_addresses(name, port, allowlist=_allowlist() if allowlist is None else allowlist,
+                                      allow_private=allow_private, resolver=resolver)
+    except ssrf.SsrfError as exc:
+        raise FetchError(f"{host}: {exc}") from None
+
+
+def redirect_target(current, location, insecure):
+    """Where a redirect from `current` leads, or FetchError: https only (http as well in insecure mode), never from
+    https down to http."""
+    target = urllib.parse.urljoin(current, location)
+    scheme = urllib.parse.urlsplit(target).scheme
+    if scheme != "https" and not (scheme == "http" and insecure and urllib.parse.urlsplit(current).scheme == "http"):
+        raise FetchError(f"refusing a redirect from {_origin(current)} to {_origin(target)}: "
+                         "only https may be followed")
+    return target
+
+
+def _origin(url):
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
 
 class Http:
-    def __init__(self, username=None, password=None, insecure=False, allow_private=False, timeout=60):
+    """GETs for the fetcher. Every connection goes to an address the SSRF guard checked for that very host (each
+    redirect hop is checked again, the name is never resolved a second time). At most MAX_REDIRECTS redirects are
+    followed, to https only (plain http too in insecure mode, never a downgrade), and the registry's credentials go
+    only to the origin they were meant for: a redirect to another host (object storage) is followed without them."""
+
+    MAX_REDIRECTS = 5
+
+    def __init__(self, username=None, password=None, insecure=False, allow_private=False, timeout=60,
+                 allowlist=None, resolver=ssrf.system_resolver):
         self.username, self.password = username, password
         self.insecure, self.allow_private, self.timeout = insecure, allow_private, timeout
+        self.allowlist = _allowlist() if allowlist is None else allowlist
+        self.resolver = resolver
         self.token = None
 
+    def _connection(self, url):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("https", "http") or (parts.scheme == "http" and not self.insecure):
+            raise FetchError(f"{_origin(url)}: only https:// can be fetched")
+        if parts.username is not None or parts.password is not None:
+            raise FetchError(f"{_origin(url)}: credentials in a URL are not accepted")
+        host, port = _host_port(parts.netloc, 443 if parts.scheme == "https" else 80)
+        addresses = check_host(parts.netloc, self.allow_private, self.allowlist, self.resolver,
+                               443 if parts.scheme == "https" else 80)
+        if parts.scheme == "https":
+            conn = http_client.HTTPSConnection(host, port, timeout=self.timeout, context=ssl.create_default_context())
+        else:
+            conn = http_client.HTTPConnection(host, port, timeout=self.timeout)
+
+        def pinned(address, timeout=None, source_address=None, **_kwargs):
+            last = None
+            for addr in addresses:               # the checked addresses, in the resolver's order
+                try:
+                    return socket.create_connection((addr, address[1]), timeout, source_address)
+                except OSError as exc:
+                    last = exc
+            raise last
+        conn._create_connection = pinned         # TLS still verifies the certificate against `host` (SNI too)
+        return conn, urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+
     def _open(self, url, headers, auth=None):
-        req = urllib.request.Request(url, headers={**headers, "User-Agent": "foundry-inference-fetcher"})
-        if auth:
-            req.add_header("Authorization", auth)
-        return urllib.request.urlopen(req, timeout=self.timeout)  # noqa: S310 - host checked by the caller
+        origin = _origin(url)
+        for _hop in range(self.MAX_REDIRECTS + 1):
+            conn, path = self._connection(url)
+            sent = {**headers, "User-Agent": "foundry-inference-fetcher", "Connection": "close"}
+            if auth and _origin(url) == origin:
+                sent["Authorization"] = auth
+            try:
+                conn.request("GET", path, headers=sent)
+                resp = conn.getresponse()
+            except BaseException:
+                conn.close()
+                raise
+            location = resp.headers.get("Location")
+            if resp.status in (301, 302, 303, 307, 308) and location:
+                resp.close()
+                conn.close()
+                url = redirect_target(url, location, self.insecure)
+                continue
+            if resp.status >= 400:
+                raise urllib.error.HTTPError(url, resp.status, resp.reason, resp.headers, resp)
+            return resp
+        raise FetchError(f"{origin}: more than {self.MAX_REDIRECTS} redirects")
 
     def _basic(self):
         if self.username is None:
@@ -78,7 +149,6 @@ class Http:
         realm = params.pop("realm", None)
         if not realm:
             raise FetchError(f"registry sent an unusable auth challenge: {challenge}")
-        check_host(urllib.parse.urlparse(realm).netloc, self.allow_private)
         url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(params)
         try:
             with self._open(url, {"Accept": "application/json"}, self._basic()) as resp:

@@ -57,7 +57,7 @@ def _catalog_artifact(variant):
     if "builtin" in art:
         return {"type": "builtin", "name": art["builtin"]}
     if "uri" in art:
-        return {"type": "uri", "uri": art["uri"]}
+        return {"type": "uri", "uri": art["uri"], **{k: art[k] for k in ("sha256", "size") if art.get(k)}}
     return _oci({"registry": art["registry"], "repository": art["repository"], "tag": art.get("tag") or "latest"})
 
 

@@ -2,10 +2,11 @@
 import asyncio
 import re
 
+from foundry_inference import ssrf
 from foundry_inference.apps.base import ApiError, BaseHandler, control_plane_envelope, validation_error
 from foundry_inference.auth.tornado import AuthMixin
 
-from . import errors, ssrf, validation
+from . import errors, validation
 
 _DNS_LABEL = re.compile(validation.DNS_LABEL)
 _DNS_SUBDOMAIN = re.compile(validation.DNS_SUBDOMAIN)

@@ -79,7 +79,8 @@ def test_attack_keys_endpoint_neither_reads_nor_rotates_a_secret_it_does_not_con
         assert resp.status_code == 409 and resp.json()["error"] == "NameConflict", resp.text
         assert "theirs" not in resp.text and "dGhlaXJz" not in resp.text
     after = cp.store.get("Secret", cp.ns, "phi-api-keys")
-    assert after["data"] == theirs["data"] and after["metadata"]["resourceVersion"] == theirs["metadata"]["resourceVersion"]
+    assert after["data"] == theirs["data"]
+    assert after["metadata"]["resourceVersion"] == theirs["metadata"]["resourceVersion"]
 
 
 def test_inference_service_crud_with_its_own_field_names(cp):

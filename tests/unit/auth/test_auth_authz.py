@@ -59,7 +59,8 @@ def test_key_actions_map_to_their_own_subresource_and_azure_action():
                      "verb": "get", "namespace": "ns", "name": "phi4"}
     assert resource_attributes(actions.KEYS_REGENERATE, Resource("ns", "phi4", verb="create"))["verb"] == "update"
     prefix = "Microsoft.Kubernetes/connectedClusters"
-    assert azure_action(actions.KEYS_LIST, prefix) == f"{prefix}/foundrylocal.azure.com/modeldeployments/listKeys/action"
+    keys = azure_action(actions.KEYS_LIST, prefix)
+    assert keys == f"{prefix}/foundrylocal.azure.com/modeldeployments/listKeys/action"
     assert azure_action(READ, prefix) == f"{prefix}/foundrylocal.azure.com/modeldeployments/read"
 
 

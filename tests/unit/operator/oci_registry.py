@@ -27,6 +27,7 @@ class Registry:
         self.repository, self.tag = repository, tag
         self.ranges = ranges          # "ignore" (answer 200), "honour" (206), "shift" (206 with a range one byte off)
         self.truncate_at = None       # send only this many bytes of the blob, then close (a dropped connection)
+        self.redirect_blobs_to = None  # path -> Location: blob GETs answer 307 to it
         self.username, self.password = username, password
         self.layer = layer if layer is not None else tarball(files or {"model.onnx": b"onnx-bytes"})
         self.digest = "sha256:" + hashlib.sha256(self.layer).hexdigest()
@@ -66,6 +67,8 @@ class Registry:
                     return self._reply(200, registry.manifest,
                                        {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
                 if self.path == f"{base}/blobs/{registry.digest}":
+                    if registry.redirect_blobs_to:       # like ACR, GHCR, Docker Hub: the bytes live in object storage
+                        return self._reply(307, headers={"Location": registry.redirect_blobs_to(self.path)})
                     if registry.truncate_at is not None:
                         self.send_response(200)
                         self.send_header("Content-Length", str(len(registry.layer)))
@@ -87,6 +90,47 @@ class Registry:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.address = f"127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ObjectStorage:
+    """A second loopback server standing in for the object storage a registry redirects blob downloads to (the cloud
+    service cannot exist here): serves `body` on any path, or redirects on `hops` more times first; records every
+    request's headers."""
+
+    def __init__(self, body=b"", hops=0):
+        self.body, self.hops, self.seen = body, hops, []
+        storage = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's API
+                storage.seen.append((self.path, dict(self.headers)))
+                if storage.hops:
+                    storage.hops -= 1
+                    self.send_response(302)
+                    self.send_header("Location", f"/hop{len(storage.seen)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(storage.body)))
+                self.end_headers()
+                self.wfile.write(storage.body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self):

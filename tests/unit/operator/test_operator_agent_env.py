@@ -32,9 +32,9 @@ def test_attack_model_processes_do_not_inherit_the_agents_environment(tmp_path, 
     assert env["FOUNDRY_REGISTRY_PASSWORD"] == "declared-pw"            # what the spec declares, from its Secret
     assert env["FOUNDRY_FETCH_DEST"].endswith("volumes/models/model") and env["FOUNDRY_FETCH_CACHE"] == "/c"
     app = w._app_env({"env": [{"name": "FOUNDRY_AUTH_MODE", "value": "api-key"}]}, 4321)
-    for env in (env, app):
-        assert not set(LEAKS) - {"FOUNDRY_REGISTRY_PASSWORD", "FOUNDRY_AUTH_MODE"} & set(env), sorted(env)
-        assert "aws-secret" not in env.values() and "parent-pw" not in env.values()
-        assert env["FOUNDRY_LOG_LEVEL"] == "debug" and "PATH" in env      # the short allowlist still comes through
+    for started in (env, app):
+        assert not set(LEAKS) - {"FOUNDRY_REGISTRY_PASSWORD", "FOUNDRY_AUTH_MODE"} & set(started), sorted(started)
+        assert "aws-secret" not in started.values() and "parent-pw" not in started.values()
+        assert started["FOUNDRY_LOG_LEVEL"] == "debug" and "PATH" in started   # the short allowlist comes through
     assert app["FOUNDRY_AUTH_MODE"] == "api-key" and app["PORT"] == "4321"
     assert "FOUNDRY_REGISTRY_PASSWORD" not in app

@@ -1,5 +1,6 @@
 """The model fetcher against a loopback OCI registry: token auth, digest check, safe unpacking, idempotence, and the
 failures a deployment reports (bad credentials, internal hosts, azureml URIs, missing sample builder)."""
+import hashlib
 import io
 import json
 import os
@@ -11,7 +12,7 @@ import pytest
 
 from foundry_inference.operator import fetch, fetch_http
 
-from .oci_registry import Registry, tarball
+from .oci_registry import ObjectStorage, Registry, tarball
 
 pytestmark = pytest.mark.unit
 
@@ -63,14 +64,73 @@ def test_archive_escaping_the_model_directory_is_refused(tmp_path):
 
 def test_internal_hosts_are_refused_without_the_lab_switch(tmp_path):
     with Registry() as reg:
-        with pytest.raises(fetch.FetchError, match="internal address"):
+        with pytest.raises(fetch.FetchError, match="IP addresses are not allowed"):
             fetch.fetch(artifact(reg), str(tmp_path / "m"), "user", "pass", insecure=True)
-    with pytest.raises(fetch.FetchError, match="internal address"):
+    with pytest.raises(fetch.FetchError, match="internal"):
         fetch.check_host("localhost", allowlist=set())
-    with pytest.raises(fetch.FetchError, match="internal address"):
-        fetch.check_host("::ffff:10.0.0.1", allowlist=set())
-    fetch.check_host("127.0.0.1:5000", allowlist={"127.0.0.1:5000"})     # the control plane's allow-list
+    with pytest.raises(fetch.FetchError, match="IP addresses"):
+        fetch.check_host("[::ffff:10.0.0.1]", allowlist=set())
+    assert fetch.check_host("127.0.0.1:5000", allowlist={"127.0.0.1:5000"}) == ["127.0.0.1"]   # the allow-list
     assert fetch_http._allowlist({"FOUNDRY_REGISTRY_ALLOWLIST": " Reg.Lab:5000, other "}) == {"reg.lab:5000", "other"}
+
+
+def test_allowlisted_registry_pulls_without_the_lab_switch(tmp_path):
+    with Registry(files={"model.onnx": b"ok"}) as reg:
+        fetch.fetch(artifact(reg), str(tmp_path / "m"), "user", "pass", insecure=True, allowlist={reg.address})
+        assert (tmp_path / "m" / "model.onnx").read_bytes() == b"ok"
+
+
+def test_attack_blob_redirects_never_carry_the_registry_token_to_another_host(tmp_path):
+    with Registry(files={"model.onnx": b"from-storage"}) as reg:
+        with ObjectStorage(reg.layer) as storage:
+            reg.redirect_blobs_to = lambda path: f"{storage.url}/container/blob?sig=signed"
+            fetch.fetch(artifact(reg), str(tmp_path / "m"), "user", "pass", insecure=True,
+                        allowlist={reg.address, storage.url.split("//")[1]})
+    assert (tmp_path / "m" / "model.onnx").read_bytes() == b"from-storage"
+    [(path, headers)] = storage.seen
+    assert path == "/container/blob?sig=signed"
+    assert not {k.lower() for k in headers} & {"authorization", "cookie", "proxy-authorization"}, headers
+
+
+def test_attack_a_redirect_hop_is_checked_by_the_ssrf_guard(tmp_path):
+    # the registry is allow-listed; the host it redirects to is loopback and is not: refused, never contacted
+    with Registry() as reg, ObjectStorage(reg.layer) as storage:
+        reg.redirect_blobs_to = lambda path: f"{storage.url}/blob"
+        with pytest.raises(fetch.FetchError, match="IP addresses are not allowed"):
+            fetch.fetch(artifact(reg), str(tmp_path / "m"), "user", "pass", insecure=True, allowlist={reg.address})
+    assert storage.seen == []
+
+
+def test_attack_redirects_are_bounded_and_never_downgrade_to_http(tmp_path):
+    with Registry() as reg, ObjectStorage(reg.layer, hops=10) as storage:
+        reg.redirect_blobs_to = lambda path: f"{storage.url}/blob"
+        with pytest.raises(fetch.FetchError, match="more than 5 redirects"):
+            fetch.fetch(artifact(reg), str(tmp_path / "m"), "user", "pass", insecure=True, allow_private=True)
+        assert len(storage.seen) == 5
+    with pytest.raises(fetch.FetchError, match="only https may be followed"):
+        fetch_http.redirect_target("https://reg.example.com/v2/b", "http://storage.example.com/b", insecure=True)
+    with pytest.raises(fetch.FetchError, match="only https may be followed"):
+        fetch_http.redirect_target("https://reg.example.com/v2/b", "ftp://storage.example.com/b", insecure=False)
+    assert fetch_http.redirect_target("https://reg.example.com/v2/b", "/x?y=1", False) == "https://reg.example.com/x?y=1"
+
+
+def test_attack_the_fetcher_connects_to_the_address_it_checked(tmp_path):
+    # a name the guard resolved is connected to by that address: no second lookup that DNS could answer differently.
+    # (DNS cannot be steered from a test: the guard's resolver parameter stands in for it, as in tests/unit/test_ssrf.)
+    with Registry(files={"model.onnx": b"pinned"}) as reg:
+        lookups = []
+
+        def resolver(name):                      # `.example` never resolves in real DNS
+            lookups.append(name)
+            return ["127.0.0.1"] if name in ("models.example", "127.0.0.1") else []
+
+        port = reg.port
+        http = fetch_http.Http("user", "pass", insecure=True, resolver=resolver,
+                               allowlist={f"models.example:{port}", reg.address})     # (its token realm)
+        fetch.fetch_oci({"type": "oci", "registry": f"models.example:{port}", "repository": reg.repository,
+                         "tag": reg.tag}, str(tmp_path), http)
+        assert (tmp_path / "model.onnx").read_bytes() == b"pinned"
+        assert lookups.count("models.example") == 1 + sum(not p.startswith("/token") for p in reg.requests)
 
 
 def test_unfetchable_artifacts_say_why(tmp_path):
@@ -105,3 +165,23 @@ def test_plain_files_are_saved_under_their_title(tmp_path):
         fetch.fetch(artifact(reg), str(tmp_path / "m"), "user", "pass", allow_private=True, insecure=True)
         assert (tmp_path / "m" / "model.onnx").read_bytes() == b"raw-onnx"
     assert tarball({"a": b"1"})[:2] == b"\x1f\x8b"
+
+
+def test_attack_a_uri_download_is_held_to_its_sha256_and_size(tmp_path):
+    body = b"model-bytes" * 100
+    good = hashlib.sha256(body).hexdigest()
+    with ObjectStorage(body) as storage:
+        uri = f"{storage.url}/models/model.onnx"
+        fetch.fetch({"type": "uri", "uri": uri, "sha256": good, "size": len(body)}, str(tmp_path / "ok"),
+                    allow_private=True, insecure=True)
+        assert (tmp_path / "ok" / "model.onnx").read_bytes() == body
+        with pytest.raises(fetch.FetchError, match="digest mismatch"):
+            fetch.fetch({"type": "uri", "uri": uri, "sha256": "0" * 64}, str(tmp_path / "bad"), allow_private=True,
+                        insecure=True)
+        with pytest.raises(fetch.FetchError, match="more than"):
+            fetch.fetch({"type": "uri", "uri": uri, "size": 10}, str(tmp_path / "big"), allow_private=True,
+                        insecure=True)
+        with pytest.raises(fetch.FetchError, match="sha256 must be"):
+            fetch.fetch({"type": "uri", "uri": uri, "sha256": "nope"}, str(tmp_path / "x"), allow_private=True,
+                        insecure=True)
+    assert not any((tmp_path / d).exists() for d in ("bad", "big", "x"))
