@@ -15,6 +15,7 @@ COMPONENTS = {
     "predictive-server": ("foundry_inference.apps.predictive.server", "serve one ONNX model (port 8000)"),
     "chat-server": ("foundry_inference.apps.chat.server", "serve one generative model, OpenAI-compatible (port 5000)"),
     "registry-secret": ("foundry_inference.registry_secret", "store private registry credentials (embedded mode)"),
+    "auth-proxy": ("foundry_inference.apps.authproxy", "API-key/Entra check in front of a vLLM server (in its pod)"),
 }
 
 
@@ -48,7 +49,7 @@ def build_parser():
     op = sub.add_parser("operator", help=COMPONENTS["operator"][1])
     _store_options(op)
     registry_secret.add_parser(sub)
-    for name in ("predictive-server", "chat-server"):
+    for name in ("predictive-server", "chat-server", "auth-proxy"):
         server = sub.add_parser(name, help=COMPONENTS[name][1])
         server.add_argument("--port", type=int, help="default from the environment, as in a pod")
         server.add_argument("--address", default=None)

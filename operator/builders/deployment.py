@@ -7,6 +7,9 @@
   and the kubelet fills the files once the operator has recreated it; the middleware re-reads them every few
   seconds.
 - The pod template carries a hash of the nginx config and certificate, so a change to either rolls the pods.
+- vLLM has no auth of its own: its pods add the `auth-proxy` container (the platform image, `foundry-inference
+  auth-proxy`) on the deployment's port, between nginx and vLLM (which listens on the next port, 127.0.0.1 only);
+  only the proxy mounts the keys.
 """
 import json
 
@@ -18,7 +21,16 @@ CHAT_COMMAND = ["foundry-inference", "chat-server"]
 PREDICTIVE_COMMAND = ["foundry-inference", "predictive-server"]
 VLLM_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
 FETCH_COMMAND = ["python", "-m", "foundry_inference.operator.fetch"]
+AUTH_PROXY_COMMAND = ["foundry-inference", "auth-proxy"]
 APP_CONTAINER, PROXY_CONTAINER, FETCH_CONTAINER = "model-server", "tls-proxy", "model-fetcher"
+AUTH_PROXY_CONTAINER = "auth-proxy"
+_AUTH_ENV = ("FOUNDRY_DEPLOYMENT_NAME", "FOUNDRY_DEPLOYMENT_NAMESPACE", "FOUNDRY_AUTH_MODE", "FOUNDRY_API_KEYS_DIR",
+             "FOUNDRY_ENTRA_TENANT_ID", "FOUNDRY_ENTRA_CLIENT_ID")
+
+
+def vllm_port(port):
+    """vLLM's own port, behind the auth proxy (which takes the deployment's port, where nginx sends requests)."""
+    return port + 1 if port < 65535 else port - 1
 MODEL_PATH = f"{names.MODELS_DIR}/{names.MODEL_SUBDIR}"
 
 
@@ -92,9 +104,10 @@ def _https_probe(path, period, failures, timeout=5, initial=0):
 def model_server(owner, spec, resolved, settings, auth_mode):
     if resolved.runtime == "vllm":
         command = VLLM_COMMAND
-        # the user's options first: what the platform fixes comes last, and the last value wins
+        # the user's options first: what the platform fixes comes last, and the last value wins. vLLM listens behind
+        # the auth proxy (auth_proxy below), which has the deployment's port.
         args = [*vllm_args(spec.vllm_preferences), "--model", MODEL_PATH, "--served-model-name", resolved.name,
-                "--host", "127.0.0.1", "--port", str(spec.port)]
+                "--host", "127.0.0.1", "--port", str(vllm_port(spec.port))]
         health, ready = "/health", "/health"
     else:
         command = PREDICTIVE_COMMAND if resolved.workload_type == "predictive" else CHAT_COMMAND
@@ -104,7 +117,9 @@ def model_server(owner, spec, resolved, settings, auth_mode):
         "name": APP_CONTAINER, "image": resolved.image, "imagePullPolicy": settings.imagePullPolicy,
         "command": list(command),
         "env": _env(owner, spec, resolved, settings, auth_mode),
-        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
+        "ports": [{"name": "vllm" if resolved.runtime == "vllm" else "http",
+                   "containerPort": vllm_port(spec.port) if resolved.runtime == "vllm" else spec.port,
+                   "protocol": "TCP"}],
         "resources": resources(spec),
         # model loading can take minutes: the startup probe allows 10 of them before liveness takes over
         "startupProbe": _https_probe(health, 10, 60),
@@ -115,6 +130,25 @@ def model_server(owner, spec, resolved, settings, auth_mode):
     }
     if args:
         container["args"] = args
+    if auth_mode in ("api-key", "both") and resolved.runtime != "vllm":
+        container["volumeMounts"].append({"name": "api-keys", "mountPath": names.KEYS_DIR, "readOnly": True})
+    return container
+
+
+def auth_proxy(owner, spec, resolved, settings, auth_mode):
+    """vLLM has no auth of its own: this container (the platform image) checks every request with the platform's auth
+    module - the same keys, Entra settings and envelopes as our servers - and forwards it to vLLM."""
+    env = [e for e in _env(owner, spec, resolved, settings, auth_mode) if e["name"] in _AUTH_ENV]
+    env += [{"name": "PORT", "value": str(spec.port)},
+            {"name": "FOUNDRY_UPSTREAM_PORT", "value": str(vllm_port(spec.port))}]
+    container = {
+        "name": AUTH_PROXY_CONTAINER, "image": settings.image("model-fetcher"),
+        "imagePullPolicy": settings.imagePullPolicy, "command": list(AUTH_PROXY_COMMAND), "env": env,
+        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}},
+        "volumeMounts": [],
+        "securityContext": _restricted(runAsNonRoot=True, readOnlyRootFilesystem=True),
+    }
     if auth_mode in ("api-key", "both"):
         container["volumeMounts"].append({"name": "api-keys", "mountPath": names.KEYS_DIR, "readOnly": True})
     return container
@@ -189,12 +223,15 @@ def volumes(owner, spec, resolved, settings, tls_secret_name, auth_mode):
 
 def deployment(owner, spec, resolved, settings, *, tls_secret_name, config_hash, auth_mode):
     pod_labels = {**names.child_labels(owner.name), names.COMPONENT_LABEL: "model-server"}
+    containers = [model_server(owner, spec, resolved, settings, auth_mode), tls_proxy(settings)]
+    if resolved.runtime == "vllm":
+        containers.append(auth_proxy(owner, spec, resolved, settings, auth_mode))
     pod = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,     # a namespace with a thousand Services would otherwise bloat every pod's env
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "initContainers": [model_fetcher(resolved, settings, models_size_limit(spec, resolved, settings))],
-        "containers": [model_server(owner, spec, resolved, settings, auth_mode), tls_proxy(settings)],
+        "containers": containers,
         "volumes": volumes(owner, spec, resolved, settings, tls_secret_name, auth_mode),
     }
     if spec.node_selector:

@@ -168,7 +168,22 @@ def test_attack_vllm_option_values_cannot_smuggle_options_and_the_platform_has_t
     children, _ = build(obj)
     args = [c for c in children if c["kind"] == "Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[0] == "--max-model-len=1 --host 0.0.0.0"
-    assert args[-4:] == ["--host", "127.0.0.1", "--port", "5000"] and args.count("--host") == 1
+    assert args[-4:] == ["--host", "127.0.0.1", "--port", "5001"] and args.count("--host") == 1
+
+
+def test_attack_vllm_pods_check_every_request_before_vllm_sees_it(fixed_tls):
+    obj = owned(mdep("v", "ns", model={"catalog": {"name": "Phi-4-mini-instruct"}}, compute="gpu", runtime="vllm",
+                     resources={"limits": {"gpu": 1}}))
+    children, _ = build(obj)
+    pod = next(c for c in children if c["kind"] == "Deployment")["spec"]["template"]["spec"]
+    nginx_conf = next(c for c in children if c["kind"] == "ConfigMap")["data"]["nginx.conf"]
+    vllm, _tls, proxy = pod["containers"]
+    env = {e["name"]: e.get("value") for e in proxy["env"]}
+    assert proxy["command"] == ["foundry-inference", "auth-proxy"] and "127.0.0.1:5000" in nginx_conf
+    assert env["PORT"] == "5000" and env["FOUNDRY_UPSTREAM_PORT"] == "5001" and env["FOUNDRY_AUTH_MODE"] == "api-key"
+    assert vllm["args"][vllm["args"].index("--port") + 1] == "5001"      # vLLM is reachable only through the proxy
+    assert [m["name"] for m in proxy["volumeMounts"]] == ["api-keys"]
+    assert "api-keys" not in [m["name"] for m in vllm["volumeMounts"]]
 
 
 def test_model_server_env_and_commands_per_workload(fixed_tls):
