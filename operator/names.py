@@ -39,6 +39,7 @@ CA_SECRET = "foundry-inference-ca"
 
 # in-pod paths and ports
 TLS_PORT = 8443
+POD_UID = 65532                     # every container of a model pod runs as this uid/gid (restricted profile)
 SERVICE_PORT = 443
 KEYS_DIR = "/var/run/foundry/keys"
 TLS_DIR = "/etc/foundry/tls"

@@ -89,6 +89,8 @@ def _env(owner, spec, resolved, settings, auth_mode):
     if auth_mode in ("entra", "both"):
         env += [{"name": "FOUNDRY_ENTRA_TENANT_ID", "value": settings.authentication.tenantId},
                 {"name": "FOUNDRY_ENTRA_CLIENT_ID", "value": settings.authentication.clientId}]
+    if resolved.runtime == "vllm":
+        env.append({"name": "HOME", "value": "/tmp"})     # vLLM's image is built for root; its caches go to $HOME
     env += [{"name": name, "value": value} for name, value in spec.env]
     return env
 
@@ -229,7 +231,10 @@ def deployment(owner, spec, resolved, settings, *, tls_secret_name, config_hash,
     pod = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,     # a namespace with a thousand Services would otherwise bloat every pod's env
-        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        # the restricted Pod Security profile: every container non-root with a fixed uid/gid (the platform images'
+        # own user; nginx-unprivileged and vLLM run fine as it), the emptyDirs and Secret files group-owned by it
+        "securityContext": {"runAsNonRoot": True, "runAsUser": names.POD_UID, "runAsGroup": names.POD_UID,
+                            "fsGroup": names.POD_UID, "seccompProfile": {"type": "RuntimeDefault"}},
         "initContainers": [model_fetcher(resolved, settings, models_size_limit(spec, resolved, settings))],
         "containers": containers,
         "volumes": volumes(owner, spec, resolved, settings, tls_secret_name, auth_mode),

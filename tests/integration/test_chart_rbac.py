@@ -25,10 +25,12 @@ DEPLOYER, READER, STRANGER = (str(uuid.uuid4()) for _ in range(3))
 DENIALS = ("forbidden", "Forbidden", "HTTP 403", "is not allowed", "cannot list", "cannot create", "cannot patch")
 
 
-def grant(api_client, namespace, name, verbs, user):
+def grant(api_client, namespace, name, verbs, user, key_verbs=()):
     rbac = kubernetes.client.RbacAuthorizationV1Api(api_client)
-    rbac.create_namespaced_role(namespace, {"metadata": {"name": name}, "rules": [
-        {"apiGroups": [GROUP], "resources": ["modeldeployments"], "verbs": verbs}]})
+    rules = [{"apiGroups": [GROUP], "resources": ["modeldeployments"], "verbs": verbs}]
+    if key_verbs:               # a deployment's keys are a subresource of their own (docs/security.md)
+        rules.append({"apiGroups": [GROUP], "resources": ["modeldeployments/keys"], "verbs": list(key_verbs)})
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": name}, "rules": rules})
     rbac.create_namespaced_role_binding(namespace, {
         "metadata": {"name": name},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
@@ -130,7 +132,8 @@ def platform(kube, installed, tmp_path):
 def test_the_chart_runs_the_platform_with_least_privilege(kube, platform):
     issuer, team, url, operator, api = platform
     admin = kube.api_client()
-    grant(admin, team, "deployer", ["get", "list", "create", "update", "patch", "delete"], DEPLOYER)
+    grant(admin, team, "deployer", ["get", "list", "create", "update", "patch", "delete"], DEPLOYER,
+          key_verbs=("get", "update"))
     grant(admin, team, "reader", ["get", "list"], READER)
     as_user = {who: {"Authorization": f"Bearer {issuer.mint(oid=who)}"} for who in (DEPLOYER, READER, STRANGER)}
     deployments = f"{url}/api/v1/namespaces/{team}/deployments"
@@ -185,6 +188,8 @@ def test_the_chart_runs_the_platform_with_least_privilege(kube, platform):
     assert r.status_code == 200, r.text
     r = requests.post(f"{deployments}/phi/keys/primary/rotate", headers=as_user[READER], timeout=10)
     assert r.status_code == 403, r.text
+    r = requests.get(f"{deployments}/phi/keys", headers=as_user[READER], timeout=10)     # get on the deployment only
+    assert r.status_code == 403, r.text
 
     # the operator wrote the catalog ConfigMap and its CA Secret in the release namespace
     core = kubernetes.client.CoreV1Api(admin)
@@ -229,6 +234,7 @@ def test_service_accounts_get_no_more_than_they_need(kube, installed):
     assert can(admin, op, "create", "deployments", team, "apps")
     assert can(admin, op, "patch", "modeldeployments", team, GROUP, "status")
     assert can(admin, op, "delete", "secrets", team)
+    assert not can(admin, op, "update", "secrets", team) and not can(admin, op, "watch", "secrets", team)
     assert not can(admin, op, "update", "modeldeployments", team, GROUP)          # the spec is the user's
     assert not can(admin, op, "list", "secrets", "default")
     assert not can(admin, op, "list", "deployments", None, "apps")                 # no cluster-wide rights
@@ -244,5 +250,6 @@ def test_service_accounts_get_no_more_than_they_need(kube, installed):
     assert not can(admin, api, "patch", "modeldeployments", team, GROUP, "status")  # status is the operator's
     assert not can(admin, api, "create", "deployments", team, "apps")
     assert not can(admin, api, "list", "secrets", "default")
+    assert not can(admin, api, "list", "secrets", team) and not can(admin, api, "delete", "secrets", team)
     assert not can(admin, api, "create", "models", team, GROUP)                   # BYO models: release ns only
     assert can(admin, api, "create", "models", RELEASE_NS, GROUP)
