@@ -5,6 +5,7 @@ import base64
 import json
 import re
 
+import helm_python
 import pytest
 import yaml
 
@@ -221,6 +222,18 @@ def test_control_plane_settings_from_values():
     auth = AuthSettings.from_env(azure.env(API))
     assert auth.authz == "azure" and auth.azure_scope.startswith("/subscriptions/")
     assert auth.azure_token_file == "/var/run/secrets/azure/tokens/arm-token" and auth.authz_cache_ttl_s == 120
+
+
+def test_attack_a_gitops_render_never_regenerates_the_admin_key_silently():
+    # `helm template` / Argo CD: no cluster to look the kept key up in, so a generated key would change every sync
+    with pytest.raises(helm_python.HelmRenderError, match="apiKey.existingSecret"):
+        helm.render({}, strict=True)
+    byo = helm.render({"apiKey": {"existingSecret": "my-admin-key"}}, strict=True)
+    assert ("Secret", NS, "inference-operator-admin-key") not in byo.keys()
+    entra_only = helm.render(helm.load_values(helm.CHART / "ci" / "entra-only-values.yaml"), strict=True)
+    assert ("Secret", NS, "inference-operator-admin-key") not in entra_only.keys()
+    asked = helm.render({"apiKey": {"generateWithoutCluster": True}}, strict=True)
+    assert asked.get("Secret", "inference-operator-admin-key")["data"]["admin-key"]
 
 
 def test_admin_key_secret(defaults):
