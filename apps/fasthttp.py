@@ -10,8 +10,13 @@ HTTPServer.
 Semantics kept from Tornado's HTTP1Connection: keep-alive (HTTP/1.1 default, HTTP/1.0 on request), one request
 processed at a time per connection with pipelined requests answered in order, chunked responses when no
 Content-Length is set, `Expect: 100-continue`, and a close callback for the active request when the client goes away.
-Limits: body size (413 before the body is buffered), header size (431), idle keep-alive timeout, reading paused while
-a pipelined request waits, writes paused while the transport's buffer is full.
+Limits: body size (413 as soon as it is known, without reading the rest), header size and count (431), HTTP/1.0 and
+1.1 only, a deadline for the headers and one for the body of each request (slow clients are answered 408 and closed),
+idle keep-alive timeout, reading paused while a pipelined request waits, writes paused while the transport's buffer
+is full. llhttp itself refuses what request smuggling is made of (conflicting or duplicate Content-Length,
+Content-Length with Transfer-Encoding, chunk size overflow, obs-fold, bare CR or LF): 400 and a close. A connection
+answered early with an error is half-closed and drained for a moment (lingering close), so the client reads the
+answer instead of a reset.
 """
 import asyncio
 import collections
@@ -24,11 +29,22 @@ from tornado.httputil import HTTPHeaders, RequestStartLine, responses
 log = logging.getLogger("foundry_inference.http")
 
 MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADERS = 128
+LINGER_S, LINGER_BYTES = 2.0, 8 << 20
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-class _HeaderTooLarge(Exception):
-    pass
+class _Refused(Exception):
+    """Raised in a parser callback: answer `status` with `message` and close."""
+    status, message = 400, "Malformed HTTP request"
+
+
+class _HeaderTooLarge(_Refused):
+    status, message = 431, f"Request line and headers exceed {MAX_HEADER_BYTES} bytes or {MAX_HEADERS} fields"
+
+
+class _BadVersion(_Refused):
+    status, message = 400, "Only HTTP/1.0 and HTTP/1.1 are supported"
 
 
 def _error_response(status, body, close=True):
@@ -134,6 +150,9 @@ class HttpToolsProtocol(asyncio.Protocol):
         self._reject = None
         self._length = None
         self._expect = False
+        self._began = None            # when the request being parsed started (None between requests)
+        self._headers_at = None       # when its headers were complete
+        self._lingering = False
 
     # --- asyncio.Protocol ------------------------------------------------------------------------------------------
 
@@ -144,6 +163,11 @@ class HttpToolsProtocol(asyncio.Protocol):
 
     def data_received(self, data):
         self.last_activity = time.monotonic()
+        if self._lingering:
+            self._linger_bytes += len(data)
+            if self._linger_bytes > LINGER_BYTES:
+                self.close()
+            return
         if self.closing:
             return
         try:
@@ -151,8 +175,8 @@ class HttpToolsProtocol(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self.fail(400, "Protocol upgrades are not supported")
         except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _HeaderTooLarge):
-                self.fail(431, f"Request line and headers exceed {MAX_HEADER_BYTES} bytes")
+            if isinstance(exc.__context__, _Refused):
+                self.fail(exc.__context__.status, exc.__context__.message)
             else:
                 log.exception("HTTP front end failed on a request")
                 self.fail(500, "Internal server error")
@@ -197,6 +221,7 @@ class HttpToolsProtocol(asyncio.Protocol):
         self._reject = None
         self._length = None
         self._expect = False
+        self._began, self._headers_at = time.monotonic(), None
 
     def on_url(self, url):
         self._header_size += len(url)
@@ -206,7 +231,7 @@ class HttpToolsProtocol(asyncio.Protocol):
 
     def on_header(self, name, value):
         self._header_size += len(name) + len(value) + 4
-        if self._header_size > MAX_HEADER_BYTES:
+        if self._header_size > MAX_HEADER_BYTES or len(self._headers) >= MAX_HEADERS:
             raise _HeaderTooLarge()
         self._headers.add(name.decode("latin1"), value.decode("latin1"))
         if len(name) in (6, 14):
@@ -217,6 +242,9 @@ class HttpToolsProtocol(asyncio.Protocol):
                 self._expect = value.lower() == b"100-continue"
 
     def on_headers_complete(self):
+        self._headers_at = time.monotonic()
+        if self.parser.get_http_version() not in ("1.1", "1.0"):
+            raise _BadVersion()
         limit = self.server.max_body_bytes
         if self._length is not None:
             try:
@@ -225,11 +253,10 @@ class HttpToolsProtocol(asyncio.Protocol):
                 too_large = False   # llhttp has already refused a malformed Content-Length
             if too_large:
                 self._reject = (413, f"Request body exceeds {limit} bytes")
-        if self._expect and self.current is None and not self.pipeline:
-            if self._reject is not None:
-                self._respond_and_close(*self._reject)   # the client has not sent the body: answer now
-            else:
-                self.transport.write(_CONTINUE)
+        if self._reject is not None and self.current is None and not self.pipeline:
+            self._respond_and_close(*self._reject, linger=True)   # answer now, never read a body we refuse
+        elif self._expect and self.current is None and not self.pipeline:
+            self.transport.write(_CONTINUE)
 
     def on_body(self, body):
         if self._reject is not None:
@@ -238,10 +265,13 @@ class HttpToolsProtocol(asyncio.Protocol):
         if self._body_size > self.server.max_body_bytes:
             self._reject = (413, f"Request body exceeds {self.server.max_body_bytes} bytes")
             self._body = None
+            if self.current is None and not self.pipeline:
+                self._respond_and_close(*self._reject, linger=True)
             return
         self._body.append(body)
 
     def on_message_complete(self):
+        self._began = self._headers_at = None
         if self.closing:
             return
         request = _Request()
@@ -289,6 +319,9 @@ class HttpToolsProtocol(asyncio.Protocol):
         if not self.pipeline and self.reading_paused and not self.closing:
             self.reading_paused = False
             self.transport.resume_reading()
+            if self._began is not None:        # a request half read before the pause: its deadlines start now
+                self._began = time.monotonic()
+                self._headers_at = self._headers_at and self._began
 
     # --- writing ---------------------------------------------------------------------------------------------------
 
@@ -313,9 +346,26 @@ class HttpToolsProtocol(asyncio.Protocol):
             if not future.done():
                 future.set_result(None)
 
-    def _respond_and_close(self, status, message):
+    def _respond_and_close(self, status, message, linger=False):
         self.transport.write(_error_response(status, self.server.error_body(status, message)))
+        if linger and self.transport.can_write_eof():
+            # the client may still be sending what we refuse: half-close and drain for a moment, so that it reads
+            # the answer rather than a connection reset
+            self.closing = self._lingering = True
+            self._linger_bytes = 0
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_S, self.close)
+            return
         self.close()
+
+    def timed_out(self, now):
+        """408 and close when the request being parsed missed its header or body deadline."""
+        if self._began is None or self.closing or self.reading_paused:
+            return          # (while reading is paused for a pipelined request, the wait is ours, not the client's)
+        if self._headers_at is None and now - self._began > self.server.header_timeout_s:
+            self.fail(408, "The request headers did not arrive in time")
+        elif self._headers_at is not None and now - self._headers_at > self.server.body_timeout_s:
+            self.fail(408, "The request body did not arrive in time")
 
     def fail(self, status, message):
         if self.current is None and not self.closing:
@@ -334,10 +384,13 @@ class HttpToolsProtocol(asyncio.Protocol):
 class HttpToolsServer:
     """Listens, tracks connections, closes idle keep-alive ones, and drains in-flight requests on shutdown."""
 
-    def __init__(self, app, *, max_body_bytes, keep_alive_timeout_s=75.0, error_body=None):
+    def __init__(self, app, *, max_body_bytes, keep_alive_timeout_s=75.0, error_body=None, header_timeout_s=30.0,
+                 body_timeout_s=60.0):
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.keep_alive_timeout_s = keep_alive_timeout_s
+        self.header_timeout_s = header_timeout_s    # first byte of a request to the end of its headers
+        self.body_timeout_s = body_timeout_s        # end of the headers to the end of the body
         self.error_body = error_body or (lambda status, message: b'{"detail":"%s"}' % message.encode())
         self.connections = set()
         self.loop = None
@@ -358,11 +411,14 @@ class HttpToolsServer:
         return [s.getsockname()[:2] for s in server.sockets]
 
     async def _sweep_idle(self):
-        interval = min(max(self.keep_alive_timeout_s / 4, 0.25), 5.0)
+        shortest = min(self.keep_alive_timeout_s, self.header_timeout_s, self.body_timeout_s)
+        interval = min(max(shortest / 4, 0.05), 5.0)
         while True:
             await asyncio.sleep(interval)
-            cutoff = time.monotonic() - self.keep_alive_timeout_s
+            now = time.monotonic()
+            cutoff = now - self.keep_alive_timeout_s
             for proto in list(self.connections):
+                proto.timed_out(now)
                 if proto.current is None and not proto.pipeline and proto.last_activity < cutoff:
                     proto.close()
 
