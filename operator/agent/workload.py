@@ -240,6 +240,13 @@ class Workload:
                 self.fetched = False
             self.template_hash, self.init_hash = digest, init_digest
         init_containers, app, proxy = self._containers()
+        known = {app["name"], (proxy or {}).get("name")}
+        extra = [c["name"] for c in self.template["spec"]["containers"] if c["name"] not in known]
+        if extra:
+            # (a vLLM pod's auth-proxy): the agent runs one app behind nginx, so it would run the app unchecked
+            self.problem = ("Unsupported", f"embedded mode runs one model server behind nginx; this pod also needs "
+                                           f"{', '.join(extra)} (vLLM deployments need a cluster)")
+            return
         self.replicas = int(spec.get("replicas", 1))
         problem = self._materialise(secrets, configmaps)
         if problem:

@@ -38,3 +38,14 @@ def test_attack_model_processes_do_not_inherit_the_agents_environment(tmp_path, 
         assert started["FOUNDRY_LOG_LEVEL"] == "debug" and "PATH" in started   # the short allowlist comes through
     assert app["FOUNDRY_AUTH_MODE"] == "api-key" and app["PORT"] == "4321"
     assert "FOUNDRY_REGISTRY_PASSWORD" not in app
+
+
+def test_attack_a_pod_the_agent_cannot_realise_whole_is_not_run_without_its_auth_proxy(tmp_path):
+    # a vLLM pod: vLLM, nginx and the auth proxy; running vLLM behind nginx alone would serve it without auth
+    pod = {"containers": [{"name": "model-server", "command": ["python3", "-m", "vllm"]},
+                          {"name": "tls-proxy", "command": ["nginx"]},
+                          {"name": "auth-proxy", "command": ["foundry-inference", "auth-proxy"]}]}
+    w = workload(tmp_path)
+    w.sync({"metadata": {"generation": 1}, "spec": {"replicas": 1, "template": {"spec": pod}}}, {}, {})
+    assert w.problem[0] == "Unsupported" and "auth-proxy" in w.problem[1]
+    assert w.apps == [] and w.fetcher is None and w.proxy is None
