@@ -30,21 +30,30 @@ log = logging.getLogger("foundry_inference.operator.agent")
 CRASH_LOOP_RESTARTS = 3
 # What a process the agent starts inherits from the agent's own environment; everything else (registry passwords,
 # cloud tokens, whatever the shell that ran `up` held) stays out, as it would from a pod. The basics a process
-# needs, GPU selection, the machine's proxy and CA settings, and the platform settings an admin gives the machine.
+# needs, GPU selection, the machine's proxy and CA settings, and the settings an admin gives the whole machine: the
+# fetcher's and the samples' (caches, lab switches), the model servers' tuning (never their auth: the container's
+# env sets that).
 INHERITED_ENV = frozenset({
     "PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME", "SYSTEMROOT",
-    "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
+    "XDG_CACHE_HOME", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
     "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
-    "FOUNDRY_LOG_LEVEL", "FOUNDRY_UVLOOP", "FOUNDRY_API_KEYS_RELOAD_S",
+    "FOUNDRY_LOG_LEVEL", "FOUNDRY_UVLOOP", "FOUNDRY_API_KEYS_RELOAD_S", "FOUNDRY_HTTP_FRONTEND",
     "FOUNDRY_FETCH_ALLOW_PRIVATE", "FOUNDRY_FETCH_INSECURE", "FOUNDRY_REGISTRY_ALLOWLIST",
+    "FOUNDRY_SAMPLES_CACHE", "FOUNDRY_CHAT_BUILD_SCRIPT", "FOUNDRY_TEST_MODEL_CACHE",
+    "FOUNDRY_EXECUTION_PROVIDERS", "FOUNDRY_INTRA_OP_THREADS", "FOUNDRY_INTRA_OP_SPINNING",
+    "FOUNDRY_INTER_OP_THREADS", "FOUNDRY_MAX_BATCH_SIZE", "FOUNDRY_MAX_BATCH_WAIT_MS", "FOUNDRY_QUEUE_DEPTH",
+    "FOUNDRY_TRANSCRIPTION_QUEUE_DEPTH", "FOUNDRY_MAX_BODY_BYTES", "FOUNDRY_AUDIO_MAX_BYTES",
+    "FOUNDRY_MAX_IMAGE_PIXELS", "FOUNDRY_KEEP_ALIVE_TIMEOUT_S", "FOUNDRY_INLINE_RUN_MS", "FOUNDRY_ALLOW_NON_FINITE",
 })
+INHERITED_PREFIXES = ("FOUNDRY_CHAT_", "FOUNDRY_WHISPER_", "LC_")
 
 
 def inherited_env(environ=None):
     """The part of `environ` (default: the agent's environment) a started process may see."""
     environ = os.environ if environ is None else environ
-    return {name: value for name, value in environ.items() if name in INHERITED_ENV}
+    return {name: value for name, value in environ.items()
+            if name in INHERITED_ENV or name.startswith(INHERITED_PREFIXES)}
 
 
 def free_port(preferred=None):
