@@ -99,10 +99,13 @@ def main(args):
     os.environ.setdefault("FOUNDRY_API_KEYS_RELOAD_S", "2")
     from foundry_inference.operator import settings as operator_settings
     from foundry_inference.operator.main import run_embedded
-    stop = threading.Event()
+    stop, started = threading.Event(), threading.Event()
     workers = threading.Thread(target=run_embedded, name="operator+agent",
-                               args=(store, data_dir, stop, operator_settings.load()))
+                               args=(store, data_dir, stop, operator_settings.load(), started))
     workers.start()
+    # the API answers only once the previous run's statuses are voided: no deployment says Running before this
+    # run's model server and sidecar answer
+    started.wait(120)
     names = _wanted_samples(os.environ)
     if names:
         threading.Thread(target=prepare_samples, args=(names, stop), name="samples", daemon=True).start()

@@ -81,3 +81,6 @@ def child_labels(name):
 # Deployment status condition the embedded node agent adds when a model-server process exited and was restarted
 # (a kubelet reports this as a pod's restartCount); the operator surfaces it on the ModelDeployment.
 RESTARTS_CONDITION = "ModelServerRestarts"
+# Progressing reason of a Deployment whose processes a freshly started node agent has not brought up yet: whatever an
+# earlier life of `up` reported is void, so the deployment is not Running until this life's processes answer.
+NODE_RESTART_REASON = "NodeAgentRestarted"

@@ -52,6 +52,11 @@ def rollout(deployment, replicas):
     return ready, complete, None if complete else failure
 
 
+def _node_restarted(deployment):
+    conditions = ((deployment or {}).get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Progressing" and c.get("reason") == names.NODE_RESTART_REASON for c in conditions)
+
+
 def compute(obj, outcome, settings, now=None):
     """The whole status object for `obj` given a ReconcileOutcome (see reconcile_deployment)."""
     now = now or now_utc()
@@ -75,6 +80,9 @@ def compute(obj, outcome, settings, now=None):
         state, reason, message = "Error", "RolloutFailed", failure
     elif complete:
         state, reason, message = "Running", "Running", f"{ready}/{replicas} replicas ready"
+    elif _node_restarted(outcome.deployment):
+        state, reason, message = "Creating", "Restarting", f"the node restarted; starting: {ready}/{replicas} " \
+                                                           "replicas ready"
     elif previous.get("state") in ("Running", "Updating") and outcome.deployment is not None:
         state, reason, message = "Updating", "RollingOut", f"updating: {ready}/{replicas} replicas ready"
     else:

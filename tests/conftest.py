@@ -1,28 +1,31 @@
 """Shared fixtures: the real Kubernetes control plane (session-wide) and a fresh namespace per test."""
-import os
 import uuid
 
 import pytest
 
 from tests.kube.harness import KubeCluster, binaries_available
+from tests.support.require import require_tool, unavailable
 
 
 @pytest.fixture(scope="session")
 def kube():
     """A real etcd + kube-apiserver + kube-controller-manager with the chart's CRDs installed.
 
-    Skipped when the binaries are not built, unless FOUNDRY_REQUIRE_KUBE=1 (CI sets it), where that is a failure.
+    Skipped when the binaries are not built, unless under CI (or FOUNDRY_REQUIRE_KUBE=1), where that is a failure.
     """
     if not binaries_available():
-        message = "Kubernetes test binaries not built: run tests/kube/build-kube.sh"
-        if os.environ.get("FOUNDRY_REQUIRE_KUBE") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("Kubernetes test binaries not built: run tests/kube/build-kube.sh", topic="kube")
     cluster = KubeCluster().start()
     try:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def nginx():
+    """The nginx binary (the TLS sidecar); skipped on a developer machine without it, a failure under CI."""
+    return require_tool("nginx", "apt-get install nginx-light")
 
 
 @pytest.fixture

@@ -56,6 +56,25 @@ class NodeAgent:
             logs.event(log, "nginx is not installed: deployments are served over plain HTTP on 127.0.0.1 without "
                             "the TLS sidecar", level=logging.WARNING)
 
+    def begin_life(self):
+        """Void what an earlier life of this agent reported: no process of this life runs yet, so no Deployment has
+        a ready replica until its model server and sidecar answer their probes again (a client waiting for Running
+        would otherwise call an endpoint that refuses connections)."""
+        message = "the node agent restarted: starting this deployment's processes"
+        for dep in self.store.list_all("Deployment", None, label_selector=names.SELECTOR):
+            st, meta = dep.get("status") or {}, dep["metadata"]
+            replicas = int(st.get("replicas") or (dep.get("spec") or {}).get("replicas") or 0)
+            try:
+                self.store.patch_status("Deployment", meta["namespace"], meta["name"], {
+                    "readyReplicas": 0, "availableReplicas": 0, "updatedReplicas": 0, "unavailableReplicas": replicas,
+                    "conditions": [
+                        {"type": "Available", "status": "False", "reason": names.NODE_RESTART_REASON,
+                         "message": message},
+                        {"type": "Progressing", "status": "True", "reason": names.NODE_RESTART_REASON,
+                         "message": message}]})
+            except errors.NotFound:
+                pass
+
     def _secret(self, namespace, name):
         try:
             return self.store.get("Secret", namespace, name)

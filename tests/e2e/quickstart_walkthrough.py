@@ -122,17 +122,20 @@ class Platform:
 
 
 def processes_under(path):
-    """PIDs whose working directory or command line lies under `path` (model servers, nginx, fetchers)."""
+    """PIDs whose working directory or a command-line argument lies under `path` (model servers, nginx, fetchers).
+    Paths match whole components: `.../default/iris` never matches `.../default/iris-classifier`."""
+    under = re.compile(r"(?:^|[\s=:])" + re.escape(str(path).rstrip("/")) + r"(?=/|\s|$)")
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             cwd = os.readlink(f"/proc/{pid}/cwd")
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+            # NUL-separated arguments; nginx rewrites its title into one space-separated string
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace").replace("\0", " ")
         except OSError:
             continue
-        if cwd.startswith(str(path)) or str(path) in cmd:
+        if under.search(cwd) or under.search(cmd):
             found.append(int(pid))
     return found
 

@@ -20,9 +20,7 @@ NS = "foundry-local-operator"          # where models registered through the API
 
 @pytest.fixture(scope="module")
 def registry():
-    reason = registry_support.available()
-    if reason:
-        pytest.skip(reason)
+    registry_support.require_registry()
     with registry_support.DockerRegistry() as reg:       # anonymous pull: no API to create a credentials Secret
         yield reg
 
