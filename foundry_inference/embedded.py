@@ -87,7 +87,10 @@ def main(args):
     data_dir = Path(args.data_dir or default_data_dir())
     store = open_store("embedded", data_dir=data_dir)
     key_file = ensure_admin_key(data_dir)
-    config = ControlPlaneSettings.from_env({**os.environ, "FOUNDRY_WATCH_NAMESPACES": "*"})
+    # the node agent writes a rotated key into the deployment's key files within its 1 s tick, and the servers
+    # re-read them at once when a key they do not know is presented: every replica accepts it within 2 s
+    config = ControlPlaneSettings.from_env({"FOUNDRY_KEY_PROPAGATION_S": "2", **os.environ,
+                                            "FOUNDRY_WATCH_NAMESPACES": "*"})
     app = make_app(store, config, auth=control_plane_auth(mode="api-key", admin_key_file=str(key_file),
                                                           api_keys_dir=None))
     url = f"http://{args.address}:{args.port}"

@@ -132,7 +132,9 @@ def compute(obj, outcome, settings, now=None):
         "serviceReady": service_ready if outcome.deployment is not None or service_ready else None,
         "internalEndpoint": internal,
         "externalEndpoint": external,
-        "resolvedModel": ({"name": resolved.name, "variant": resolved.variant, "image": resolved.image}
+        "resolvedModel": ({"name": resolved.name, "variant": resolved.variant, "image": resolved.image,
+                           "workloadType": resolved.workload_type, "runtime": resolved.engine,
+                           "port": spec.port if spec else None}
                           if resolved else None),
         "authentication": auth,
         "conditions": conds,

@@ -13,6 +13,7 @@ The `Platform` class is also what the end-to-end tests (tests/e2e/test_embedded_
 """
 import argparse
 import base64
+import datetime
 import json
 import os
 import re
@@ -156,11 +157,14 @@ def wait_until(predicate, timeout, what):
 
 
 def rotation_check(platform, name, endpoint, namespace="default", which="primary", rows=IRIS_ROWS):
-    """Rotate `which`; the old key is refused within 5 s while the other key works throughout. Returns seconds."""
+    """Rotate `which`; the old key is refused within 5 s while the other key works throughout, and the new key works
+    on the first call made at the time the rotate answer names (key.effectiveAt). Returns seconds until refusal."""
     primary, secondary = platform.keys(name, namespace)
     old, other = (primary, secondary) if which == "primary" else (secondary, primary)
-    platform.rotate(name, which, namespace)
+    answer = platform.rotate(name, which, namespace)["key"]
     start = time.monotonic()
+    effective = datetime.datetime.strptime(answer["effectiveAt"], "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=datetime.timezone.utc)
     while True:
         if platform.predict_raw(endpoint, other, rows).status_code != 200:
             raise Failed("the other key stopped working during the rotation")
@@ -171,8 +175,13 @@ def rotation_check(platform, name, endpoint, namespace="default", which="primary
         if elapsed > 5.0:
             raise Failed(f"the rotated-out key still works after {elapsed:.1f}s")
         time.sleep(0.2)
-    new = platform.keys(name, namespace)[0 if which == "primary" else 1]
-    wait_until(lambda: platform.predict_raw(endpoint, new, rows).status_code == 200, 5, "the new key to work")
+    wait = (effective - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    if wait > 5.0:
+        raise Failed(f"the rotate answer says the new key works only at {answer['effectiveAt']}")
+    time.sleep(max(0.0, wait))
+    code = platform.predict_raw(endpoint, answer["value"], rows).status_code
+    if code != 200:
+        raise Failed(f"the new key got HTTP {code} at the time the rotate answer named ({answer['effectiveAt']})")
     return elapsed
 
 

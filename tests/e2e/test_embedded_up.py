@@ -96,6 +96,10 @@ def test_walkthrough_deploy_predict_rotate_delete(up):
     endpoint = status["internalEndpoint"]
     assert endpoint.startswith("https://127.0.0.1:")
     assert status["resolvedModel"]["name"] == "iris-classifier-generic-cpu:1"
+    # the spec and the status say what runs: the predictive server on plain onnxruntime
+    assert p.deployment("iris")["spec"]["workloadType"] == "predictive"
+    resolved = status["resolvedModel"]
+    assert resolved["workloadType"] == "predictive" and resolved["runtime"] == "onnxruntime"
     assert (up.data / "tls" / "ca.crt").is_file()
 
     primary, secondary = p.keys("iris")
