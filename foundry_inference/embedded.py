@@ -5,7 +5,7 @@ embedded store, with a generated admin API key (`<data-dir>/admin-key`, mode 060
 then the operator and the agent, which stop every model-server and nginx process they started; the state stays in
 the data directory for the next start.
 
-Samples (contract decision 7): on start a background thread prepares the sample models (foundry_inference.samples:
+Samples (docs/api.md, decision 7): on start a background thread prepares the sample models (foundry_inference.samples:
 iris-classifier, smollm2-135m-instruct, whisper-tiny-en) into the sample cache, logging progress; a sample whose
 dependencies are missing is reported (and deploying it ends in state Error with that reason). FOUNDRY_SAMPLES picks
 them (`all`, the default; `none`; or a comma list of names). Deployments of a sample that is still being prepared
@@ -98,7 +98,8 @@ def main(args):
                admin_key_file=str(key_file), auth=f'Authorization: Bearer $(cat {key_file})',
                model_cache=str(data_dir / "cache"), model_cache_limit=limit or "none")
     # Model servers inherit this environment. Their key files are rewritten by the node agent within a tick (1 s) of
-    # a rotation; re-reading them every 2 s keeps "a rotated key takes effect within 5 s" (decision 9) with room.
+    # a rotation; re-reading them every 2 s keeps "a rotated key takes effect within 5 s" (docs/api.md, decision 9)
+    # with room.
     os.environ.setdefault("FOUNDRY_API_KEYS_RELOAD_S", "2")
     from foundry_inference.operator import settings as operator_settings
     from foundry_inference.operator.main import run_embedded

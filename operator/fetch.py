@@ -32,7 +32,7 @@ Cache and limits (all optional):
   `storeModel.modelsVolumeSizeLimit`): an artifact whose layers, or whose unpacked files, exceed it fails clearly
   instead of filling the volume.
 
-SSRF guard (contract decision 11): the registry or URI host is resolved and refused when any address is not global
+SSRF guard (docs/api.md, decision 11): the registry or URI host is resolved and refused when any address is not global
 (private, loopback, link-local, reserved, multicast), unless it is in FOUNDRY_REGISTRY_ALLOWLIST (`host[:port],...`,
 the control plane's list, passed on by the operator) or FOUNDRY_FETCH_ALLOW_PRIVATE=1 (tests). Plain http needs
 FOUNDRY_FETCH_INSECURE=1. A finished fetch leaves `.foundry-artifact` (the artifact JSON) so a restarted pod or

@@ -3,7 +3,7 @@
 - `main(args)`: `foundry-inference operator` (args.store "kubernetes" | "embedded", args.data_dir, args.kubeconfig).
   On a cluster it runs the polling loop until SIGTERM/SIGINT. With `--store embedded` it runs `run_embedded`.
 - `run_embedded(store, data_dir, stop_event, settings=None)`: for `foundry-inference up`. Thread-based and blocking:
-  it runs the operator loop (every namespace, contract decision 6) in one thread and the embedded node agent (local
+  it runs the operator loop (every namespace, docs/api.md decision 6) in one thread and the embedded node agent (local
   processes for the Deployments, real nginx TLS sidecars, CA at <data-dir>/tls/ca.crt) in another, returns once
   `stop_event` (a threading.Event) is set, and before returning stops every child process it started. Call it from
   a thread of your own when the caller has its own loop (e.g. the control plane's asyncio loop in the main thread).

@@ -1,4 +1,5 @@
-"""Names, labels and annotations shared with the control plane (../shared/spec/companion-facts.md). Changing one of
+"""Names, labels and annotations shared with the control plane (the Kubernetes-facing contract of the Foundry
+inference API; docs/operator.md lists them). Changing one of
 these breaks a contract: the control plane reads the same keys."""
 import hashlib
 import re

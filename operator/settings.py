@@ -84,14 +84,14 @@ class AuthenticationSettings:
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    namespaces: tuple = (names.OPERATOR_NAMESPACE,)   # None: every namespace (embedded mode, contract decision 6)
+    namespaces: tuple = (names.OPERATOR_NAMESPACE,)   # None: every namespace (embedded mode, docs/api.md decision 6)
     operatorNamespace: str = names.OPERATOR_NAMESPACE
     pollIntervalSeconds: float = 5.0
     workers: int = 8                                  # owners reconciled concurrently within one pass
     pageSize: int = 500
     backoffBaseSeconds: float = 1.0
     backoffMaxSeconds: float = 300.0
-    progressDeadlineSeconds: int = 300                # contract decision 12: Error within 5 minutes
+    progressDeadlineSeconds: int = 300                # docs/api.md decision 12: Error within 5 minutes
     imagePullPolicy: str = "IfNotPresent"
     registryAllowlist: tuple = ()                    # registries on private addresses the fetcher may pull from
     images: dict = field(default_factory=lambda: dict(DEFAULT_IMAGES))
@@ -106,7 +106,7 @@ class OperatorSettings:
         return self.images[role]
 
     def for_embedded(self):
-        """Embedded mode reconciles every namespace (contract decision 6)."""
+        """Embedded mode reconciles every namespace (docs/api.md, decision 6)."""
         return dataclasses.replace(self, namespaces=None, embedded=True)
 
 

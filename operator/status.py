@@ -4,7 +4,7 @@ State: Pending (waiting on something that may appear by itself: the catalog), Cr
 yet), Running (every replica ready on the current template), Updating (was running, a rollout or scale is under way),
 Error (invalid spec, unresolvable model, a child refused, or the rollout stopped progressing), Terminating (being
 deleted). Conditions keep their lastTransitionTime unless their status flips; every field of the CRD's status is
-written, null while unknown (contract decision 4), so a merge patch of the whole status is exact.
+written, null while unknown (docs/api.md, decision 4), so a merge patch of the whole status is exact.
 """
 import datetime
 

@@ -1,4 +1,4 @@
-"""Server-side request forgery guard for every user-supplied `registry` (contract decision 11).
+"""Server-side request forgery guard for every user-supplied `registry` (docs/api.md, decision 11).
 
 The operator (and in embedded mode, this machine) will connect to whatever registry a user names, so a registry may
 not point into the cluster or at this host: literal IP addresses in any notation, `localhost`, `*.localhost`,

@@ -33,7 +33,7 @@ def not_ready(service):
 
 
 class PredictiveBase(BaseHandler):
-    """Errors as `{"detail": ...}` (plus `code` for auth failures, contract decision 5)."""
+    """Errors as `{"detail": ...}` (plus `code` for auth failures, docs/api.md decision 5)."""
     envelope = staticmethod(predictive_envelope)
 
     @property

@@ -4,7 +4,7 @@ Every tick it lists the operator's Deployments (every namespace) and the Secrets
 each Deployment as local processes (workload.py), writes the Deployment's status (replicas, readyReplicas,
 conditions; a fetch failure or a crash loop as Progressing=False with the reason) and its reachable endpoint
 (annotation `foundry.azure.com/local-endpoint`, https://127.0.0.1:<port>), and writes the installation CA to
-<data-dir>/tls/ca.crt (contract decision 10). Every model fetcher it starts shares one content-addressed blob cache,
+<data-dir>/tls/ca.crt (docs/api.md, decision 10). Every model fetcher it starts shares one content-addressed blob cache,
 `<data-dir>/cache` (FOUNDRY_FETCH_CACHE), limited to FOUNDRY_MODEL_CACHE_LIMIT (a size such as 20Gi; `up
 --model-cache-limit`) when that is set. A Deployment that disappears has its processes stopped and its
 directory (keys, TLS key) removed; shutdown() stops everything it ever started.

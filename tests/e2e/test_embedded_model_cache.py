@@ -1,4 +1,4 @@
-"""The shared model cache of `foundry-inference up` (issue 9's fault case "fill the disk cache limit"), with real
+"""The shared model cache of `foundry-inference up` (fault case: the disk cache limit is filled), with real
 processes: `up --model-cache-limit 1Mi`, a real OCI registry (Debian's docker-registry, models pushed with the `oras`
 Python package), the node agent's fetchers sharing `<data-dir>/cache`.
 

@@ -1,7 +1,7 @@
 """Bring-your-own models from a real OCI registry (Debian's docker-registry on loopback, htpasswd basic auth) pushed
 with the `oras` Python package: the fetcher's credentials and digest checks for real, and the embedded operator +
 node agent turning a wrong password into state Error naming the cause, then recovering once the Secret is fixed
-(contract decision 12), with the real predictive server behind the real nginx sidecar.
+(docs/api.md, decision 12), with the real predictive server behind the real nginx sidecar.
 """
 import base64
 import json

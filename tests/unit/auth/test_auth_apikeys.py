@@ -79,7 +79,7 @@ def test_a_flood_of_unknown_keys_rereads_the_files_at_most_ten_times_a_second(ke
 
 
 def test_rotation_takes_effect_within_5_seconds_of_wall_clock_time(key_dir):
-    """The real bound (contract decision 9), with the real clock and a Kubernetes-style atomic symlink swap."""
+    """The real bound (docs/api.md, decision 9), with the real clock and a Kubernetes-style atomic symlink swap."""
     data1 = key_dir / "..2026_01"
     data1.mkdir()
     for name in ("primary-key", "secondary-key"):

@@ -17,7 +17,7 @@ def test_defaults_watch_the_operator_namespace_and_know_every_image_role():
     assert cfg.catalog.lazyRegistrationEnabled and cfg.catalog.intervalSeconds == 6 * 3600
     assert cfg.catalog.source.endswith("catalog.json")
     embedded = cfg.for_embedded()
-    assert embedded.namespaces is None and embedded.embedded      # contract decision 6: every namespace
+    assert embedded.namespaces is None and embedded.embedded      # docs/api.md decision 6: every namespace
 
 
 def test_yaml_file_named_by_the_environment(tmp_path):
