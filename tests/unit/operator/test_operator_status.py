@@ -39,7 +39,8 @@ def outcome(obj, dep=None, error=None, keys=None):
     if error:
         out.error, out.error_stage = error, "resolve"
     else:
-        out.resolved = types.SimpleNamespace(name="m:1", variant="m", image="img")
+        out.resolved = types.SimpleNamespace(name="m:1", variant="m", image="img", workload_type="generative",
+                                             engine="onnx-genai")
     return out
 
 
