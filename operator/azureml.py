@@ -197,6 +197,12 @@ class Client:
             try:
                 with self.open(url, {"Accept": "application/json"}) as resp:
                     body = resp.read(4 << 20)
+            except FetchError as exc:
+                if not str(exc).startswith("cannot resolve"):
+                    raise                                    # refused by the SSRF guard or https-only: final
+                failures.append(f"{region}: {exc}")
+                log(f"model registry in {region}: {exc}; trying the next region")
+                continue
             except urllib.error.HTTPError as exc:
                 exc.close()
                 if exc.code in RETRY_STATUSES:

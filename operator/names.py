@@ -81,3 +81,4 @@ def child_labels(name):
 # Deployment status condition the embedded node agent adds when a model-server process exited and was restarted
 # (a kubelet reports this as a pod's restartCount); the operator surfaces it on the ModelDeployment.
 RESTARTS_CONDITION = "ModelServerRestarts"
+DOWNLOAD_CONDITION = "ModelDownloading"       # embedded node agent: the fetcher's progress (bytes done / total)

@@ -52,12 +52,14 @@ def _oci(custom):
     return artifact
 
 
-def _catalog_artifact(variant):
+def _catalog_artifact(variant, entry=None):
     art = variant.get("artifact") or {}
     if "builtin" in art:
         return {"type": "builtin", "name": art["builtin"]}
     if "uri" in art:
-        return {"type": "uri", "uri": art["uri"]}
+        template = variant.get("promptTemplate") or (entry or {}).get("promptTemplate")
+        # the fetcher writes it into inference_model.json, as Foundry Local does
+        return {"type": "uri", "uri": art["uri"], **({"promptTemplate": template} if template else {})}
     return _oci({"registry": art["registry"], "repository": art["repository"], "tag": art.get("tag") or "latest"})
 
 
@@ -92,7 +94,7 @@ def _from_catalog(spec, settings, catalog, name, version, model_cr=None):
     runtime = "vllm" if spec.runtime == "vllm" or framework == "vllm" else spec.runtime
     return _finish(spec, settings, name=variant["id"], variant=variant.get("name") or variant["id"],
                    source=entry["source"], workload=workload, runtime=runtime, byo=False,
-                   artifact=_catalog_artifact(variant), entry=entry, catalog_variant=variant, model_cr=model_cr)
+                   artifact=_catalog_artifact(variant, entry), entry=entry, catalog_variant=variant, model_cr=model_cr)
 
 
 def resolve_model_resource(model, catalog):
