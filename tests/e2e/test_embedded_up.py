@@ -5,10 +5,9 @@ bring-your-own models pushed with the `oras` Python package.
 
 Covered: the walk-through (list, deploy the sample, keys, predict, rotate within 5 s, delete -> processes gone),
 a real Foundry entry failing with a clear message where Azure cannot be reached, a killed model server restarted
-by the agent, a corrupted cached
-sample detected by its digest and rebuilt, BYO through the API (SSRF guard on, the loopback registry allow-listed),
-and a restart of `up` that brings a deployment back with the same keys (its fetched model, corrupted while `up`
-was down, detected by digest and fetched again).
+by the agent, a corrupted cached sample detected by its digest and rebuilt, BYO through the API (SSRF guard on,
+the loopback registry allow-listed), and a restart of `up` that brings a deployment back with the same keys (its
+fetched model, corrupted while `up` was down, detected by digest and fetched again).
 """
 import os
 import shutil
