@@ -97,6 +97,7 @@ class AzureSettings:
     chunk_bytes: int = 2 << 20
     parallel: int = 4
     timeout_s: float = 60.0
+    allowlist: frozenset = None      # host[:port] on private addresses admitted (None: FOUNDRY_REGISTRY_ALLOWLIST)
 
     @classmethod
     def from_env(cls, env=None, insecure=False, allow_private=False):
@@ -155,7 +156,7 @@ class Client:
             raise FetchError(f"{redact(url)}: not an http(s) URL")
         if parts.scheme == "http" and not self.settings.insecure:
             raise FetchError(f"{redact(url)}: plain http is refused (https only; FOUNDRY_FETCH_INSECURE=1 allows it)")
-        check_host(parts.netloc, self.settings.allow_private)
+        check_host(parts.netloc, self.settings.allow_private, self.settings.allowlist)
 
     def open(self, url, headers=None, method="GET", data=None):
         """One request (no retry); the caller closes the response. Raises HTTPError/URLError/OSError."""
