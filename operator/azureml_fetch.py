@@ -118,6 +118,10 @@ class Progress:
             self.done += n
             self.report()
 
+    def finish(self):
+        if self._last_pct < 100:
+            self.report(force=True)
+
     def report(self, force=False):
         pct = int(self.done * 100 / self.total) if self.total else 100
         if force or pct >= self._last_pct + 5 or time.monotonic() - self._last_time > 10:
@@ -142,8 +146,9 @@ class BlobDownload:
         try:
             with open(self.state_path) as fh:
                 state = json.load(fh)
-            if os.path.getsize(self.cache.partial(self.key)) >= 0 and state.get("etag") == self.blob.etag and \
-                    state.get("size") == self.blob.size and isinstance(state.get("chunks"), int):
+            if os.path.getsize(self.cache.partial(self.key)) == self.blob.size and \
+                    state.get("etag") == self.blob.etag and state.get("size") == self.blob.size and \
+                    state.get("chunk") == self.client.settings.chunk_bytes and isinstance(state.get("chunks"), int):
                 return state["chunks"]
         except (OSError, ValueError, AttributeError):
             pass
@@ -152,7 +157,8 @@ class BlobDownload:
     def _save(self, chunks):
         tmp = f"{self.state_path}.tmp"
         with open(tmp, "w") as fh:
-            json.dump({"etag": self.blob.etag, "size": self.blob.size, "chunks": chunks}, fh)
+            json.dump({"etag": self.blob.etag, "size": self.blob.size, "chunk": self.client.settings.chunk_bytes,
+                       "chunks": chunks}, fh)
         os.replace(tmp, self.state_path)
 
     def discard(self):
@@ -285,8 +291,8 @@ def download(asset, cache, settings, room_check=None):
                 done[blob.name] = hexd
             index["complete"] = True
             write_index(cache, asset, index)
-            if progress is not None and progress._last_pct < 100:
-                progress.report(force=True)
+            if progress is not None:
+                progress.finish()
         finally:
             for lock in held:
                 lock.release()
@@ -343,11 +349,19 @@ def fetch(artifact, dest, cache, room, settings):
     """The fetcher's `azureml://` artifact: {"type": "uri", "uri": "azureml://...", "promptTemplate"?}."""
     asset = azureml.parse_uri(artifact.get("uri"))
     try:
-        files = _offline(cache, asset)
-        if files is not None:
-            log(f"{asset.uri}: cached ({len(files)} files, verified): not downloaded")
-        else:
-            files = download(asset, cache, settings, room.check)
+        for attempt in (1, 2):
+            files = _offline(cache, asset)
+            if files is not None:
+                log(f"{asset.uri}: cached ({len(files)} files, verified): not downloaded")
+            else:
+                files = download(asset, cache, settings, room.check)
+            with cache.holding(set(files.values())):          # no eviction while the folder is linked
+                if all(os.path.isfile(cache.blob(h)) for h in files.values()):
+                    place(cache, files, dest, room, asset, artifact.get("promptTemplate"))
+                    return
+            if attempt == 2:
+                raise FetchError(f"{asset.uri}: cached files keep being evicted (is the model cache limit too small "
+                                 "for the models in use?)")
+            log(f"{asset.uri}: a cached file was evicted meanwhile; checking the cache again")
     except CacheError as exc:
         raise FetchError(str(exc)) from None
-    place(cache, files, dest, room, asset, artifact.get("promptTemplate"))

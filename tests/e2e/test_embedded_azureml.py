@@ -6,7 +6,8 @@ finds it (`v1/genai_config.json`, ...), its first region failing with 503.
 
 Covered: the deployment's status shows the download's progress (bytes done / total), a restart of `up` in the middle
 of the download resumes it, the model answers a chat completion through the official `openai` client, and a second
-deployment of the same model downloads nothing.
+deployment of the same model downloads nothing; a model the registry does not know ends in state Error naming the
+cause.
 """
 import json
 import os
@@ -31,7 +32,10 @@ def start_up(tmp, data, env, port, name):
 
 
 def catalog(uri):
+    missing = uri.replace("/versions/1", "/versions/9")
     return {"version": "test-1", "models": [{
+        "alias": "not-in-the-registry", "task": "chat-completion", "source": "foundry-local",
+        "variants": [{"id": "smollm2-135m-instruct-generic-cpu:9", "compute": "cpu", "artifact": {"uri": missing}}]}, {
         "alias": ALIAS, "displayName": "SmolLM2 135M (Foundry layout)", "publisher": "test", "task": "chat-completion",
         "source": "foundry-local", "framework": "ONNX", "license": "apache-2.0",
         "variants": [{"id": "smollm2-135m-instruct-generic-cpu:1", "name": "smollm2-135m-instruct-generic-cpu",
@@ -91,6 +95,11 @@ def test_a_catalog_model_downloads_with_progress_resumes_after_a_restart_and_ans
             p.deploy("chat-2", {"catalog": {"name": ALIAS}})
             p.wait_state("chat-2", "Running", timeout=300)
             assert len(fake.requests) == requests_before, "the second deployment went to the network"
+            # a model the registry does not have: state Error naming the cause, no model server started
+            p.deploy("missing", {"catalog": {"name": "not-in-the-registry"}})
+            status = p.wait_state("missing", "Error", timeout=120, fail_on_error=False)
+            assert "versions/9: the model registry answered not found" in status["message"]
+            assert not list((p.workload_dir("missing") / "volumes" / "models").glob("model/*"))
         finally:
             assert cli.stop() == 0, cli.log()[-3000:]
     assert processes_under(data) == []

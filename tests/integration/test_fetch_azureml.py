@@ -106,12 +106,36 @@ def test_a_blob_that_changes_mid_download_restarts_cleanly(fake, tmp_path, capfd
     assert "the blob changed during the download" in capfd.readouterr().err
 
 
-def test_a_blob_name_escaping_the_model_folder_is_refused_before_any_download(fake, tmp_path):
+def test_attack_a_blob_name_escaping_the_model_folder_is_refused_before_any_download(fake, tmp_path):
     uri = fake.add_model("M", "1", model_files(1000))
     fake.containers["m-1"].extra.append(("v1/../../etc/passwd", 10))
     with pytest.raises(fetch.FetchError, match="would escape the model folder"):
         pull(uri, tmp_path / "model", cache_at(tmp_path))
     assert fake.blob_gets() == [] and not (tmp_path / "model").exists()
+
+
+def test_attack_a_blob_host_inside_the_network_is_refused(fake, tmp_path):
+    """The gateway's answer names the blob host: it goes through the SSRF guard like any host the fetcher contacts."""
+    uri = fake.add_model("M", "1", model_files(1000))
+    fake.sas_base = "http://169.254.169.254"                 # the cloud metadata service
+    with pytest.raises(fetch.FetchError, match="refusing to fetch from 169.254.169.254: it resolves to the internal"):
+        pull(uri, tmp_path / "model", cache_at(tmp_path))
+    assert not (tmp_path / "model").exists()
+
+
+def test_attack_a_redirect_from_the_blob_store_is_not_followed(fake, tmp_path):
+    uri = fake.add_model("M", "1", model_files(1000))
+    fake.redirect_blobs = "http://169.254.169.254/latest/meta-data/"
+    with pytest.raises(fetch.FetchError, match="HTTP 302"):
+        pull(uri, tmp_path / "model", cache_at(tmp_path))
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_predictive_model_without_genai_config_is_laid_out_from_the_root(fake, tmp_path):
+    uri = fake.add_model("iris-onnx", "2", {"model.onnx": b"onnx-bytes", "labels.txt": b"a\nb\n"})
+    pull(uri, tmp_path / "model", cache_at(tmp_path))
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [".foundry-artifact", "inference_model.json",
+                                                                       "labels.txt", "model.onnx"]
 
 
 def test_a_listing_ten_times_the_cache_limit_fails_at_once(fake, tmp_path):

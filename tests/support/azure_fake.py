@@ -50,6 +50,8 @@ class AzureFake:
     def __init__(self, page_size=1000):
         self.sig = "fake-" + secrets.token_hex(8)
         self.expired_sig = None              # set: the gateway hands out a SAS that the blob service refuses
+        self.sas_base = None                 # set: the gateway names this blob host instead of its own
+        self.redirect_blobs = None           # set: blob GETs answer 302 to this URL
         self.containers = {}                 # container name -> Container
         self.assets = {}                     # asset URI -> (container name, description)
         self.catalog = []                    # entity dicts for the catalog endpoint
@@ -151,7 +153,7 @@ class AzureFake:
             return h._send(404, b'{"error": "not found"}')
         container, description = self.assets[uri]
         sig = self.expired_sig or self.sig
-        body = {"blobSasUri": f"{self.base}/blob/{container}?sv=2021-08-06&sr=c&sp=rl&sig={sig}",
+        body = {"blobSasUri": f"{self.sas_base or self.base}/blob/{container}?sv=2021-08-06&sr=c&sp=rl&sig={sig}",
                 "modelEntity": {"description": description}}
         h._send(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
@@ -172,6 +174,8 @@ class AzureFake:
     def _blob(self, h, container, name):
         if name not in container.files:
             return h._send(404, b"<Error><Code>BlobNotFound</Code></Error>")
+        if self.redirect_blobs:
+            return h._send(302, b"", {"Location": self.redirect_blobs})
         if self.delay:
             time.sleep(self.delay)
         with self._lock:
