@@ -10,7 +10,8 @@ Mapping: `annotations.tags` alias, task, license, promptTemplate, supportsToolCa
 publisher, displayName, maxOutputTokens; `properties` name, version and variantInfo.variantMetadata device,
 executionProvider, fileSizeBytes. Variants are grouped by alias; each one's artifact is
 `azureml://registries/azureml/models/<name>/versions/<version>`. An entity that cannot be mapped is skipped (and
-counted in the log), never a reason to drop the whole catalog. Samples (`builtin` artifacts) of the configured
+counted in the log), never a reason to drop the whole catalog. The region that answered is the catalog's `region`:
+downloads of its models try it first unless a region is configured. Samples (`builtin` artifacts) of the configured
 `catalog.source` are kept in embedded mode.
 """
 import datetime
@@ -140,13 +141,13 @@ def _client(catalog_settings, registry_allowlist=()):
 
 
 def fetch_entities(catalog_settings, registry_allowlist=()):
-    """Every entity of the live catalog (all pages), trying the regions in turn."""
+    """(every entity of the live catalog (all pages), the region that answered), trying the regions in turn."""
     client = _client(catalog_settings, registry_allowlist)
     failures = []
     for region in client.settings.regions():
         url = catalog_settings.azureCatalogUrl.replace("{region}", region).rstrip("/") + "/entities/crossRegion"
         try:
-            return _pages(client, url)
+            return _pages(client, url), region
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code not in azureml.RETRY_STATUSES:
@@ -192,9 +193,10 @@ def _pages(client, url):
 def load(catalog_settings, samples_from=None, registry_allowlist=()):
     """The live catalog as a validated document; `samples_from` (a catalog document) contributes its `builtin`
     sample entries (embedded mode)."""
-    entities = fetch_entities(catalog_settings, registry_allowlist)
+    entities, region = fetch_entities(catalog_settings, registry_allowlist)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     doc = to_catalog(entities, f"azure-{stamp}")
+    doc["region"] = region            # the detected region: downloads try it first unless one is configured
     if not doc["models"]:
         raise CatalogSourceError(f"the live catalog answered {len(entities)} entities and none could be used")
     if samples_from:

@@ -4,8 +4,8 @@ download into the shared cache is azureml_fetch.py; this module only speaks to t
 1. Registry gateway: `GET {FOUNDRY_AZUREML_REGISTRY_URL}/modelregistry/v1.0/registry/models/nonazureaccount
    ?assetId=<URI, every byte but A-Za-z0-9-_.~ percent-encoded>` with `User-Agent: AzureAiStudio` and no
    Authorization header. The JSON answer's `blobSasUri` is a blob container URL with a SAS query. The region is
-   FOUNDRY_AZURE_REGION (default centralus); a status of 0 (no answer), 408, 429, 500, 502, 503 or 504 moves on to
-   the next region of FALLBACK_REGIONS.
+   FOUNDRY_AZURE_REGION, else the one the live catalog was synced from, else centralus; a status of 0 (no answer),
+   408, 429, 500, 502, 503 or 504 moves on to the next region of FALLBACK_REGIONS.
 2. Container listing: `GET <container>?restype=container&comp=list&<sas>` (XML `EnumerationResults`, following
    `NextMarker` pages): each blob's Name, Content-Length and Etag.
 3. Blobs: ranged GETs (`Range: bytes=a-b`, `If-Match: <etag>`), retried with exponential backoff; 429 and 503 honour
@@ -100,7 +100,7 @@ class AzureSettings:
     allowlist: frozenset = None      # host[:port] on private addresses admitted (None: FOUNDRY_REGISTRY_ALLOWLIST)
 
     @classmethod
-    def from_env(cls, env=None, insecure=False, allow_private=False):
+    def from_env(cls, env=None, insecure=False, allow_private=False, detected_region=None):
         env = os.environ if env is None else env
 
         def number(name, default, kind=float):
@@ -110,7 +110,7 @@ class AzureSettings:
             except ValueError:
                 raise FetchError(f"{name}: expected a number, got {raw[:40]!r}") from None
         return cls(registry_url=(env.get("FOUNDRY_AZUREML_REGISTRY_URL") or "").strip() or DEFAULT_REGISTRY_URL,
-                   region=(env.get("FOUNDRY_AZURE_REGION") or "").strip().lower() or DEFAULT_REGION,
+                   region=(env.get("FOUNDRY_AZURE_REGION") or "").strip().lower() or _region(detected_region),
                    insecure=insecure, allow_private=allow_private,
                    attempts=max(1, number("FOUNDRY_AZUREML_ATTEMPTS", cls.attempts, int)),
                    backoff_s=max(0.0, number("FOUNDRY_AZUREML_BACKOFF_S", cls.backoff_s)),
@@ -120,6 +120,11 @@ class AzureSettings:
 
     def regions(self):
         return list(dict.fromkeys([self.region, *FALLBACK_REGIONS]))
+
+
+def _region(value):
+    value = str(value or "").strip().lower()
+    return value if re.fullmatch(r"[a-z0-9]{1,40}", value) else DEFAULT_REGION
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -321,7 +321,8 @@ def fetch(artifact, dest, username=None, password=None, allow_private=False, ins
         elif kind == "uri" and str(artifact["uri"]).startswith("azureml:"):
             azureml_fetch.fetch(artifact, staging, cache or BlobCache(os.path.join(parent, ".foundry-cache"),
                                                                       log=log), Room(limit),
-                                azureml.AzureSettings.from_env(insecure=insecure, allow_private=allow_private))
+                                azureml.AzureSettings.from_env(insecure=insecure, allow_private=allow_private,
+                                                               detected_region=artifact.get("region")))
         elif kind == "uri":
             fetch_uri(artifact, staging, http, Room(limit))
         elif kind == "builtin":

@@ -71,6 +71,12 @@ def test_the_live_catalog_is_mapped_paged_and_merged_with_the_samples(fake, embe
     assert catalog.find("mistral-7b")["variants"][0]["compute"] == "npu"
     assert catalog.find("broken") is None
     assert catalog.find("iris-classifier") is not None, "embedded mode keeps the samples"
+    assert catalog.doc["region"] == "eastus"                      # detected: downloads try it first
+    from foundry_inference.operator import resolve
+    from foundry_inference.operator.spec import from_model_deployment
+    spec = from_model_deployment({"spec": {"model": {"catalog": {"name": "phi-4-mini"}}, "compute": "cpu"}})
+    artifact = resolve.resolve(spec, sync.settings, catalog, {}).artifact
+    assert artifact["region"] == "eastus" and artifact["promptTemplate"]["assistant"] == "{Content}"
     cm = embedded_store.get("ConfigMap", "ops", names.CATALOG_CONFIGMAP)
     assert cm["metadata"]["annotations"][names.CATALOG_VERSION].startswith("azure-")
     assert json.loads(cm["data"][names.CATALOG_KEY])["models"]

@@ -224,3 +224,13 @@ def test_a_fetcher_killed_mid_download_resumes_where_it_stopped(fake, tmp_path):
     assert (tmp_path / "model" / "model.onnx").read_bytes() == files["v1/model.onnx"]
     total = fake.bytes_served("v1/model.onnx")
     assert total < len(files["v1/model.onnx"]) + first, "the resumed download started over"
+
+
+def test_the_catalogs_detected_region_is_tried_first_unless_one_is_configured(fake, tmp_path, monkeypatch):
+    uri = fake.add_model("M", "1", model_files(1000))
+    pull(uri, tmp_path / "a", cache_at(tmp_path / "one"), region="westus3")
+    assert fake.requests[0][1] == "/registry/westus3/modelregistry/v1.0/registry/models/nonazureaccount"
+    monkeypatch.setenv("FOUNDRY_AZURE_REGION", "northeurope")
+    pull(uri, tmp_path / "b", cache_at(tmp_path / "two"), region="westus3")
+    assert [p for _m, p, _r, _s in fake.requests if p.startswith("/registry/")][-1] == \
+        "/registry/northeurope/modelregistry/v1.0/registry/models/nonazureaccount"
