@@ -264,28 +264,32 @@ def download(asset, cache, settings, room_check=None):
     if room_check:
         room_check(total)
     cache.check_fits(total, "model")
-    keys = {partial_key(asset, b.name): b for b in blobs}
-    index = read_index(cache, asset)
-    locked = set(keys) | {e["sha256"] for e in index["files"].values()}
-    with cache.holding(locked):
-        done = _cached_files(cache, index, blobs)
-        missing = [b for b in blobs if b.name not in done]
-        sizes = {partial_key(asset, b.name): b.size for b in missing}
-        sizes.update({done[b.name]: b.size for b in blobs if b.name in done})
-        cache.reserve(sizes, [partial_key(asset, b.name) for b in missing], "model")
-        index = {"uri": asset.uri, "description": description, "complete": False,
-                 "files": {name: index["files"][name] for name in done}}
-        write_index(cache, asset, index)
-        progress = Progress(sum(b.size for b in missing)) if missing else None
-        held = []
+    keys = {partial_key(asset, b.name) for b in blobs}
+    with cache.holding(keys):                     # one fetcher per model at a time: the next one finds it cached
+        held, locked = [], set(keys)
+
+        def hold(hexd):
+            if hexd not in locked:                # cached blobs are not evicted while this fetch uses them
+                lock = FileLock(os.path.join(cache.locks, f"{hexd}.lock"))
+                lock.acquire()
+                held.append(lock)
+                locked.add(hexd)
         try:
+            index = read_index(cache, asset)      # read with the locks held: another fetcher may just have finished
+            for entry in index["files"].values():
+                hold(entry["sha256"])
+            done = _cached_files(cache, index, blobs)
+            missing = [b for b in blobs if b.name not in done]
+            sizes = {partial_key(asset, b.name): b.size for b in missing}
+            sizes.update({done[b.name]: b.size for b in blobs if b.name in done})
+            cache.reserve(sizes, [partial_key(asset, b.name) for b in missing], "model")
+            index = {"uri": asset.uri, "description": description, "complete": False,
+                     "files": {name: index["files"][name] for name in done}}
+            write_index(cache, asset, index)
+            progress = Progress(sum(b.size for b in missing)) if missing else None
             for blob in missing:
                 hexd = _download_blob(client, cache, container, asset, blob, progress)
-                if hexd not in locked:                      # not evicted before it is linked
-                    lock = FileLock(os.path.join(cache.locks, f"{hexd}.lock"))
-                    lock.acquire()
-                    held.append(lock)
-                    locked.add(hexd)
+                hold(hexd)
                 index["files"][blob.name] = {"size": blob.size, "etag": blob.etag, "sha256": hexd}
                 write_index(cache, asset, index)
                 done[blob.name] = hexd

@@ -234,3 +234,25 @@ def test_the_catalogs_detected_region_is_tried_first_unless_one_is_configured(fa
     pull(uri, tmp_path / "b", cache_at(tmp_path / "two"), region="westus3")
     assert [p for _m, p, _r, _s in fake.requests if p.startswith("/registry/")][-1] == \
         "/registry/northeurope/modelregistry/v1.0/registry/models/nonazureaccount"
+
+
+def test_two_fetchers_of_one_model_at_once_download_it_once(fake, tmp_path):
+    import threading
+    files = model_files(500_000)
+    uri = fake.add_model("M", "1", files)
+    fake.delay = 0.02
+    errors = []
+
+    def one(name):
+        try:
+            pull(uri, tmp_path / name, cache_at(tmp_path))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=one, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert fake.bytes_served("v1/model.onnx") == len(files["v1/model.onnx"])
+    assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
