@@ -85,3 +85,4 @@ RESTARTS_CONDITION = "ModelServerRestarts"
 # Progressing reason of a Deployment whose processes a freshly started node agent has not brought up yet: whatever an
 # earlier life of `up` reported is void, so the deployment is not Running until this life's processes answer.
 NODE_RESTART_REASON = "NodeAgentRestarted"
+DOWNLOAD_CONDITION = "ModelDownloading"       # embedded node agent: the fetcher's progress (bytes done / total)

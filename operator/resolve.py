@@ -57,12 +57,17 @@ def _oci(custom):
     return artifact
 
 
-def _catalog_artifact(variant):
+def _catalog_artifact(variant, entry=None, region=None):
     art = variant.get("artifact") or {}
     if "builtin" in art:
         return {"type": "builtin", "name": art["builtin"]}
     if "uri" in art:
-        return {"type": "uri", "uri": art["uri"]}
+        template = variant.get("promptTemplate") or (entry or {}).get("promptTemplate")
+        # the fetcher writes it into inference_model.json, as Foundry Local does
+        extra = {"promptTemplate": template} if template else {}
+        if region and art["uri"].startswith("azureml:"):
+            extra["region"] = region      # the live catalog's detected region (FOUNDRY_AZURE_REGION still wins)
+        return {"type": "uri", "uri": art["uri"], **extra}
     return _oci({"registry": art["registry"], "repository": art["repository"], "tag": art.get("tag") or "latest"})
 
 
@@ -94,7 +99,8 @@ def _from_catalog(spec, settings, catalog, name, version, model_cr=None):
     runtime = "vllm" if spec.runtime == "vllm" or framework == "vllm" else spec.runtime
     return _finish(spec, settings, name=variant["id"], variant=variant.get("name") or variant["id"],
                    source=entry["source"], workload=workload, runtime=runtime, byo=False,
-                   artifact=_catalog_artifact(variant), entry=entry, catalog_variant=variant, model_cr=model_cr)
+                   artifact=_catalog_artifact(variant, entry, catalog.doc.get("region")), entry=entry,
+                   catalog_variant=variant, model_cr=model_cr)
 
 
 def resolve_model_resource(model, catalog):

@@ -52,9 +52,10 @@ def rollout(deployment, replicas):
     return ready, complete, None if complete else failure
 
 
-def _node_restarted(deployment):
-    conditions = ((deployment or {}).get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Progressing" and c.get("reason") == names.NODE_RESTART_REASON for c in conditions)
+def _child_condition(deployment, type_):
+    """The child Deployment's condition of `type_` when it is True (set by the embedded node agent), else None."""
+    return next((c for c in ((deployment or {}).get("status") or {}).get("conditions") or []
+                 if c.get("type") == type_ and c.get("status") == "True"), None)
 
 
 def compute(obj, outcome, settings, now=None):
@@ -80,13 +81,16 @@ def compute(obj, outcome, settings, now=None):
         state, reason, message = "Error", "RolloutFailed", failure
     elif complete:
         state, reason, message = "Running", "Running", f"{ready}/{replicas} replicas ready"
-    elif _node_restarted(outcome.deployment):
+    elif (_child_condition(outcome.deployment, "Progressing") or {}).get("reason") == names.NODE_RESTART_REASON:
         state, reason, message = "Creating", "Restarting", f"the node restarted; starting: {ready}/{replicas} " \
                                                            "replicas ready"
     elif previous.get("state") in ("Running", "Updating") and outcome.deployment is not None:
         state, reason, message = "Updating", "RollingOut", f"updating: {ready}/{replicas} replicas ready"
     else:
         state, reason, message = "Creating", "Creating", f"creating: {ready}/{replicas} replicas ready"
+    download = _child_condition(outcome.deployment, names.DOWNLOAD_CONDITION)
+    if download is not None and state in ("Creating", "Updating"):
+        reason, message = "DownloadingModel", f"{message}; downloading the model: {download.get('message')}"
 
     if resolved is not None:
         add("ModelResolved", "True", "Resolved", f"{resolved.name} ({resolved.variant}) on {resolved.image}")
@@ -107,8 +111,9 @@ def compute(obj, outcome, settings, now=None):
         else:
             add("KeysReady", "False", "NotCreated", "API keys are created once the model resolves and the children "
                                                     "can be written")
-    restarts = next((c for c in ((outcome.deployment or {}).get("status") or {}).get("conditions") or []
-                     if c.get("type") == names.RESTARTS_CONDITION and c.get("status") == "True"), None)
+    if download is not None and state in ("Creating", "Updating"):
+        add("ModelDownloading", "True", "Downloading", download.get("message") or "downloading the model")
+    restarts = _child_condition(outcome.deployment, names.RESTARTS_CONDITION)
     if restarts is not None:
         add("ModelServerRestarted", "True", "ProcessExited", restarts.get("message") or "the model server restarted")
     if spec is not None and spec.dropped:

@@ -1,10 +1,18 @@
 """Shared fixtures: the real Kubernetes control plane (session-wide) and a fresh namespace per test."""
+import os
 import uuid
 
 import pytest
 
 from tests.kube.harness import KubeCluster, binaries_available
 from tests.support.require import require_tool, unavailable
+
+# No test may reach the real Azure services (a CI machine with internet would start downloading multi-GB models for
+# every test that deploys the sample catalog's phi-4-mini): the defaults point at names that never resolve (RFC 2606
+# `.invalid`), so such a deployment fails fast with "no model registry region answered". Tests of the download use
+# tests/support/azure_fake.py, which overrides these. Set here, so `up` and fetcher subprocesses inherit them.
+os.environ.setdefault("FOUNDRY_AZUREML_REGISTRY_URL", "https://{region}.api.azureml.invalid")
+os.environ.setdefault("FOUNDRY_AZURE_CATALOG_URL", "https://ai.azure.invalid/api/{region}/ux/v1.0")
 
 
 @pytest.fixture(scope="session")

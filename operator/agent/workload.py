@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
@@ -23,11 +24,13 @@ import urllib.error
 import urllib.request
 
 from .. import names
+from ..blobcache import format_size
 from ..builders import nginx as nginx_builder
 from .process import Process
 
 log = logging.getLogger("foundry_inference.operator.agent")
 CRASH_LOOP_RESTARTS = 3
+_PROGRESS = re.compile(r"progress: (\d+) of (\d+) bytes \((\d+)%\)")
 
 
 def free_port(preferred=None):
@@ -356,6 +359,16 @@ class Workload:
             return 0
         return ready
 
+    def download_progress(self):
+        """'1.2 GiB of 5.0 GiB (24%)' from the running fetcher's last progress line, else None."""
+        if self.fetcher is None or not self.fetcher.running():
+            return None
+        found = _PROGRESS.findall(self.fetcher.log_tail())
+        if not found:
+            return None
+        done, total, pct = (int(v) for v in found[-1])
+        return f"{format_size(done)} of {format_size(total)} ({pct}%)"
+
     def endpoint(self):
         _init, _app, proxy = self._containers() if self.template else ([], {}, None)
         if proxy is not None and self.nginx:
@@ -376,6 +389,10 @@ class Workload:
         else:
             conditions.append({"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"
                                if ready >= self.replicas else "ReplicaSetUpdated", "message": "local processes"})
+        download = self.download_progress()
+        if download:
+            conditions.append({"type": names.DOWNLOAD_CONDITION, "status": "True", "reason": "Downloading",
+                               "message": download})
         restarted = [proc for proc, _ in self.apps if proc.total_restarts]
         if restarted:
             conditions.append({"type": names.RESTARTS_CONDITION, "status": "True", "reason": "ProcessExited",
