@@ -135,6 +135,29 @@ class BaseHandler(tornado.web.RequestHandler):
         log.error("unhandled error on %s %s", self.request.method, self.request.path, exc_info=(typ, value, tb))
 
 
+class ProbeRoutes:
+    """GET/HEAD /health(z) and /ready(z) of a model server, public (a kubelet probes without a key). The server's base
+    handler provides `service` (with `.ready`), `not_ready()` (the 503 in its envelope) and `ready_fields()`."""
+
+    class Health:
+        public = True
+
+        def get(self):
+            self.write_json({"status": "ok"})
+
+        head = get
+
+    class Ready:
+        public = True
+
+        def get(self):
+            if not self.service.ready:
+                raise self.not_ready()
+            self.write_json({"status": "ready", **self.ready_fields()})
+
+        head = get
+
+
 class NotFoundHandler(BaseHandler):
     """Default handler: unknown paths get a 404 in the server's envelope instead of Tornado's HTML page."""
 

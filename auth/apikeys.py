@@ -26,9 +26,12 @@ def fingerprint(secret):
     return hashlib.sha256(secret).hexdigest()[:8]
 
 
-# Re-read key files this often: well inside contract decision 9's 5 s bound, even on a loaded node,
-# and cheap (two small reads per interval).
+# Re-read key files this often: well inside the 5 s bound for a rotation (docs/api.md), even on a loaded node, and
+# cheap (two small reads per interval). This bounds how long a REPLACED key keeps working.
 DEFAULT_RELOAD_S = 2.0
+# A key nobody knows may be a just-rotated one: re-read the files at once, but at most this often, so a flood of bad
+# keys costs at most a few small reads per second. This makes a NEW key work as soon as its file is written.
+UNKNOWN_KEY_RELOAD_S = 0.1
 
 
 class KeyFile:
@@ -45,16 +48,26 @@ class KeyFile:
         self._digest = None
         self._fingerprint = None
         self._next_check = float("-inf")
+        self._last_read = float("-inf")
         self._lock = threading.Lock()
 
     def digest(self):
         """SHA-256 digest of the current key, or None while the key is disabled."""
         if self.clock() >= self._next_check:
-            with self._lock:
-                if self.clock() >= self._next_check:
-                    self._reload()
-                    self._next_check = self.clock() + self.reload_s
+            self._reread(lambda: self.clock() >= self._next_check)
         return self._digest
+
+    def digest_fresh(self):
+        """digest() after a re-read, unless the file was read within UNKNOWN_KEY_RELOAD_S."""
+        self._reread(lambda: self.clock() - self._last_read >= UNKNOWN_KEY_RELOAD_S)
+        return self._digest
+
+    def _reread(self, still_due):
+        with self._lock:
+            if still_due():
+                self._reload()
+                self._last_read = self.clock()
+                self._next_check = self._last_read + self.reload_s
 
     def _reload(self):
         try:
@@ -109,12 +122,18 @@ class ApiKeyAuthenticator:
             candidate = hashlib.sha256(presented.encode("utf-8")).digest()
         except UnicodeError:
             raise InvalidApiKey() from None
-        match = None
-        for kf in self.key_files:            # no early exit: the work does not depend on which key matched
-            digest = kf.digest()
-            if digest is not None and hmac.compare_digest(candidate, digest) and match is None:
-                match = kf
+        match = self._match(candidate, KeyFile.digest)
+        if match is None:                    # perhaps a key rotated a moment ago: look at the files once more
+            match = self._match(candidate, KeyFile.digest_fresh)
         if match is None:
             log.debug("api key rejected (fingerprint %s)", fingerprint(presented))
             raise InvalidApiKey()
         return self._principals[id(match)]
+
+    def _match(self, candidate, digest_of):
+        match = None
+        for kf in self.key_files:            # no early exit: the work does not depend on which key matched
+            digest = digest_of(kf)
+            if digest is not None and hmac.compare_digest(candidate, digest) and match is None:
+                match = kf
+        return match

@@ -7,7 +7,7 @@ Framework-free: the Tornado base handler (apps/base.py) renders them in the enve
 class AuthError(Exception):
     status = 401
     code = "unauthorized"
-    kind = "Unauthorized"  # the control plane's `error` value for this failure (contract decision 5)
+    kind = "Unauthorized"  # the control plane's `error` value for this failure (docs/api.md, decision 5)
 
     def __init__(self, message=None):
         super().__init__(message or self.default_message)

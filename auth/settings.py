@@ -18,7 +18,7 @@ AUTHORIZERS = ("roles", "sar", "azure")
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 DEFAULT_CHECKACCESS_API_VERSION = "2018-09-01-preview"
-KEY_RELOAD_MAX_S = 5.0   # contract decision 9: a rotated key works within 5 s
+KEY_RELOAD_MAX_S = 5.0   # docs/api.md decision 9: a rotated key works within 5 s
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 

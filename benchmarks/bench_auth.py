@@ -1,7 +1,7 @@
 """Per-request authentication + authorization overhead of the shared auth module.
 
 Measures AuthService.check() - header parsing, credential validation, authorization - on Tornado HTTPHeaders, the
-whole work AuthMixin.prepare() does per request (HTTP parsing and the handler are not included). Targets from issue 3:
+whole work AuthMixin.prepare() does per request (HTTP parsing and the handler are not included). Targets:
 an API key under 50 us, a cached JWT under 150 us ("cached": signing keys cached and the token seen before, so its
 validation result is cached). A token's first request (full RS256 verification) is reported too, without a target.
 

@@ -13,7 +13,7 @@ What it does, for the iris logistic regression and the digits MLP (1-row request
   * an overload phase on our server: 10x the connections (640) against the default queue depth, counting every
     answer by status (each request must get exactly one: 200 or 429, no timeouts, no socket errors) and sampling
     the server's RSS (it must stay bounded).
-Then a table of ratios against the targets of issue 6.
+Then a table of ratios against the targets (docs/benchmarks.md).
 
 Peers (benchmarks/peers/) run under `--peer-python` (default: ~/.cache/foundry-inference/bench-venv if it exists,
 else this interpreter): install `fastapi uvicorn[standard] kserve onnxruntime numpy` there. All servers get the same

@@ -107,6 +107,19 @@ def _version_key(variant):
         return -1
 
 
+# catalog tasks served by the generative (chat + transcription) server; any other task is a predictive model
+GENERATIVE_TASKS = frozenset({"chat-completion", "text-generation", "completion", "automatic-speech-recognition",
+                              "text-to-speech", "audio-transcription"})
+
+
+def task_workload_type(task, fallback=None):
+    """"generative" or "predictive" for a catalog task; `fallback` when the task is unknown (None/empty)."""
+    task = (task or "").lower()
+    if not task:
+        return fallback
+    return "generative" if task in GENERATIVE_TASKS else "predictive"
+
+
 class Catalog:
     """Lookups over a validated catalog document."""
 

@@ -5,6 +5,7 @@ import sys
 
 from foundry_inference import logs, registry_secret
 from foundry_inference.config import ConfigurationError
+from foundry_inference.operator import model_import
 
 # subcommand -> (module with main(args), help). Components land one issue at a time; a subcommand whose module is
 # not there yet says so and exits 2 rather than pretending to run.
@@ -16,6 +17,7 @@ COMPONENTS = {
     "chat-server": ("foundry_inference.apps.chat.server", "serve one generative model, OpenAI-compatible (port 5000)"),
     "registry-secret": ("foundry_inference.registry_secret", "store private registry credentials (embedded mode)"),
     "auth-proxy": ("foundry_inference.apps.authproxy", "API-key/Entra check in front of a vLLM server (in its pod)"),
+    "models": ("foundry_inference.operator.model_import", "import models for offline use (`models import DIR`)"),
 }
 
 
@@ -49,6 +51,7 @@ def build_parser():
     op = sub.add_parser("operator", help=COMPONENTS["operator"][1])
     _store_options(op)
     registry_secret.add_parser(sub)
+    model_import.add_parser(sub)
     for name in ("predictive-server", "chat-server", "auth-proxy"):
         server = sub.add_parser(name, help=COMPONENTS[name][1])
         server.add_argument("--port", type=int, help="default from the environment, as in a pod")

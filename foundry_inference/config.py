@@ -3,3 +3,7 @@
 
 class ConfigurationError(ValueError):
     pass
+
+
+class SettingsError(ConfigurationError):
+    """A data-plane server's setting is missing or malformed; raised at start-up."""

@@ -5,7 +5,7 @@ embedded store, with a generated admin API key (`<data-dir>/admin-key`, mode 060
 then the operator and the agent, which stop every model-server and nginx process they started; the state stays in
 the data directory for the next start.
 
-Samples (contract decision 7): on start a background thread prepares the sample models (foundry_inference.samples:
+Samples (docs/api.md, decision 7): on start a background thread prepares the sample models (foundry_inference.samples:
 iris-classifier, smollm2-135m-instruct, whisper-tiny-en) into the sample cache, logging progress; a sample whose
 dependencies are missing is reported (and deploying it ends in state Error with that reason). FOUNDRY_SAMPLES picks
 them (`all`, the default; `none`; or a comma list of names). Deployments of a sample that is still being prepared
@@ -100,7 +100,10 @@ def main(args):
     data_dir = Path(args.data_dir or default_data_dir())
     store = open_store("embedded", data_dir=data_dir)
     key_file = ensure_admin_key(data_dir)
-    config = ControlPlaneSettings.from_env({**os.environ, "FOUNDRY_WATCH_NAMESPACES": "*"})
+    # the node agent writes a rotated key into the deployment's key files within its 1 s tick, and the servers
+    # re-read them at once when a key they do not know is presented: every replica accepts it within 2 s
+    config = ControlPlaneSettings.from_env({"FOUNDRY_KEY_PROPAGATION_S": "2", **os.environ,
+                                            "FOUNDRY_WATCH_NAMESPACES": "*"})
     app = make_app(store, config, auth=control_plane_auth(mode="api-key", admin_key_file=str(key_file),
                                                           api_keys_dir=None))
     url = f"http://{args.address}:{args.port}"
@@ -108,14 +111,18 @@ def main(args):
                admin_key_file=str(key_file), auth=f'Authorization: Bearer $(cat {key_file})',
                model_cache=str(data_dir / "cache"), model_cache_limit=limit or "none")
     # Model servers inherit this environment. Their key files are rewritten by the node agent within a tick (1 s) of
-    # a rotation; re-reading them every 2 s keeps "a rotated key takes effect within 5 s" (decision 9) with room.
+    # a rotation; re-reading them every 2 s keeps "a rotated key takes effect within 5 s" (docs/api.md, decision 9)
+    # with room.
     os.environ.setdefault("FOUNDRY_API_KEYS_RELOAD_S", "2")
     from foundry_inference.operator import settings as operator_settings
     from foundry_inference.operator.main import run_embedded
-    stop = threading.Event()
+    stop, started = threading.Event(), threading.Event()
     workers = threading.Thread(target=run_embedded, name="operator+agent",
-                               args=(store, data_dir, stop, operator_settings.load()))
+                               args=(store, data_dir, stop, operator_settings.load(), started))
     workers.start()
+    # the API answers only once the previous run's statuses are voided: no deployment says Running before this
+    # run's model server and sidecar answer
+    started.wait(120)
     names = _wanted_samples(os.environ)
     if names:
         threading.Thread(target=prepare_samples, args=(names, stop), name="samples", daemon=True).start()

@@ -1,4 +1,4 @@
-"""The embedded-mode sample models (contract decision 7): built or located on this machine, cached by content.
+"""The embedded-mode sample models (docs/api.md, decision 7): built or located on this machine, cached by content.
 
 - `iris-classifier`: a scikit-learn logistic regression on the iris data set, converted to ONNX by skl2onnx
   (float32 [N,4] -> `label` int64 [N], `probabilities` float [N,3]). Needs the `samples` extra

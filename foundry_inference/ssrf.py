@@ -1,4 +1,4 @@
-"""The one server-side request forgery guard (contract decision 11), used by the control plane when a user names a
+"""The one server-side request forgery guard (docs/api.md, decision 11), used by the control plane when a user names a
 registry and by the model fetcher before every connection it opens (each redirect hop included).
 
 A user names hosts the platform will connect to from inside the cluster (or, in embedded mode, from this machine),

@@ -1,4 +1,5 @@
-"""Catalog sync: load the catalog from its configured source (a file, or an http(s) URL), validate it, and write the
+"""Catalog sync: load the catalog from its configured source (a file, or an http(s) URL; or with catalog.sourceType
+`azure` the live Foundry catalog, azure_catalog.py), validate it, and write the
 `foundry-local-catalog` ConfigMap (key `catalog.json`, annotations `foundry.azure.com/last-sync` and
 `foundry.azure.com/catalog-version`) in the operator namespace.
 
@@ -19,7 +20,7 @@ from foundry_inference import catalog as catalog_mod
 from foundry_inference import logs
 from foundry_inference.store import errors
 
-from . import names
+from . import azure_catalog, names
 from .status import rfc3339
 
 log = logging.getLogger("foundry_inference.operator.catalog")
@@ -130,11 +131,11 @@ class CatalogSync:
     def sync(self, cm, now, reason="requested"):
         stamp = rfc3339(now)
         try:
-            doc = catalog_mod.parse(read_source(self.settings.catalog.source, self.settings.catalog.timeoutSeconds))
-        except (SourceError, catalog_mod.CatalogError) as exc:
+            doc = self._load()
+        except (SourceError, catalog_mod.CatalogError, azure_catalog.CatalogSourceError) as exc:
             self.last_error = str(exc)
             logs.event(log, "catalog sync failed; keeping the last good catalog", level=logging.WARNING,
-                       source=self.settings.catalog.source, error=self.last_error, reason=reason)
+                       source=self._source_name(), error=self.last_error, reason=reason)
             self._write(cm, None, {names.SYNC_ERROR: self.last_error[:1000], names.SYNC_ATTEMPT: stamp})
             return False
         text = json.dumps(doc, indent=1, sort_keys=False, ensure_ascii=False)
@@ -148,6 +149,24 @@ class CatalogSync:
         self.syncs += 1
         logs.event(log, "catalog synced", version=doc["version"], models=len(doc["models"]), reason=reason)
         return True
+
+    def _source_name(self):
+        cfg = self.settings.catalog
+        return cfg.azureCatalogUrl if cfg.sourceType == "azure" else cfg.source
+
+    def _load(self):
+        """The catalog document from the configured source: the file/URL, or the live Foundry catalog (merged with the
+        samples of the file in embedded mode)."""
+        cfg = self.settings.catalog
+        if cfg.sourceType != "azure":
+            return catalog_mod.parse(read_source(cfg.source, cfg.timeoutSeconds))
+        samples = None
+        if self.settings.embedded:
+            try:
+                samples = catalog_mod.parse(read_source(cfg.source, cfg.timeoutSeconds))
+            except (SourceError, catalog_mod.CatalogError) as exc:
+                logs.event(log, "catalog samples unavailable", level=logging.WARNING, error=str(exc))
+        return azure_catalog.load(cfg, samples, self.settings.registryAllowlist)
 
     def _write(self, cm, data, annotations):
         if cm is None:

@@ -9,8 +9,12 @@ Artifacts (FOUNDRY_FETCH_ARTIFACT, JSON, written by the operator):
   saved under its title.
 - {"type": "uri", "uri": "https://...", "sha256"?, "size"?}: a plain download (a .tar.gz is unpacked), verified
   against `sha256` and exactly `size` bytes when the catalog gives them (an OCI layer's rules), never more than the
-  model folder's limit. `azureml://` URIs are not
-  fetchable yet and fail with a message saying so.
+  model folder's limit.
+- {"type": "uri", "uri": "azureml://registries/<r>/models/<name>/versions/<v>", "promptTemplate"?}: a Foundry
+  catalog model, downloaded with the public protocol (azureml.py) into the cache (azureml_fetch.py). Without
+  FOUNDRY_FETCH_CACHE (a Kubernetes pod) the cache is `.foundry-cache` beside the model folder, in the same volume,
+  so that a restarted init container resumes the download. Endpoints: FOUNDRY_AZUREML_REGISTRY_URL,
+  FOUNDRY_AZURE_REGION (docs/catalog.md).
 - {"type": "builtin", "name"}: a sample built locally by `foundry_inference.samples.build(name, dest)` when that
   module exists; otherwise a clear "not available yet" failure.
 
@@ -34,7 +38,7 @@ Cache and limits (all optional):
   `storeModel.modelsVolumeSizeLimit`): an artifact whose layers, or whose unpacked files, exceed it fails clearly
   instead of filling the volume.
 
-SSRF guard (contract decision 11): the registry or URI host is resolved and refused when any address is not global
+SSRF guard (docs/api.md, decision 11): the registry or URI host is resolved and refused when any address is not global
 (private, loopback, link-local, reserved, multicast), unless it is in FOUNDRY_REGISTRY_ALLOWLIST (`host[:port],...`,
 the control plane's list, passed on by the operator) or FOUNDRY_FETCH_ALLOW_PRIVATE=1 (tests). Plain http needs
 FOUNDRY_FETCH_INSECURE=1. A finished fetch leaves `.foundry-artifact` (the artifact JSON) so a restarted pod or
@@ -53,6 +57,7 @@ import urllib.parse
 from http.client import HTTPException
 from typing import NamedTuple
 
+from . import azureml, azureml_fetch
 from .blobcache import HEX, BlobCache, CacheError, format_size, parse_size, sha256_file
 from .fetch_http import DigestMismatch, FetchError, Http, check_host, download, log, open_from
 from .filestore import FileStore
@@ -223,8 +228,6 @@ def fetch_uri(artifact, dest, http, room=None):
     room = room or Room()
     uri = artifact["uri"]
     parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme == "azureml":
-        raise FetchError(f"{uri}: azureml:// registry artifacts cannot be fetched by this platform yet")
     if parsed.scheme not in ("https", "http") or (parsed.scheme == "http" and not http.insecure):
         raise FetchError(f"{uri}: only https:// URIs can be fetched")
     check_host(parsed.netloc, http.allow_private, http.allowlist, http.resolver)
@@ -328,6 +331,11 @@ def fetch(artifact, dest, username=None, password=None, allow_private=False, ins
         kind = artifact.get("type")
         if kind == "oci":
             fetch_oci(artifact, staging, http, cache, Room(limit))
+        elif kind == "uri" and str(artifact["uri"]).startswith("azureml:"):
+            azureml_fetch.fetch(artifact, staging, cache or BlobCache(os.path.join(parent, ".foundry-cache"),
+                                                                      log=log), Room(limit),
+                                azureml.AzureSettings.from_env(insecure=insecure, allow_private=allow_private,
+                                                               detected_region=artifact.get("region")))
         elif kind == "uri":
             fetch_uri(artifact, staging, http, Room(limit))
         elif kind == "builtin":

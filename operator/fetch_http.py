@@ -54,7 +54,9 @@ def check_host(host, allow_private=False, allowlist=None, resolver=ssrf.system_r
         return ssrf.connect_addresses(name, port, allowlist=_allowlist() if allowlist is None else allowlist,
                                       allow_private=allow_private, resolver=resolver)
     except ssrf.SsrfError as exc:
-        raise FetchError(f"{host}: {exc}") from None
+        message = str(exc)          # ("cannot resolve <host>" stays first: callers fall back to another region on it)
+        raise FetchError(message if message.startswith("cannot resolve") or name in message
+                         else f"{host}: {message}") from None
 
 
 def redirect_target(current, location, insecure):

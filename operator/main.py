@@ -3,7 +3,7 @@
 - `main(args)`: `foundry-inference operator` (args.store "kubernetes" | "embedded", args.data_dir, args.kubeconfig).
   On a cluster it runs the polling loop until SIGTERM/SIGINT. With `--store embedded` it runs `run_embedded`.
 - `run_embedded(store, data_dir, stop_event, settings=None)`: for `foundry-inference up`. Thread-based and blocking:
-  it runs the operator loop (every namespace, contract decision 6) in one thread and the embedded node agent (local
+  it runs the operator loop (every namespace, docs/api.md decision 6) in one thread and the embedded node agent (local
   processes for the Deployments, real nginx TLS sidecars, CA at <data-dir>/tls/ca.crt) in another, returns once
   `stop_event` (a threading.Event) is set, and before returning stops every child process it started. Call it from
   a thread of your own when the caller has its own loop (e.g. the control plane's asyncio loop in the main thread).
@@ -29,14 +29,25 @@ from .loop import Operator
 log = logging.getLogger("foundry_inference.operator")
 
 
-def run_embedded(store, data_dir, stop_event, settings=None):
-    """Run operator + node agent on the embedded store until `stop_event` is set; no child process outlives it."""
+def run_embedded(store, data_dir, stop_event, settings=None, started=None):
+    """Run operator + node agent on the embedded store until `stop_event` is set; no child process outlives it.
+
+    Before either loop starts, the statuses an earlier life left behind are voided (the agent's Deployments have no
+    ready replica yet) and one operator pass carries that to every ModelDeployment; then `started` (a
+    threading.Event) is set, so a control plane that waits for it never shows a stale Running."""
     from .agent.agent import NodeAgent
 
     settings = (settings or settings_mod.load()).for_embedded()
     data_dir = Path(data_dir)
     operator = Operator(store, settings)
     agent = NodeAgent(store, data_dir, settings)
+    try:
+        agent.begin_life()
+        operator.run_pass()
+    except Exception:  # noqa: BLE001 - the loops retry whatever failed here; starting must not depend on it
+        log.exception("could not void the statuses of the previous run")
+    if started is not None:
+        started.set()
     threads = [threading.Thread(target=operator.run, args=(stop_event,), name="operator", daemon=True),
                threading.Thread(target=agent.run, args=(stop_event,), name="node-agent", daemon=True)]
     for thread in threads:

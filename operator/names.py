@@ -1,4 +1,5 @@
-"""Names, labels and annotations shared with the control plane (../shared/spec/companion-facts.md). Changing one of
+"""Names, labels and annotations shared with the control plane (the Kubernetes-facing contract of the Foundry
+inference API; docs/operator.md lists them). Changing one of
 these breaks a contract: the control plane reads the same keys."""
 import hashlib
 import re
@@ -82,3 +83,7 @@ def child_labels(name):
 # Deployment status condition the embedded node agent adds when a model-server process exited and was restarted
 # (a kubelet reports this as a pod's restartCount); the operator surfaces it on the ModelDeployment.
 RESTARTS_CONDITION = "ModelServerRestarts"
+# Progressing reason of a Deployment whose processes a freshly started node agent has not brought up yet: whatever an
+# earlier life of `up` reported is void, so the deployment is not Running until this life's processes answer.
+NODE_RESTART_REASON = "NodeAgentRestarted"
+DOWNLOAD_CONDITION = "ModelDownloading"       # embedded node agent: the fetcher's progress (bytes done / total)

@@ -8,9 +8,7 @@ model, no variant for the compute) - re-evaluated every pass, so a later catalog
 """
 from dataclasses import dataclass
 
-# catalog tasks served by the generative chat server; anything else in the catalog is a predictive model
-GENERATIVE_TASKS = frozenset({"chat-completion", "text-generation", "completion", "automatic-speech-recognition",
-                              "text-to-speech", "audio-transcription"})
+from foundry_inference.catalog import task_workload_type
 
 
 class ResolutionError(Exception):
@@ -33,6 +31,13 @@ class ResolvedModel:
     catalog_variant: dict = None
     model_cr: str = None      # the Model resource it came from, if any
 
+    @property
+    def engine(self):
+        """What actually runs the model: vllm, onnx-genai (the chat server) or onnxruntime (the predictive server)."""
+        if self.runtime == "vllm":
+            return "vllm"
+        return "onnxruntime" if self.workload_type == "predictive" else "onnx-genai"
+
 
 def image_role(workload_type, runtime, compute, byo):
     if runtime == "vllm":
@@ -52,12 +57,18 @@ def _oci(custom):
     return artifact
 
 
-def _catalog_artifact(variant):
+def _catalog_artifact(variant, entry=None, region=None):
     art = variant.get("artifact") or {}
     if "builtin" in art:
         return {"type": "builtin", "name": art["builtin"]}
     if "uri" in art:
-        return {"type": "uri", "uri": art["uri"], **{k: art[k] for k in ("sha256", "size") if art.get(k)}}
+        template = variant.get("promptTemplate") or (entry or {}).get("promptTemplate")
+        # the fetcher writes it into inference_model.json, as Foundry Local does
+        extra = {"promptTemplate": template} if template else {}
+        if region and art["uri"].startswith("azureml:"):
+            extra["region"] = region      # the live catalog's detected region (FOUNDRY_AZURE_REGION still wins)
+        extra.update({k: art[k] for k in ("sha256", "size") if art.get(k)})     # checked by the fetcher
+        return {"type": "uri", "uri": art["uri"], **extra}
     return _oci({"registry": art["registry"], "repository": art["repository"], "tag": art.get("tag") or "latest"})
 
 
@@ -84,15 +95,13 @@ def _from_catalog(spec, settings, catalog, name, version, model_cr=None):
         at = "" if version in (None, "", "latest") else f" at version {version}"
         raise ResolutionError("Error", "VariantNotFound", f"catalog model {entry['alias']!r} has no {spec.compute} "
                                                           f"variant{at}; available: {offered}")
-    task = (entry.get("task") or "").lower()
-    workload = spec.workload_type
-    if task:
-        workload = "generative" if task in GENERATIVE_TASKS else "predictive"
+    workload = task_workload_type(entry.get("task"), spec.workload_type)
     framework = (variant.get("framework") or entry.get("framework") or "").lower()
     runtime = "vllm" if spec.runtime == "vllm" or framework == "vllm" else spec.runtime
     return _finish(spec, settings, name=variant["id"], variant=variant.get("name") or variant["id"],
                    source=entry["source"], workload=workload, runtime=runtime, byo=False,
-                   artifact=_catalog_artifact(variant), entry=entry, catalog_variant=variant, model_cr=model_cr)
+                   artifact=_catalog_artifact(variant, entry, catalog.doc.get("region")), entry=entry,
+                   catalog_variant=variant, model_cr=model_cr)
 
 
 def resolve_model_resource(model, catalog):
@@ -138,8 +147,8 @@ def resolve(spec, settings, catalog, models):
     mspec = obj.get("spec") or {}
     if found["type"] == "catalog":
         return _from_catalog(spec, settings, catalog, found["name"], found["version"], model_cr=ref_name)
-    task = ((mspec.get("capabilities") or {}).get("task") or "").lower()
-    workload = mspec.get("workloadType") or ("predictive" if task and task not in GENERATIVE_TASKS
+    task = (mspec.get("capabilities") or {}).get("task")
+    workload = mspec.get("workloadType") or ("predictive" if task_workload_type(task) == "predictive"
                                              else spec.workload_type)
     runtime = mspec.get("runtime") or spec.runtime
     return _finish(spec, settings, name=ref_name, variant=found["artifact"]["tag"], source="custom",

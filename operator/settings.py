@@ -58,6 +58,15 @@ class CatalogSettings:
     intervalSeconds: float = 6 * 3600.0
     lazyRegistrationEnabled: bool = True
     timeoutSeconds: float = 30.0
+    sourceType: str = "configmap"     # configmap: `source` (air-gapped default); azure: the live Foundry catalog
+    azureCatalogUrl: str = "https://ai.azure.com/api/{region}/ux/v1.0"
+    azureRegistryUrl: str = "https://{region}.api.azureml.ms"
+    azureRegion: str = None           # default centralus
+
+
+# environment variables that override catalog settings (embedded `up` reads them; docs/catalog.md)
+CATALOG_ENV = {"FOUNDRY_CATALOG_SOURCE": "sourceType", "FOUNDRY_AZURE_CATALOG_URL": "azureCatalogUrl",
+               "FOUNDRY_AZUREML_REGISTRY_URL": "azureRegistryUrl", "FOUNDRY_AZURE_REGION": "azureRegion"}
 
 
 @dataclass(frozen=True)
@@ -84,14 +93,14 @@ class AuthenticationSettings:
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    namespaces: tuple = (names.OPERATOR_NAMESPACE,)   # None: every namespace (embedded mode, contract decision 6)
+    namespaces: tuple = (names.OPERATOR_NAMESPACE,)   # None: every namespace (embedded mode, docs/api.md decision 6)
     operatorNamespace: str = names.OPERATOR_NAMESPACE
     pollIntervalSeconds: float = 5.0
     workers: int = 8                                  # owners reconciled concurrently within one pass
     pageSize: int = 500
     backoffBaseSeconds: float = 1.0
     backoffMaxSeconds: float = 300.0
-    progressDeadlineSeconds: int = 300                # contract decision 12: Error within 5 minutes
+    progressDeadlineSeconds: int = 300                # docs/api.md decision 12: Error within 5 minutes
     imagePullPolicy: str = "IfNotPresent"
     registryAllowlist: tuple = ()                    # registries on private addresses the fetcher may pull from
     images: dict = field(default_factory=lambda: dict(DEFAULT_IMAGES))
@@ -106,7 +115,7 @@ class OperatorSettings:
         return self.images[role]
 
     def for_embedded(self):
-        """Embedded mode reconciles every namespace (contract decision 6)."""
+        """Embedded mode reconciles every namespace (docs/api.md, decision 6)."""
         return dataclasses.replace(self, namespaces=None, embedded=True)
 
 
@@ -233,6 +242,13 @@ def validate(s):
     scheme = urlparse(source).scheme
     if scheme not in ("", "file", "http", "https"):
         raise SettingsError(f"catalog.source: {source!r} must be a file path or a file://, http:// or https:// URL")
+    if s.catalog.sourceType not in ("configmap", "azure"):
+        raise SettingsError(f"catalog.sourceType: {s.catalog.sourceType!r} must be configmap or azure")
+    for key in ("azureCatalogUrl", "azureRegistryUrl"):
+        if urlparse(getattr(s.catalog, key)).scheme not in ("http", "https"):
+            raise SettingsError(f"catalog.{key}: {getattr(s.catalog, key)!r} must be an http(s):// URL")
+    if s.catalog.azureRegion is not None and not names.DNS_LABEL.match(s.catalog.azureRegion):
+        raise SettingsError(f"catalog.azureRegion: {s.catalog.azureRegion!r} is not a region name such as eastus")
     auth = s.authentication
     if not (auth.apiKeyEnabled or auth.entraEnabled):
         raise SettingsError("authentication: enable apiKeyEnabled, entraEnabled or both")
@@ -240,9 +256,28 @@ def validate(s):
         raise SettingsError("authentication.entraEnabled needs tenantId and clientId")
 
 
+def with_env(settings, env):
+    """The catalog settings CATALOG_ENV names, from the environment, over those of the file."""
+    changes = {key: env[name].strip().lower() if key in ("sourceType", "azureRegion") else env[name].strip()
+               for name, key in CATALOG_ENV.items() if (env.get(name) or "").strip()}
+    if not changes:
+        return settings
+    settings = dataclasses.replace(settings, catalog=dataclasses.replace(settings.catalog, **changes))
+    try:
+        validate(settings)
+    except SettingsError as exc:
+        env_name = next((n for n, k in CATALOG_ENV.items() if f"catalog.{k}" in str(exc)), "environment")
+        raise SettingsError(f"{env_name}: {exc}") from None
+    return settings
+
+
 def load(path=None, env=None):
-    """Settings from `path`, else the file FOUNDRY_OPERATOR_CONFIG names, else the defaults."""
+    """Settings from `path`, else the file FOUNDRY_OPERATOR_CONFIG names, else the defaults; then CATALOG_ENV."""
     env = os.environ if env is None else env
+    return with_env(_load(path, env), env)
+
+
+def _load(path, env):
     path = path or env.get(ENV_CONFIG)
     if not path:
         return from_mapping({})

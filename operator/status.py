@@ -4,7 +4,7 @@ State: Pending (waiting on something that may appear by itself: the catalog), Cr
 yet), Running (every replica ready on the current template), Updating (was running, a rollout or scale is under way),
 Error (invalid spec, unresolvable model, a child refused, or the rollout stopped progressing), Terminating (being
 deleted). Conditions keep their lastTransitionTime unless their status flips; every field of the CRD's status is
-written, null while unknown (contract decision 4), so a merge patch of the whole status is exact.
+written, null while unknown (docs/api.md, decision 4), so a merge patch of the whole status is exact.
 """
 import datetime
 
@@ -52,6 +52,12 @@ def rollout(deployment, replicas):
     return ready, complete, None if complete else failure
 
 
+def _child_condition(deployment, type_):
+    """The child Deployment's condition of `type_` when it is True (set by the embedded node agent), else None."""
+    return next((c for c in ((deployment or {}).get("status") or {}).get("conditions") or []
+                 if c.get("type") == type_ and c.get("status") == "True"), None)
+
+
 def compute(obj, outcome, settings, now=None):
     """The whole status object for `obj` given a ReconcileOutcome (see reconcile_deployment)."""
     now = now or now_utc()
@@ -75,10 +81,16 @@ def compute(obj, outcome, settings, now=None):
         state, reason, message = "Error", "RolloutFailed", failure
     elif complete:
         state, reason, message = "Running", "Running", f"{ready}/{replicas} replicas ready"
+    elif (_child_condition(outcome.deployment, "Progressing") or {}).get("reason") == names.NODE_RESTART_REASON:
+        state, reason, message = "Creating", "Restarting", f"the node restarted; starting: {ready}/{replicas} " \
+                                                           "replicas ready"
     elif previous.get("state") in ("Running", "Updating") and outcome.deployment is not None:
         state, reason, message = "Updating", "RollingOut", f"updating: {ready}/{replicas} replicas ready"
     else:
         state, reason, message = "Creating", "Creating", f"creating: {ready}/{replicas} replicas ready"
+    download = _child_condition(outcome.deployment, names.DOWNLOAD_CONDITION)
+    if download is not None and state in ("Creating", "Updating"):
+        reason, message = "DownloadingModel", f"{message}; downloading the model: {download.get('message')}"
 
     if resolved is not None:
         add("ModelResolved", "True", "Resolved", f"{resolved.name} ({resolved.variant}) on {resolved.image}")
@@ -99,8 +111,9 @@ def compute(obj, outcome, settings, now=None):
         else:
             add("KeysReady", "False", "NotCreated", "API keys are created once the model resolves and the children "
                                                     "can be written")
-    restarts = next((c for c in ((outcome.deployment or {}).get("status") or {}).get("conditions") or []
-                     if c.get("type") == names.RESTARTS_CONDITION and c.get("status") == "True"), None)
+    if download is not None and state in ("Creating", "Updating"):
+        add("ModelDownloading", "True", "Downloading", download.get("message") or "downloading the model")
+    restarts = _child_condition(outcome.deployment, names.RESTARTS_CONDITION)
     if restarts is not None:
         add("ModelServerRestarted", "True", "ProcessExited", restarts.get("message") or "the model server restarted")
     if spec is not None and spec.dropped:
@@ -124,7 +137,9 @@ def compute(obj, outcome, settings, now=None):
         "serviceReady": service_ready if outcome.deployment is not None or service_ready else None,
         "internalEndpoint": internal,
         "externalEndpoint": external,
-        "resolvedModel": ({"name": resolved.name, "variant": resolved.variant, "image": resolved.image}
+        "resolvedModel": ({"name": resolved.name, "variant": resolved.variant, "image": resolved.image,
+                           "workloadType": resolved.workload_type, "runtime": resolved.engine,
+                           "port": spec.port if spec else None}
                           if resolved else None),
         "authentication": auth,
         "conditions": conds,

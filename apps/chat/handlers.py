@@ -7,7 +7,7 @@ import time
 
 from tornado.iostream import StreamClosedError
 
-from foundry_inference.apps.base import ApiError, BaseHandler, NotFoundHandler, openai_envelope
+from foundry_inference.apps.base import ApiError, BaseHandler, NotFoundHandler, ProbeRoutes, openai_envelope
 from foundry_inference.apps.chat import protocol
 from foundry_inference.apps.chat.engine import DoneEvent, GenerationRequest, QueueFull
 from foundry_inference.apps.chat.template import TemplateError
@@ -48,6 +48,12 @@ class ChatBase(BaseHandler):
     def compute_etag(self):
         return None
 
+    def not_ready(self):
+        return not_ready(self.service)
+
+    def ready_fields(self):
+        return {"model": self.service.model_id}
+
     def engine_for(self, task):
         service = self.service
         if not service.ready:
@@ -70,25 +76,12 @@ class ChatBase(BaseHandler):
             self.service.metrics.observe(self.endpoint, self.get_status(), self.request.request_time())
 
 
-class HealthHandler(AuthMixin, ChatBase):
-    public = True
-
-    def get(self):
-        self.write_json({"status": "ok"})
-
-    head = get
+class HealthHandler(ProbeRoutes.Health, AuthMixin, ChatBase):
+    pass
 
 
-class ReadyHandler(AuthMixin, ChatBase):
-    public = True
-
-    def get(self):
-        service = self.service
-        if not service.ready:
-            raise not_ready(service)
-        self.write_json({"status": "ready", "model": service.model_id})
-
-    head = get
+class ReadyHandler(ProbeRoutes.Ready, AuthMixin, ChatBase):
+    pass
 
 
 class ModelsHandler(AuthMixin, ChatBase):

@@ -17,7 +17,7 @@ import tornado.web
 from foundry_inference.apps.chat.handlers import ChatNotFound, routes
 from foundry_inference.apps.chat.service import ChatService
 from foundry_inference.apps.chat.settings import ChatSettings, SettingsError
-from foundry_inference.apps.lifecycle import stop_on_signals
+from foundry_inference.apps.lifecycle import close_tornado_server, serve_loaded, stop_on_signals
 
 log = logging.getLogger("foundry_inference.chat")
 
@@ -64,22 +64,7 @@ async def serve(settings, *, auth=None, service=None, started=None, stop=None):
     stop = stop_on_signals(stop)
     if started is not None:
         started(addresses)
-    try:
-        await service.load_async()
-    except Exception as exc:  # noqa: BLE001 - any load failure ends the process with its reason
-        log.error("cannot serve the model: %s", exc)
-        server.stop()
-        return 1
-    log.info("ready: %s (%s engine)", service.model_id, service.engine.name)
-    await stop.wait()
-    log.info("shutting down")
-    server.stop()
-    try:
-        await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE_S)
-    except asyncio.TimeoutError:
-        pass
-    await service.close()
-    return 0
+    return await serve_loaded(service, stop, lambda: close_tornado_server(server, SHUTDOWN_GRACE_S), log)
 
 
 def build_parser():

@@ -7,7 +7,8 @@ operator's; FOUNDRY_CHAT_PORT wins), FOUNDRY_CHAT_HOST (the operator sets 127.0.
 import os
 from dataclasses import dataclass, replace
 
-from foundry_inference.apps.predictive.settings import SettingsError, _Reader
+from foundry_inference.config import SettingsError
+from foundry_inference.envreader import EnvReader
 
 __all__ = ["ChatSettings", "SettingsError"]
 
@@ -38,7 +39,7 @@ class ChatSettings:
 
     @classmethod
     def from_env(cls, env=None, **overrides):
-        r = _Reader(os.environ if env is None else env)
+        r = EnvReader(os.environ if env is None else env, SettingsError)
         port = r.integer("PORT", cls.port, low=1, high=65535)
         values = dict(
             model_path=r.text("FOUNDRY_MODEL_PATH") or r.text("MODEL_PATH"),

@@ -42,6 +42,11 @@ class ResolvedModel(Out):
     name = fields.String(allow_none=True)
     variant = fields.String(allow_none=True)
     image = fields.String(allow_none=True)
+    workloadType = fields.String(allow_none=True, metadata={  # noqa: N815
+        "enum": ["generative", "predictive", None], "description": "the workload type that runs"})
+    runtime = fields.String(allow_none=True, metadata={
+        "enum": ["onnx-genai", "onnxruntime", "vllm", None], "description": "the engine that runs the model"})
+    port = fields.Integer(allow_none=True, metadata={"description": "the model server's container port"})
 
 
 class Condition(Out):

@@ -12,7 +12,7 @@ from foundry_inference.apps.lifecycle import stop_on_signals
 from foundry_inference.auth.service import AuthService
 from foundry_inference.auth.settings import AuthSettings
 from foundry_inference.store.base import AsyncStore
-from foundry_inference.store.watchcache import CachedStore
+from foundry_inference.store.factory import with_read_cache
 
 from . import health, keys, models, openapi, workloads
 from .settings import ControlPlaneSettings
@@ -30,14 +30,14 @@ def make_app(store, config=None, auth=None, **settings):
     """`store` is a blocking ResourceStore; handlers get its async facade as settings["store"]. A store that can
     watch (Kubernetes) is wrapped in a watch-fed read cache for single deployment/InferenceService GETs."""
     config = config or ControlPlaneSettings.from_env()
-    if config.read_cache and hasattr(store, "watch"):
-        store = CachedStore(store, CACHED_KINDS, config.watch_namespaces)
+    if config.read_cache:
+        store = with_read_cache(store, CACHED_KINDS, config.watch_namespaces)
     async_store = AsyncStore(store)
     routes = [*health.routes, *openapi.routes(), *models.routes, *keys.routes, *workloads.routes()]
     cache = models.CatalogCache(async_store, config.operator_namespace, config.catalog_configmap,
                                 ttl=config.catalog_cache_s)
     # on_stop: background work to end when the app stops serving, even where the store outlives it (tests)
-    on_stop = [store.cache.stop] if isinstance(store, CachedStore) else []
+    on_stop = [store.stop_background]
     return tornado.web.Application(routes, store=async_store, config=config, auth=auth or control_plane_auth(),
                                    catalog_cache=cache, default_handler_class=NotFoundHandler, on_stop=on_stop,
                                    **settings)

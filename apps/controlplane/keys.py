@@ -5,7 +5,7 @@ import secrets
 from foundry_inference.apps.base import ApiError, validation_error
 from foundry_inference.auth import actions
 from foundry_inference.store import errors as store_errors
-from foundry_inference.timefmt import now_rfc3339
+from foundry_inference.timefmt import now_rfc3339, rfc3339_after
 
 from .handler import ControlPlaneHandler
 
@@ -58,6 +58,7 @@ class KeysHandler(ControlPlaneHandler):
 
 class GetKeysHandler(KeysHandler):
     auth_action = actions.KEYS_LIST
+
     async def get(self, ns, name):
         secret = await self.deployment_secret(ns, name)
         self.write_json({"deploymentName": name, "namespace": ns,
@@ -67,6 +68,7 @@ class GetKeysHandler(KeysHandler):
 
 class RotateKeyHandler(KeysHandler):
     auth_action = actions.KEYS_REGENERATE
+
     async def post(self, ns, name, key_type):
         if key_type not in KEY_TYPES:
             raise validation_error([{"field": "key_type", "message": "must be primary or secondary"}])
@@ -81,8 +83,11 @@ class RotateKeyHandler(KeysHandler):
                 if attempt == ROTATE_RETRIES - 1:
                     raise
                 continue
+            # when every replica accepts it: the key reaches the pods' key files within the platform's propagation
+            # bound (a client that calls earlier may get 401 invalid_api_key and should retry after this time)
+            effective = rfc3339_after(self.config.key_propagation_s)
             self.write_json({"deploymentName": name, "namespace": ns, "keyType": key_type,
-                             "key": {"value": value, "createdAt": created}})
+                             "key": {"value": value, "createdAt": created, "effectiveAt": effective}})
             return
 
 

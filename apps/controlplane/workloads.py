@@ -11,6 +11,7 @@ from foundry_inference.store.base import merge_patch
 from foundry_inference.store.kinds import CUSTOM_API_VERSION
 
 from . import validation
+from .admission import admit_deployment_spec
 from .handler import ControlPlaneHandler
 
 STATUS_FIELDS = ("state", "message", "readyReplicas", "deploymentReady", "serviceReady", "internalEndpoint",
@@ -80,6 +81,8 @@ class WorkloadHandler(ControlPlaneHandler):
         registry = self.workload.registry(body["spec"])
         if registry is not None:
             await self.check_registry(registry, "spec." + ".".join(self.workload.registry_path))
+        if self.workload is DEPLOYMENTS:
+            await admit_deployment_spec(body["spec"], self.settings["catalog_cache"])
         return body
 
 

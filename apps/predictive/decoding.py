@@ -242,7 +242,7 @@ def _map_keys(value):
 
 
 def response_body(model_id, output_names, outputs, start, stop, inference_ms):
-    """The `/v1/predict` response for one request's rows: outputs keyed `<name>_<index>` (decision 8)."""
+    """The `/v1/predict` response for one request's rows: outputs keyed `<name>_<index>` (docs/api.md, decision 8)."""
     result = {}
     for index, name in enumerate(output_names):
         value = output_value(outputs[index], start, stop)

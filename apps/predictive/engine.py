@@ -78,7 +78,7 @@ class Model:
         return self.session.run(None, {self.input.name: array})
 
     def describe(self, max_batch_size):
-        """The /v1/model document (contract fields plus decision 8's input_name/input_type)."""
+        """The /v1/model document (contract fields plus docs/api.md decision 8's input_name/input_type)."""
         return {
             "id": self.model_id,
             "name": self.model_id,

@@ -5,7 +5,7 @@ import time
 
 from tornado import httputil
 
-from foundry_inference.apps.base import ApiError, BaseHandler, NotFoundHandler, predictive_envelope
+from foundry_inference.apps.base import ApiError, BaseHandler, NotFoundHandler, ProbeRoutes, predictive_envelope
 from foundry_inference.apps.predictive.batcher import InferenceFailed, QueueFull
 from foundry_inference.apps.predictive.decoding import BadInput, dumps
 from foundry_inference.apps.predictive.openapi import docs_page, openapi_document
@@ -33,7 +33,7 @@ def not_ready(service):
 
 
 class PredictiveBase(BaseHandler):
-    """Errors as `{"detail": ...}` (plus `code` for auth failures, contract decision 5)."""
+    """Errors as `{"detail": ...}` (plus `code` for auth failures, docs/api.md decision 5)."""
     envelope = staticmethod(predictive_envelope)
 
     @property
@@ -52,30 +52,23 @@ class PredictiveBase(BaseHandler):
     def compute_etag(self):
         return None     # answers are not cacheable resources; hashing every body costs for nothing
 
+    def not_ready(self):
+        return not_ready(self.service)
+
+    def ready_fields(self):
+        return {"model_id": self.service.model.model_id}
+
     def write_json(self, obj, status=200):
         self.set_status(status)
         self.finish(dumps(obj))
 
 
-class HealthHandler(AuthMixin, PredictiveBase):
-    public = True
-
-    def get(self):
-        self.write_json({"status": "ok"})
-
-    head = get
+class HealthHandler(ProbeRoutes.Health, AuthMixin, PredictiveBase):
+    pass
 
 
-class ReadyHandler(AuthMixin, PredictiveBase):
-    public = True
-
-    def get(self):
-        service = self.service
-        if not service.ready:
-            raise not_ready(service)
-        self.write_json({"status": "ready", "model_id": service.model.model_id})
-
-    head = get
+class ReadyHandler(ProbeRoutes.Ready, AuthMixin, PredictiveBase):
+    pass
 
 
 class ModelHandler(AuthMixin, PredictiveBase):

@@ -13,7 +13,7 @@ import sys
 
 import tornado.web
 
-from foundry_inference.apps.lifecycle import stop_on_signals
+from foundry_inference.apps.lifecycle import close_tornado_server, serve_loaded, stop_on_signals
 from foundry_inference.apps.predictive.handlers import PredictiveNotFound, routes
 from foundry_inference.apps.predictive.service import PredictiveService
 from foundry_inference.apps.predictive.settings import PredictiveSettings, SettingsError
@@ -98,29 +98,14 @@ async def serve(settings, *, auth=None, sockets=None, started=None, stop=None, s
     stop = stop_on_signals(stop)
     if started is not None:
         started(addresses)
-    try:
-        await service.load_async()
-    except Exception as exc:  # noqa: BLE001 - any load failure ends the process with its reason
-        log.error("cannot serve the model: %s", exc)
-        await _close(server, frontend)
-        return 1
-    log.info("ready: %s", service.model.model_id)
-    await stop.wait()
-    log.info("shutting down")
-    await _close(server, frontend)
-    await service.close()
-    return 0
+    return await serve_loaded(service, stop, lambda: _close(server, frontend), log)
 
 
 async def _close(server, frontend):
     if frontend == "httptools":
         await server.shutdown(SHUTDOWN_GRACE_S)
     else:
-        server.stop()
-        try:
-            await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE_S)
-        except asyncio.TimeoutError:
-            pass
+        await close_tornado_server(server, SHUTDOWN_GRACE_S)
 
 
 def _use_uvloop():

@@ -29,6 +29,10 @@ class PredictiveService:
         self.inflight = 0           # /v1/predict handlers created and not finished (the idle fast path's signal)
         self._output_names = ()
 
+    @property
+    def model_id(self):
+        return self.model.model_id if self.model is not None else self.settings.model_path
+
     # --- loading -----------------------------------------------------------------------------------------------
 
     def load(self):

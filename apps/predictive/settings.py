@@ -6,6 +6,7 @@ Every variable is documented in docs/predictive-server.md.
 import os
 from dataclasses import dataclass, replace
 
+from foundry_inference.config import SettingsError
 from foundry_inference.envreader import EnvReader
 
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "DmlExecutionProvider", "CPUExecutionProvider")
@@ -15,10 +16,6 @@ PROVIDER_ALIASES = {
     "coreml": "CoreMLExecutionProvider", "openvino": "OpenVINOExecutionProvider", "rocm": "ROCMExecutionProvider",
 }
 HTTP_FRONTENDS = ("auto", "httptools", "tornado")
-
-
-class SettingsError(ValueError):
-    """A setting is missing or malformed; raised at start-up."""
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,9 @@ class ResourceStore(abc.ABC):
     def close(self):  # noqa: B027 - optional hook, nothing to release by default
         """Release connections."""
 
+    def stop_background(self):  # noqa: B027 - optional hook, no background work by default
+        """End background work (watch threads) while leaving the store usable for plain calls."""
+
 
 class AsyncStore:
     """The same API as awaitables, run on a thread pool so a blocking client never stalls a Tornado IOLoop."""

@@ -17,3 +17,12 @@ def open_store(backend="kubernetes", data_dir=None, kubeconfig=None):
         from .kube import KubernetesStore
         return KubernetesStore(kubeconfig=kubeconfig)
     raise ValueError(f"unknown store backend {backend!r} (kubernetes or embedded)")
+
+
+def with_read_cache(store, kinds, namespaces=None):
+    """`store` with single GETs of `kinds` answered from a list+watch cache where the store can watch (Kubernetes);
+    other stores are returned as they are (the embedded store reads from a local file already)."""
+    if not hasattr(store, "watch"):
+        return store
+    from .watchcache import CachedStore
+    return CachedStore(store, kinds, namespaces)

@@ -241,6 +241,9 @@ class CachedStore(ResourceStore):
     def ping(self):
         return self.store.ping()
 
+    def stop_background(self):
+        self.cache.stop()
+
     def close(self):
         self.cache.stop()
         self.store.close()

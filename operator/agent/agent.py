@@ -4,7 +4,7 @@ Every tick it lists the operator's Deployments (every namespace) and the Secrets
 each Deployment as local processes (workload.py), writes the Deployment's status (replicas, readyReplicas,
 conditions; a fetch failure or a crash loop as Progressing=False with the reason) and its reachable endpoint
 (annotation `foundry.azure.com/local-endpoint`, https://127.0.0.1:<port>), and writes the installation CA to
-<data-dir>/tls/ca.crt (contract decision 10). Every model fetcher it starts shares one content-addressed blob cache,
+<data-dir>/tls/ca.crt (docs/api.md, decision 10). Every model fetcher it starts shares one content-addressed blob cache,
 `<data-dir>/cache` (FOUNDRY_FETCH_CACHE), limited to FOUNDRY_MODEL_CACHE_LIMIT (a size such as 20Gi; `up
 --model-cache-limit`) when that is set. A Deployment that disappears has its processes stopped and its
 directory (keys, TLS key) removed; shutdown() stops everything it ever started.
@@ -55,6 +55,25 @@ class NodeAgent:
         if not self.nginx:
             logs.event(log, "nginx is not installed: deployments are served over plain HTTP on 127.0.0.1 without "
                             "the TLS sidecar", level=logging.WARNING)
+
+    def begin_life(self):
+        """Void what an earlier life of this agent reported: no process of this life runs yet, so no Deployment has
+        a ready replica until its model server and sidecar answer their probes again (a client waiting for Running
+        would otherwise call an endpoint that refuses connections)."""
+        message = "the node agent restarted: starting this deployment's processes"
+        for dep in self.store.list_all("Deployment", None, label_selector=names.SELECTOR):
+            st, meta = dep.get("status") or {}, dep["metadata"]
+            replicas = int(st.get("replicas") or (dep.get("spec") or {}).get("replicas") or 0)
+            try:
+                self.store.patch_status("Deployment", meta["namespace"], meta["name"], {
+                    "readyReplicas": 0, "availableReplicas": 0, "updatedReplicas": 0, "unavailableReplicas": replicas,
+                    "conditions": [
+                        {"type": "Available", "status": "False", "reason": names.NODE_RESTART_REASON,
+                         "message": message},
+                        {"type": "Progressing", "status": "True", "reason": names.NODE_RESTART_REASON,
+                         "message": message}]})
+            except errors.NotFound:
+                pass
 
     def _secret(self, namespace, name):
         try:

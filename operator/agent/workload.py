@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
@@ -23,11 +24,13 @@ import urllib.error
 import urllib.request
 
 from .. import names
+from ..blobcache import format_size
 from ..builders import nginx as nginx_builder
 from .process import Process
 
 log = logging.getLogger("foundry_inference.operator.agent")
 CRASH_LOOP_RESTARTS = 3
+_PROGRESS = re.compile(r"progress: (\d+) of (\d+) bytes \((\d+)%\)")
 # What a process the agent starts inherits from the agent's own environment; everything else (registry passwords,
 # cloud tokens, whatever the shell that ran `up` held) stays out, as it would from a pod. The basics a process
 # needs, GPU selection, the machine's proxy and CA settings, and the settings an admin gives the whole machine: the
@@ -40,13 +43,13 @@ INHERITED_ENV = frozenset({
     "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
     "FOUNDRY_LOG_LEVEL", "FOUNDRY_UVLOOP", "FOUNDRY_API_KEYS_RELOAD_S", "FOUNDRY_HTTP_FRONTEND",
     "FOUNDRY_FETCH_ALLOW_PRIVATE", "FOUNDRY_FETCH_INSECURE", "FOUNDRY_REGISTRY_ALLOWLIST",
-    "FOUNDRY_SAMPLES_CACHE", "FOUNDRY_CHAT_BUILD_SCRIPT", "FOUNDRY_TEST_MODEL_CACHE",
+    "FOUNDRY_SAMPLES_CACHE", "FOUNDRY_CHAT_BUILD_SCRIPT", "FOUNDRY_TEST_MODEL_CACHE", "FOUNDRY_AZURE_REGION",
     "FOUNDRY_EXECUTION_PROVIDERS", "FOUNDRY_INTRA_OP_THREADS", "FOUNDRY_INTRA_OP_SPINNING",
     "FOUNDRY_INTER_OP_THREADS", "FOUNDRY_MAX_BATCH_SIZE", "FOUNDRY_MAX_BATCH_WAIT_MS", "FOUNDRY_QUEUE_DEPTH",
     "FOUNDRY_TRANSCRIPTION_QUEUE_DEPTH", "FOUNDRY_MAX_BODY_BYTES", "FOUNDRY_AUDIO_MAX_BYTES",
     "FOUNDRY_MAX_IMAGE_PIXELS", "FOUNDRY_KEEP_ALIVE_TIMEOUT_S", "FOUNDRY_INLINE_RUN_MS", "FOUNDRY_ALLOW_NON_FINITE",
 })
-INHERITED_PREFIXES = ("FOUNDRY_CHAT_", "FOUNDRY_WHISPER_", "LC_")
+INHERITED_PREFIXES = ("FOUNDRY_CHAT_", "FOUNDRY_WHISPER_", "FOUNDRY_AZUREML_", "LC_")
 
 
 def inherited_env(environ=None):
@@ -390,6 +393,16 @@ class Workload:
             return 0
         return ready
 
+    def download_progress(self):
+        """'1.2 GiB of 5.0 GiB (24%)' from the running fetcher's last progress line, else None."""
+        if self.fetcher is None or not self.fetcher.running():
+            return None
+        found = _PROGRESS.findall(self.fetcher.log_tail())
+        if not found:
+            return None
+        done, total, pct = (int(v) for v in found[-1])
+        return f"{format_size(done)} of {format_size(total)} ({pct}%)"
+
     def endpoint(self):
         _init, _app, proxy = self._containers() if self.template else ([], {}, None)
         if proxy is not None and self.nginx:
@@ -410,6 +423,10 @@ class Workload:
         else:
             conditions.append({"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"
                                if ready >= self.replicas else "ReplicaSetUpdated", "message": "local processes"})
+        download = self.download_progress()
+        if download:
+            conditions.append({"type": names.DOWNLOAD_CONDITION, "status": "True", "reason": "Downloading",
+                               "message": download})
         restarted = [proc for proc, _ in self.apps if proc.total_restarts]
         if restarted:
             conditions.append({"type": names.RESTARTS_CONDITION, "status": "True", "reason": "ProcessExited",

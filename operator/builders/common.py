@@ -1,5 +1,6 @@
-"""Metadata every child shares: companion labels, the controller ownerReference, and the desired-state hash that
-lets the applier notice a field the operator stopped setting (a subset comparison alone cannot)."""
+"""Metadata every child shares: the standard labels (docs/operator.md), the controller ownerReference, and the
+desired-state hash that lets the applier notice a field the operator stopped setting (a subset comparison alone
+cannot)."""
 import copy
 import hashlib
 import json

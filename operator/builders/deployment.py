@@ -186,6 +186,16 @@ def artifact_env(artifact, allowlist=()):
     return env
 
 
+def azureml_env(artifact, settings):
+    """Where an `azureml://` model is looked up (catalog.azureRegistryUrl / azureRegion); nothing for others."""
+    if not str(artifact.get("uri") or "").startswith("azureml:"):
+        return []
+    env = [{"name": "FOUNDRY_AZUREML_REGISTRY_URL", "value": settings.catalog.azureRegistryUrl}]
+    if settings.catalog.azureRegion:
+        env.append({"name": "FOUNDRY_AZURE_REGION", "value": settings.catalog.azureRegion})
+    return env
+
+
 def models_size_limit(spec, resolved, settings):
     """The models emptyDir's sizeLimit (a quantity) or None."""
     if resolved.runtime == "vllm":
@@ -196,7 +206,7 @@ def models_size_limit(spec, resolved, settings):
 def model_fetcher(resolved, settings, size_limit=None):
     """The init container. With a models volume sizeLimit the fetcher gets it in bytes (FOUNDRY_FETCH_LIMIT_BYTES):
     a model that would not fit fails with a clear message instead of the kubelet evicting the pod."""
-    env = artifact_env(resolved.artifact, settings.registryAllowlist)
+    env = artifact_env(resolved.artifact, settings.registryAllowlist) + azureml_env(resolved.artifact, settings)
     try:
         limit = parse_size(size_limit) if size_limit else None
     except ValueError:

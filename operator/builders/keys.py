@@ -1,5 +1,6 @@
 """The API keys Secret `<name>-api-keys` (contract with the control plane): Opaque, data `primary-key` and
-`secondary-key` (`fndry-pk-<uuid4>`, `fndry-sk-<uuid4>`), created-at annotations in RFC 3339 UTC, companion labels,
+`secondary-key` (`fndry-pk-<uuid4>`, `fndry-sk-<uuid4>`), created-at annotations in RFC 3339 UTC, the standard child
+labels (docs/operator.md),
 controller ownerReference. The operator creates it once; afterwards only the control plane's rotate endpoint changes
 a value (and its created-at annotation). The operator never rewrites data it finds."""
 import base64

@@ -13,6 +13,7 @@ The `Platform` class is also what the end-to-end tests (tests/e2e/test_embedded_
 """
 import argparse
 import base64
+import datetime
 import json
 import os
 import re
@@ -122,17 +123,20 @@ class Platform:
 
 
 def processes_under(path):
-    """PIDs whose working directory or command line lies under `path` (model servers, nginx, fetchers)."""
+    """PIDs whose working directory or a command-line argument lies under `path` (model servers, nginx, fetchers).
+    Paths match whole components: `.../default/iris` never matches `.../default/iris-classifier`."""
+    under = re.compile(r"(?:^|[\s=:])" + re.escape(str(path).rstrip("/")) + r"(?=/|\s|$)")
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             cwd = os.readlink(f"/proc/{pid}/cwd")
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+            # NUL-separated arguments; nginx rewrites its title into one space-separated string
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace").replace("\0", " ")
         except OSError:
             continue
-        if cwd.startswith(str(path)) or str(path) in cmd:
+        if under.search(cwd) or under.search(cmd):
             found.append(int(pid))
     return found
 
@@ -153,11 +157,14 @@ def wait_until(predicate, timeout, what):
 
 
 def rotation_check(platform, name, endpoint, namespace="default", which="primary", rows=IRIS_ROWS):
-    """Rotate `which`; the old key is refused within 5 s while the other key works throughout. Returns seconds."""
+    """Rotate `which`; the old key is refused within 5 s while the other key works throughout, and the new key works
+    on the first call made at the time the rotate answer names (key.effectiveAt). Returns seconds until refusal."""
     primary, secondary = platform.keys(name, namespace)
     old, other = (primary, secondary) if which == "primary" else (secondary, primary)
-    platform.rotate(name, which, namespace)
+    answer = platform.rotate(name, which, namespace)["key"]
     start = time.monotonic()
+    effective = datetime.datetime.strptime(answer["effectiveAt"], "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=datetime.timezone.utc)
     while True:
         if platform.predict_raw(endpoint, other, rows).status_code != 200:
             raise Failed("the other key stopped working during the rotation")
@@ -168,8 +175,13 @@ def rotation_check(platform, name, endpoint, namespace="default", which="primary
         if elapsed > 5.0:
             raise Failed(f"the rotated-out key still works after {elapsed:.1f}s")
         time.sleep(0.2)
-    new = platform.keys(name, namespace)[0 if which == "primary" else 1]
-    wait_until(lambda: platform.predict_raw(endpoint, new, rows).status_code == 200, 5, "the new key to work")
+    wait = (effective - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    if wait > 5.0:
+        raise Failed(f"the rotate answer says the new key works only at {answer['effectiveAt']}")
+    time.sleep(max(0.0, wait))
+    code = platform.predict_raw(endpoint, answer["value"], rows).status_code
+    if code != 200:
+        raise Failed(f"the new key got HTTP {code} at the time the rotate answer named ({answer['effectiveAt']})")
     return elapsed
 
 

@@ -9,6 +9,7 @@ import requests
 
 from tests.support.chat_models import require, smollm2_model
 from tests.support.procs import Cli, free_port, wait_http
+from tests.support.require import require_module
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +37,7 @@ def test_smollm_answers_paris_through_the_openai_client(tmp_path):
         assert requests.get(base + "/v1/models", timeout=5).json()["data"][0]["id"] == "smollm2-135m-instruct"
         r = requests.post(base + "/v1/chat/completions", json={"model": "x", "messages": []}, timeout=5)
         assert r.status_code == 401 and r.json()["error"]["code"] == "missing_credentials"
-        openai = pytest.importorskip("openai")
+        openai = require_module("openai")
         client = openai.OpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0)
         question = [{"role": "user", "content": "What is the capital of France?"}]
         out = client.chat.completions.create(model="smollm2-135m-instruct", messages=question, max_tokens=24)

@@ -1,4 +1,4 @@
-"""The shared model cache of `foundry-inference up` (issue 9's fault case "fill the disk cache limit"), with real
+"""The shared model cache of `foundry-inference up` (fault case: the disk cache limit is filled), with real
 processes: `up --model-cache-limit 1Mi`, a real OCI registry (Debian's docker-registry, models pushed with the `oras`
 Python package), the node agent's fetchers sharing `<data-dir>/cache`.
 
@@ -20,9 +20,7 @@ NS = "foundry-local-operator"          # where models registered through the API
 
 @pytest.fixture(scope="module")
 def registry():
-    reason = registry_support.available()
-    if reason:
-        pytest.skip(reason)
+    registry_support.require_registry()
     with registry_support.DockerRegistry() as reg:       # anonymous pull: no API to create a credentials Secret
         yield reg
 

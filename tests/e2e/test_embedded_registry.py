@@ -1,12 +1,11 @@
 """Bring-your-own models from a real OCI registry (Debian's docker-registry on loopback, htpasswd basic auth) pushed
 with the `oras` Python package: the fetcher's credentials and digest checks for real, and the embedded operator +
 node agent turning a wrong password into state Error naming the cause, then recovering once the Secret is fixed
-(contract decision 12), with the real predictive server behind the real nginx sidecar.
+(docs/api.md, decision 12), with the real predictive server behind the real nginx sidecar.
 """
 import base64
 import json
 import os
-import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -18,6 +17,7 @@ from foundry_inference.operator import fetch
 from tests.e2e.quickstart_walkthrough import IRIS_ROWS, processes_under, wait_until
 from tests.support import registry as registry_support
 from tests.support.procs import CLI
+from tests.support.require import require_module
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 NS = "team-byo"
@@ -25,16 +25,14 @@ NS = "team-byo"
 
 @pytest.fixture(scope="module")
 def reg():
-    reason = registry_support.available()
-    if reason:
-        pytest.skip(reason)
+    registry_support.require_registry()
     with registry_support.DockerRegistry(username="puller", password="s3cret") as registry:
         yield registry
 
 
 @pytest.fixture(scope="module")
 def iris_bytes(tmp_path_factory):
-    pytest.importorskip("skl2onnx")
+    require_module("skl2onnx", "pip install -e .[samples]")
     from foundry_inference import samples
     saved = os.environ.get("FOUNDRY_SAMPLES_CACHE")
     os.environ["FOUNDRY_SAMPLES_CACHE"] = str(tmp_path_factory.mktemp("samples"))
@@ -111,7 +109,7 @@ def test_a_blob_corrupted_in_the_registry_is_refused_by_digest_and_never_half_us
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".fetch-")]
 
 
-@pytest.mark.skipif(not shutil.which("nginx"), reason="nginx is not installed")
+@pytest.mark.usefixtures("nginx")
 def test_embedded_byo_with_a_wrong_password_is_an_error_then_recovers(reg, iris_bytes, tmp_path, monkeypatch):
     from foundry_inference.operator.main import run_embedded
     from foundry_inference.store.embedded import EmbeddedStore

@@ -1,5 +1,5 @@
 """Request-level auth through real Tornado servers on loopback ports: status codes, the three error envelopes
-(control plane / OpenAI / predictive, contract decision 5), headers, public routes, rotation and outages."""
+(control plane / OpenAI / predictive, docs/api.md decision 5), headers, public routes, rotation and outages."""
 import concurrent.futures
 import json
 import socket

@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from tests.support.chat_models import require, smollm2_model
+from tests.support.require import require_module
 from tests.unit.chat.harness import ChatServer
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,7 @@ def ask(server, content, stream=False, **body):
 
 
 def test_capital_of_france_is_paris(server):
-    openai = pytest.importorskip("openai")
+    openai = require_module("openai")
     client = openai.OpenAI(base_url=server.url("/v1"), api_key="unused", max_retries=0)
     out = client.chat.completions.create(model="smollm2-135m-instruct", max_tokens=24,
                                          messages=[{"role": "user", "content": "What is the capital of France?"}])

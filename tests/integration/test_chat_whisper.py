@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from tests.support.chat_models import require, speak, whisper_model
+from tests.support.require import require_module, unavailable
 from tests.unit.chat.harness import ChatServer
 
 pytestmark = pytest.mark.integration
@@ -46,10 +47,7 @@ def clips(tmp_path_factory, model):
         return [open(speak(text, str(folder / f"s{i}.wav"), rate=22050), "rb").read()
                 for i, text in enumerate(SENTENCES)]
     except Exception as exc:  # noqa: BLE001
-        import os
-        if os.environ.get("FOUNDRY_REQUIRE_MODELS") == "1":
-            pytest.fail(f"test audio: {exc}")
-        pytest.skip(f"test audio: {exc}")
+        unavailable(f"test audio: {exc}", topic="models")
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +98,7 @@ def test_compressed_uploads_are_resampled(server, clips, fmt, codec, rate):
 
 
 def test_the_openai_client_works_unchanged(server, clips):
-    openai = pytest.importorskip("openai")
+    openai = require_module("openai")
     client = openai.OpenAI(base_url=server.url("/v1"), api_key="unused", max_retries=0)
     out = client.audio.transcriptions.create(model="whisper-tiny-en", file=("s.wav", clips[1]))
     assert wer(SENTENCES[1], out.text) <= 0.25

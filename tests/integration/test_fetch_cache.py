@@ -31,9 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 @pytest.fixture(scope="module")
 def registry():
-    reason = registry_support.available()
-    if reason:
-        pytest.skip(reason)
+    registry_support.require_registry()
     with registry_support.DockerRegistry() as reg:
         yield reg
 

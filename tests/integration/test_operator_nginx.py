@@ -1,7 +1,6 @@
 """The sidecar's nginx configuration is accepted by the real `nginx -t`: the exact ConfigMap text (its pod paths moved
 under a temporary directory) and the node agent's local rendering, with a certificate issued by the operator's CA."""
 import datetime
-import shutil
 import subprocess
 
 import pytest
@@ -10,7 +9,7 @@ from foundry_inference.operator import names
 from foundry_inference.operator.builders import nginx, tls
 
 pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not shutil.which("nginx"), reason="nginx is not installed (apt-get install nginx)")]
+              pytest.mark.usefixtures("nginx")]
 
 
 def certificate(directory):

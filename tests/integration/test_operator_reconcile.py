@@ -101,6 +101,9 @@ def test_create_builds_every_child_and_keys_once_then_runs(env):
     st = status_of(env, "phi")
     assert st["state"] == "Creating" and st["observedGeneration"] == 1
     assert st["resolvedModel"]["name"] == "Phi-4-mini-instruct-generic-cpu:5"
+    # the effective values: what runs, whatever the spec's defaults say
+    assert {k: st["resolvedModel"][k] for k in ("workloadType", "runtime", "port")} == {
+        "workloadType": "generative", "runtime": "onnx-genai", "port": 5000}
     assert st["serviceReady"] is True and st["deploymentReady"] is False
     assert st["externalEndpoint"] == "http://models.example.com/phi"
     secret = env.store.get("Secret", env.ns, "phi-api-keys")

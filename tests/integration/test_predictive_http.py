@@ -1,6 +1,6 @@
-"""The predictive server's HTTP contract on a real loopback server: endpoints, every bad input of issue 6, body and
-image limits, backpressure (429 + Retry-After + payload), dynamic batching under concurrency, client disconnects,
-and authentication through the shared auth module."""
+"""The predictive server's HTTP contract on a real loopback server: endpoints, every bad input
+(docs/predictive-server.md), body and image limits, backpressure (429 + Retry-After + payload), dynamic batching under
+concurrency, client disconnects, and authentication through the shared auth module."""
 import base64
 import io
 import json

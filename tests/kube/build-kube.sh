@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build (once) and cache the Kubernetes test binaries: kube-apiserver and kube-controller-manager from Debian's
 # `kubernetes` source package, plus etcd and kubectl from Debian. Idempotent: a cached build is reused.
-# Recipe: shared/kube/README.md (vendored reflect2 swapped for Debian's 1.0.2, which works under Go >= 1.18).
+# The vendored github.com/modern-go/reflect2 1.0.1 crashes kube-apiserver under Go >= 1.18 ("fatal error: fault" in
+# map iteration), so it is swapped for Debian's 1.0.2; `make WHAT=...` (not `go build`) runs the code generators.
 set -euo pipefail
 CACHE="${FOUNDRY_KUBE_CACHE:-$HOME/.cache/foundry-inference/kube}"
 BIN="$CACHE/bin"

@@ -46,14 +46,12 @@ class ModelUnavailable(RuntimeError):
 
 def require(getter):
     """`getter()`'s path, or pytest.skip/fail (FOUNDRY_REQUIRE_MODELS=1) with the reason it is missing."""
-    import pytest
+    from tests.support.require import unavailable
     try:
         return getter()
     except Exception as exc:  # noqa: BLE001 - any build failure is reported the same way
         message = f"{getattr(getter, '__name__', 'model')}: {exc}"
-        if os.environ.get("FOUNDRY_REQUIRE_MODELS") == "1":
-            pytest.fail(f"required test model unavailable: {message}")
-        pytest.skip(f"test model unavailable: {message}")
+        unavailable(f"test model unavailable: {message}", topic="models")
 
 
 # --- the tiny random model ---------------------------------------------------------------------------------------

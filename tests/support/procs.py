@@ -36,12 +36,13 @@ def wait_http(url, timeout=30, proc=None, status=200, **kwargs):
 
 
 class Cli:
-    """`foundry-inference ARGS` as a child process in its own session, stopped with SIGINT like Ctrl-C."""
+    """`foundry-inference ARGS` (or `command ARGS`, e.g. the README's quickstart script, which execs it) as a child
+    process in its own session, stopped with SIGINT like Ctrl-C."""
 
-    def __init__(self, *args, env=None, log_path=None):
+    def __init__(self, *args, env=None, log_path=None, command=(CLI,)):
         self.log_path = log_path
         out = open(log_path, "wb") if log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen([CLI, *args],
+        self.proc = subprocess.Popen([*command, *args],
                                      env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 

@@ -26,6 +26,14 @@ BINARY = shutil.which("docker-registry") or ("/usr/bin/docker-registry"
                                              if os.path.exists("/usr/bin/docker-registry") else None)
 
 
+def require_registry():
+    """Skip (developer machine) or fail (CI) the calling test when a registry cannot be started."""
+    from tests.support.require import unavailable
+    reason = available()
+    if reason:
+        unavailable(reason)
+
+
 def available():
     """None when a registry can be started, else the reason."""
     if not BINARY:

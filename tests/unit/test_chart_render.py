@@ -430,3 +430,17 @@ def test_operator_probes_point_at_the_port_the_operator_serves_them_on():
     assert out.env(OPERATOR)["FOUNDRY_OPERATOR_HEALTH_PORT"] == str(port)
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+
+
+def test_live_catalog_values_reach_the_operator_settings():
+    settings = operator_settings.from_mapping(helm.render({}).operator_config())
+    assert settings.catalog.sourceType == "configmap"                   # air-gapped by default
+    assert settings.catalog.azureRegistryUrl == "https://{region}.api.azureml.ms"
+    assert settings.catalog.azureRegion is None
+    out = helm.render({"catalog": {"sourceType": "azure", "azure": {
+        "catalogUrl": "https://mirror.example.com/{region}/ux/v1.0", "registryUrl": "https://{region}.mirror.example.com",
+        "region": "westeurope"}}})
+    settings = operator_settings.from_mapping(out.operator_config())
+    assert settings.catalog.sourceType == "azure" and settings.catalog.azureRegion == "westeurope"
+    assert settings.catalog.azureCatalogUrl == "https://mirror.example.com/{region}/ux/v1.0"
+    assert settings.catalog.azureRegistryUrl == "https://{region}.mirror.example.com"

@@ -124,6 +124,12 @@ out: the operator then uses its own default.
 {{- with $v.ingress.tlsSecretName }}{{ $_ := set $ingress "tlsSecretName" . }}{{ end -}}
 {{- $source := $v.catalog.source | default "/etc/foundry/catalog/catalog.json" -}}
 {{- $catalog := dict "source" $source "intervalSeconds" (int $v.catalog.syncIntervalSeconds) "timeoutSeconds" (int $v.catalog.timeoutSeconds) "lazyRegistrationEnabled" $v.catalog.lazyRegistrationEnabled -}}
+{{- $_ := set $catalog "sourceType" ($v.catalog.sourceType | default "configmap") -}}
+{{- with $v.catalog.azure -}}
+{{- with .catalogUrl }}{{ $_ := set $catalog "azureCatalogUrl" . }}{{ end -}}
+{{- with .registryUrl }}{{ $_ := set $catalog "azureRegistryUrl" . }}{{ end -}}
+{{- with .region }}{{ $_ := set $catalog "azureRegion" . }}{{ end -}}
+{{- end -}}
 {{- $store := dict "enabled" $v.storeModel.enabled -}}
 {{- with $v.storeModel.storageClassName }}{{ $_ := set $store "storageClassName" . }}{{ end -}}
 {{- with $v.storeModel.modelsVolumeSizeLimit }}{{ $_ := set $store "modelsVolumeSizeLimit" . }}{{ end -}}

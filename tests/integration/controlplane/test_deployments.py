@@ -256,3 +256,30 @@ def test_cursor_pagination_over_250_deployments_in_several_namespaces(cp):
     assert len(mine) == 252 and set(mine) == expected
     per_ns = cp.api("GET", f"/api/v1/namespaces/{cp.other_ns}/deployments?limit=500").json()
     assert len(per_ns["deployments"]) == 84 and per_ns["continueToken"] is None
+
+
+def test_a_catalog_model_is_stored_with_the_workload_type_that_runs(cp):
+    """The catalog's task decides: the iris sample (task classification) is stored as predictive, not the CRD's
+    default generative; a chat model stays generative; a contradicting workloadType is refused naming the field."""
+    iris = cp.api("POST", f"/api/v1/namespaces/{cp.ns}/deployments",
+                  json={"name": "iris", "spec": {"model": {"catalog": {"name": "iris-classifier"}}, "compute": "cpu"}})
+    assert iris.status_code == 201, iris.text
+    assert iris.json()["spec"]["workloadType"] == "predictive"
+    assert cp.api("GET", f"/api/v1/namespaces/{cp.ns}/deployments/iris").json()["spec"]["workloadType"] == "predictive"
+    phi = cp.api("POST", f"/api/v1/namespaces/{cp.ns}/deployments",
+                 json={"name": "phi", "spec": {"model": {"catalog": {"name": "phi-4-mini"}}, "compute": "cpu"}})
+    assert phi.status_code == 201 and phi.json()["spec"]["workloadType"] == "generative"
+    wrong = cp.api("POST", f"/api/v1/namespaces/{cp.ns}/deployments",
+                   json={"name": "iris2", "spec": {"model": {"catalog": {"name": "iris-classifier"}}, "compute": "cpu",
+                                                   "workloadType": "generative"}})
+    assert wrong.status_code == 400 and "spec.workloadType" in errors_of(wrong), wrong.text
+    assert "predictive" in wrong.text
+    assert cp.api("GET", f"/api/v1/namespaces/{cp.ns}/deployments/iris2").status_code == 404
+    put = cp.api("PUT", f"/api/v1/namespaces/{cp.ns}/deployments/iris",
+                 json={"name": "iris", "spec": {"model": {"catalog": {"name": "iris-classifier"}}, "compute": "cpu",
+                                                "replicas": 2}})
+    assert put.status_code == 200 and put.json()["spec"]["workloadType"] == "predictive"
+    unknown = cp.api("POST", f"/api/v1/namespaces/{cp.ns}/deployments",
+                     json={"name": "later", "spec": {"model": {"catalog": {"name": "not-synced-yet"}},
+                                                     "compute": "cpu"}})
+    assert unknown.status_code == 201, unknown.text     # the operator reports it (ModelNotFound) and re-checks later

@@ -1,5 +1,6 @@
 """API keys (read, rotate, disabled, missing) and legacy InferenceServices, on both stores."""
 import base64
+import datetime
 import re
 
 import pytest
@@ -49,8 +50,12 @@ def test_rotate_replaces_one_key_with_64_hex_and_keeps_the_other(cp):
     body = resp.json()
     assert body["keyType"] == "primary" and body["deploymentName"] == "phi" and body["namespace"] == cp.ns
     assert re.fullmatch(r"[0-9a-f]{64}", body["key"]["value"])
+    # from when every replica accepts it: the platform's propagation bound (5 s by default) after its creation
+    created, effective = (datetime.datetime.strptime(body["key"][k], "%Y-%m-%dT%H:%M:%SZ")
+                          for k in ("createdAt", "effectiveAt"))
+    assert datetime.timedelta(seconds=4) <= effective - created <= datetime.timedelta(seconds=6)
     keys = cp.api("GET", f"/api/v1/namespaces/{cp.ns}/deployments/phi/keys").json()
-    assert keys["primaryKey"] == body["key"]
+    assert keys["primaryKey"] == {k: body["key"][k] for k in ("value", "createdAt")}
     assert keys["secondaryKey"]["value"] == "fndry-sk-f1e2d3c4-b5a6-0987-dcba-1234567890ef"
     again = cp.api("POST", f"/api/v1/namespaces/{cp.ns}/deployments/phi/keys/secondary/rotate").json()
     assert again["key"]["value"] != body["key"]["value"]

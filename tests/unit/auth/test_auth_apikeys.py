@@ -49,8 +49,37 @@ def test_rotation_is_seen_after_the_reload_interval_while_the_other_key_keeps_wo
     assert auth.authenticate(B).identity == "apikey:phi4:secondary"
 
 
+def test_a_just_rotated_key_works_at_once(key_dir, clock):
+    """A client that uses the key the rotate call answered must not get 401 for a reload period: a key nobody knows
+    makes the files be read again at once (the replaced key is then refused too, sooner than the 5 s bound)."""
+    auth = make(key_dir, clock=clock, reload_s=5.0)
+    assert auth.authenticate(A)
+    (key_dir / "primary-key").write_text("n" * 64)
+    clock.advance(0.2)
+    assert auth.authenticate("n" * 64).identity == "apikey:phi4:primary"
+    assert auth.authenticate(B).identity == "apikey:phi4:secondary"
+    with pytest.raises(InvalidApiKey):
+        auth.authenticate(A)
+
+
+def test_a_flood_of_unknown_keys_rereads_the_files_at_most_ten_times_a_second(key_dir, clock, monkeypatch):
+    auth = make(key_dir, clock=clock)
+    reads = []
+    original = apikeys.KeyFile._reload
+    monkeypatch.setattr(apikeys.KeyFile, "_reload", lambda self: (reads.append(self.name), original(self)))
+    for _ in range(1000):
+        with pytest.raises(InvalidApiKey):
+            auth.authenticate("c" * 64)
+    assert len(reads) == 2                           # the first look: one read of each file
+    clock.advance(apikeys.UNKNOWN_KEY_RELOAD_S)
+    for _ in range(1000):
+        with pytest.raises(InvalidApiKey):
+            auth.authenticate("c" * 64)
+    assert len(reads) == 4
+
+
 def test_rotation_takes_effect_within_5_seconds_of_wall_clock_time(key_dir):
-    """The real bound (contract decision 9), with the real clock and a Kubernetes-style atomic symlink swap."""
+    """The real bound (docs/api.md, decision 9), with the real clock and a Kubernetes-style atomic symlink swap."""
     data1 = key_dir / "..2026_01"
     data1.mkdir()
     for name in ("primary-key", "secondary-key"):
@@ -134,7 +163,8 @@ def test_comparison_goes_through_hmac_compare_digest(key_dir, monkeypatch):
     calls.clear()
     with pytest.raises(InvalidApiKey):
         auth.authenticate("short")
-    assert calls == [(32, 32), (32, 32)]
+    # an unknown key is looked up twice (the second time after re-reading the files, for a just-rotated key)
+    assert calls == [(32, 32)] * 4
 
 
 def test_logs_carry_fingerprints_never_keys(key_dir, clock, caplog):

@@ -8,6 +8,7 @@ import time
 import pytest
 import requests
 
+from tests.support.require import require_module
 from tests.unit.chat.harness import ChatServer, key_auth
 
 pytestmark = pytest.mark.unit
@@ -85,7 +86,7 @@ def test_stream_is_openai_sse_ending_with_done(tiny_server):
 
 
 def test_openai_client_unchanged_streaming_included(tiny_server):
-    openai = pytest.importorskip("openai")
+    openai = require_module("openai")
     client = openai.OpenAI(base_url=tiny_server.url("/v1"), api_key="unused", max_retries=0)
     done = client.chat.completions.create(model="tiny-chat", messages=ASK, max_tokens=10, seed=1)
     assert done.choices[0].message.role == "assistant" and done.usage.completion_tokens >= 1
@@ -106,7 +107,7 @@ def test_openai_client_unchanged_streaming_included(tiny_server):
 
 
 def test_openai_client_forced_tool_call_streams_tool_call_deltas(tiny_server):
-    openai = pytest.importorskip("openai")
+    openai = require_module("openai")
     client = openai.OpenAI(base_url=tiny_server.url("/v1"), api_key="unused", max_retries=0)
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
         "type": "object", "properties": {"unit": {"enum": ["celsius", "fahrenheit"]}}, "required": ["unit"],
@@ -276,7 +277,7 @@ def test_api_keys_protect_everything_but_the_public_routes(tiny_model, tmp_path)
         bad = requests.post(server.url("/v1/chat/completions"), json={}, timeout=10,
                             headers={"Authorization": "Bearer nope", "api-key": "b" * 64})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "ambiguous_auth"
-        openai = pytest.importorskip("openai")
+        openai = require_module("openai")
         client = openai.OpenAI(base_url=server.url("/v1"), api_key="fndry-pk-" + "a" * 40, max_retries=0)
         assert client.chat.completions.create(model="m", messages=ASK, max_tokens=2).usage.completion_tokens >= 1
         with pytest.raises(openai.AuthenticationError):

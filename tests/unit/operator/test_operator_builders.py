@@ -75,7 +75,7 @@ def test_predictive_byo_without_auth_matches_golden(fixed_tls):
     golden.check("predictive-byo-no-auth", [c for c in children if c["kind"] == "Deployment"])
 
 
-def test_every_child_carries_companion_labels_and_a_controller_owner_reference(fixed_tls):
+def test_every_child_carries_the_standard_labels_and_a_controller_owner_reference(fixed_tls):
     obj = owned(mdep("phi", "ns", endpoint={"enabled": True}))
     children, _ = build(obj)
     assert {c["kind"] for c in children} == {"ConfigMap", "Secret", "Deployment", "Service", "Ingress"}
@@ -194,7 +194,8 @@ def test_model_server_env_and_commands_per_workload(fixed_tls):
     assert env["FOUNDRY_AUTH_MODE"] == "api-key" and env["FOUNDRY_API_KEYS_DIR"] == "/var/run/foundry/keys"
     assert env["PORT"] == "5000" and env["FOUNDRY_MODEL_PATH"] == "/models/model"
     assert env["FOUNDRY_CHAT_HOST"] == "127.0.0.1"
-    # a predictive catalog entry (contract decision 7) picks the predictive server even with the default workloadType
+    # a predictive catalog entry (docs/api.md, decision 7) picks the predictive server even with the default
+    # workloadType
     children, resolved = build(owned(mdep("iris", "ns", model={"catalog": {"name": "iris-classifier"}})))
     assert resolved.workload_type == "predictive" and resolved.role == "predictive-cpu-byo"
     app = next(c for c in children if c["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]

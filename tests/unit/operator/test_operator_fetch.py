@@ -134,8 +134,9 @@ def test_attack_the_fetcher_connects_to_the_address_it_checked(tmp_path):
 
 
 def test_unfetchable_artifacts_say_why(tmp_path):
-    with pytest.raises(fetch.FetchError, match="azureml:// registry artifacts cannot be fetched"):
-        fetch.fetch({"type": "uri", "uri": "azureml://registries/azureml/models/x/versions/1"}, str(tmp_path / "a"))
+    with pytest.raises(fetch.FetchError, match="is not an azureml://registries/<registry>/models/<name>/versions"):
+        fetch.fetch({"type": "uri", "uri": "azureml://registries/azureml/models/../versions/1"}, str(tmp_path / "a"))
+    assert not (tmp_path / "a").exists()
     try:
         import foundry_inference.samples  # noqa: F401
     except ImportError:

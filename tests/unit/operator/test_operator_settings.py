@@ -17,7 +17,7 @@ def test_defaults_watch_the_operator_namespace_and_know_every_image_role():
     assert cfg.catalog.lazyRegistrationEnabled and cfg.catalog.intervalSeconds == 6 * 3600
     assert cfg.catalog.source.endswith("catalog.json")
     embedded = cfg.for_embedded()
-    assert embedded.namespaces is None and embedded.embedded      # contract decision 6: every namespace
+    assert embedded.namespaces is None and embedded.embedded      # docs/api.md decision 6: every namespace
 
 
 def test_yaml_file_named_by_the_environment(tmp_path):
@@ -100,3 +100,18 @@ def test_operator_command_exits_2_with_a_message_on_bad_settings(tmp_path, monke
     rc = main_mod.main(argparse.Namespace(store="embedded", data_dir=str(tmp_path), kubeconfig=None))
     err = capsys.readouterr().err
     assert rc == 2 and "invalid settings" in err and "workers: must be between 1 and 64" in err
+
+
+def test_catalog_endpoints_come_from_the_environment_over_the_file(tmp_path):
+    path = tmp_path / "op.yaml"
+    path.write_text("catalog:\n  sourceType: configmap\n  azureRegion: westus2\n")
+    cfg = s.load(env={"FOUNDRY_OPERATOR_CONFIG": str(path), "FOUNDRY_CATALOG_SOURCE": "Azure",
+                      "FOUNDRY_AZUREML_REGISTRY_URL": "http://127.0.0.1:9/{region}"})
+    assert cfg.catalog.sourceType == "azure" and cfg.catalog.azureRegion == "westus2"
+    assert cfg.catalog.azureRegistryUrl == "http://127.0.0.1:9/{region}"
+    assert s.load(env={}).catalog.sourceType == "configmap"
+    for env, named in (({"FOUNDRY_CATALOG_SOURCE": "internet"}, "FOUNDRY_CATALOG_SOURCE"),
+                       ({"FOUNDRY_AZURE_CATALOG_URL": "ftp://x/{region}"}, "FOUNDRY_AZURE_CATALOG_URL"),
+                       ({"FOUNDRY_AZURE_REGION": "east us"}, "FOUNDRY_AZURE_REGION")):
+        with pytest.raises(s.SettingsError, match=named):
+            s.load(env=env)

@@ -39,7 +39,8 @@ def outcome(obj, dep=None, error=None, keys=None):
     if error:
         out.error, out.error_stage = error, "resolve"
     else:
-        out.resolved = types.SimpleNamespace(name="m:1", variant="m", image="img")
+        out.resolved = types.SimpleNamespace(name="m:1", variant="m", image="img", workload_type="generative",
+                                             engine="onnx-genai")
     return out
 
 
@@ -156,3 +157,18 @@ def test_backoff_doubles_per_object_caps_and_resets():
     assert b.failed("a") == 1
     b.forget_except({"b"})
     assert b.failures("a") == 0
+
+
+def test_download_progress_from_the_node_agent_shows_in_the_message_until_running():
+    obj = owner_obj()
+    progress = {"type": names.DOWNLOAD_CONDITION, "status": "True", "reason": "Downloading",
+                "message": "12.0 MiB (12582912 bytes) of 48.0 MiB (50331648 bytes) (25%)"}
+    st = status.compute(obj, outcome(obj, deployment(0, conditions=[progress])), SETTINGS.for_embedded(), NOW)
+    assert st["state"] == "Creating"
+    assert st["message"] == ("creating: 0/1 replicas ready; downloading the model: 12.0 MiB (12582912 bytes) of "
+                             "48.0 MiB (50331648 bytes) (25%)")
+    downloading = next(c for c in st["conditions"] if c["type"] == "ModelDownloading")
+    assert downloading["status"] == "True" and downloading["message"].endswith("(25%)")
+    st = status.compute(obj, outcome(obj, deployment(1, conditions=[progress])), SETTINGS.for_embedded(), NOW)
+    assert st["state"] == "Running" and "downloading" not in st["message"]
+    assert not [c for c in st["conditions"] if c["type"] == "ModelDownloading"]

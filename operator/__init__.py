@@ -1,1 +1,0 @@
-"""Polling operator: reconcilers, child builders, catalog sync, embedded node agent."""
