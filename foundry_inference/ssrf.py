@@ -109,16 +109,16 @@ def check_registry(registry, allowlist=(), resolver=system_resolver):
 def _check_name(host):
     """The name rules; returns the host in its ASCII (IDNA) form."""
     if _is_ip_literal(host):
-        raise SsrfError("IP addresses are not allowed as registry; use a DNS name")
+        raise SsrfError("IP addresses are not allowed: use a DNS name")
     try:
         host = host.encode("idna").decode("ascii")
     except UnicodeError:
-        raise SsrfError("registry is not a valid host name") from None
+        raise SsrfError("not a valid host name") from None
     labels = host.split(".")
     if not all(_LABEL.match(label) for label in labels):
-        raise SsrfError("registry is not a valid host name")
+        raise SsrfError("not a valid host name")
     if len(labels) < 2:
-        raise SsrfError("single-label (internal) host names are not allowed as registry")
+        raise SsrfError("single-label (internal) host names are not allowed")
     if host in BLOCKED_NAMES or host.endswith(BLOCKED_SUFFIXES) or labels[-1].isdigit():
         raise SsrfError(f"{host} is an internal host name")
     return host
@@ -134,6 +134,14 @@ def connect_addresses(host, port, *, allowlist=(), allow_private=False, resolver
     allowlist = parse_allowlist(allowlist)
     trusted = allow_private or _allowed(f"{host}:{port}", host, allowlist) or (
         ":" in host and _allowed(f"[{host}]:{port}", host, allowlist))
+    if not trusted and _is_ip_literal(host.strip("[]")):
+        literal = host.strip("[]")
+        try:
+            internal = _forbidden_address(literal)
+        except ValueError:
+            internal = False      # a legacy notation (0x7f.1, 2130706433): the name rules refuse it below
+        if internal:
+            raise SsrfError(f"refusing to fetch from {host}: it resolves to the internal address {literal}")
     name = host if trusted else _check_name(host)
     addresses = resolver(name)
     if not addresses:
@@ -141,5 +149,5 @@ def connect_addresses(host, port, *, allowlist=(), allow_private=False, resolver
     if not trusted:
         for addr in addresses:
             if _forbidden_address(addr):
-                raise SsrfError(f"refusing to connect to {host}: it resolves to the internal address {addr}")
+                raise SsrfError(f"refusing to fetch from {host}: it resolves to the internal address {addr}")
     return list(addresses)

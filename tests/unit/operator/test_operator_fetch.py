@@ -64,12 +64,14 @@ def test_archive_escaping_the_model_directory_is_refused(tmp_path):
 
 def test_internal_hosts_are_refused_without_the_lab_switch(tmp_path):
     with Registry() as reg:
-        with pytest.raises(fetch.FetchError, match="IP addresses are not allowed"):
+        with pytest.raises(fetch.FetchError, match="internal address"):
             fetch.fetch(artifact(reg), str(tmp_path / "m"), "user", "pass", insecure=True)
     with pytest.raises(fetch.FetchError, match="internal"):
         fetch.check_host("localhost", allowlist=set())
-    with pytest.raises(fetch.FetchError, match="IP addresses"):
+    with pytest.raises(fetch.FetchError, match="internal address"):
         fetch.check_host("[::ffff:10.0.0.1]", allowlist=set())
+    with pytest.raises(fetch.FetchError, match="IP addresses are not allowed"):
+        fetch.check_host("20.1.2.3", allowlist=set())         # a public address, but never a literal
     assert fetch.check_host("127.0.0.1:5000", allowlist={"127.0.0.1:5000"}) == ["127.0.0.1"]   # the allow-list
     assert fetch_http._allowlist({"FOUNDRY_REGISTRY_ALLOWLIST": " Reg.Lab:5000, other "}) == {"reg.lab:5000", "other"}
 
@@ -96,7 +98,7 @@ def test_attack_a_redirect_hop_is_checked_by_the_ssrf_guard(tmp_path):
     # the registry is allow-listed; the host it redirects to is loopback and is not: refused, never contacted
     with Registry() as reg, ObjectStorage(reg.layer) as storage:
         reg.redirect_blobs_to = lambda path: f"{storage.url}/blob"
-        with pytest.raises(fetch.FetchError, match="IP addresses are not allowed"):
+        with pytest.raises(fetch.FetchError, match="internal address"):
             fetch.fetch(artifact(reg), str(tmp_path / "m"), "user", "pass", insecure=True, allowlist={reg.address})
     assert storage.seen == []
 
