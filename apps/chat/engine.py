@@ -58,12 +58,14 @@ class GenerationRequest:
     guidance: tuple = None              # (kind, grammar): kind json_schema | regex | lark_grammar
     n: int = 1
     min_new_tokens: int = 0             # end-of-turn tokens are masked until this many were generated
+    logprobs: int = None                # None: none; k >= 0: each token's logprob and its k best alternatives
 
 
 @dataclass(frozen=True)
 class TextEvent:
     index: int
     text: str
+    logprobs: tuple = None              # logprobs.TokenLogprob of the tokens behind `text` (when requested)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from tornado.iostream import StreamClosedError
 from foundry_inference.apps.base import ApiError, BaseHandler, NotFoundHandler, ProbeRoutes, openai_envelope
 from foundry_inference.apps.chat import protocol
 from foundry_inference.apps.chat.engine import DoneEvent, GenerationRequest, QueueFull
+from foundry_inference.apps.chat.logprobs import chat_logprobs
 from foundry_inference.apps.chat.template import TemplateError
 from foundry_inference.apps.chat.textstream import ToolCallFilter
 from foundry_inference.auth.tornado import AuthMixin
@@ -100,7 +101,57 @@ class MetricsHandler(AuthMixin, ChatBase):
         self.finish(payload)
 
 
-class ChatCompletionsHandler(AuthMixin, ChatBase):
+class EventStream:
+    """Server-sent events for a handler generating with the engine: headers, one `data:` frame per object, flushes
+    with backpressure, and `_cancel()` (the handler's) when the client goes away."""
+
+    def _start_events(self):
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")          # the nginx sidecar must not buffer the stream
+        stream = getattr(self.request.connection, "stream", None)
+        if stream is not None:
+            stream.set_nodelay(True)    # small token chunks must not wait for Nagle + the client's delayed ACK
+
+    async def _end_events(self):
+        self.write("data: [DONE]\n\n")
+        try:
+            await self.finish()
+        except StreamClosedError:
+            pass
+
+    def _send(self, obj):
+        self.write("data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n\n")
+
+    async def _flush(self, wait=True):
+        """Send what was written. wait=False (per token): only wait for the previous flush if it is still
+        pending, so a fast stream never waits for its own socket write to complete, but a slow reader still
+        holds the generator back by one flush (backpressure)."""
+        pending = getattr(self, "_pending_flush", None)
+        try:
+            if pending is not None and not pending.done():
+                await pending
+            future = self.flush()
+            if wait:
+                await future
+                self._pending_flush = None
+            else:
+                future.add_done_callback(self._flushed)
+                self._pending_flush = future
+            return True
+        except StreamClosedError:
+            self._cancel()
+            return False
+
+    def _flushed(self, future):
+        if future.cancelled() or future.exception() is not None:    # retrieved: no "never retrieved" warning
+            self._cancel()
+
+    def on_connection_close(self):
+        self._cancel()
+
+
+class ChatCompletionsHandler(EventStream, AuthMixin, ChatBase):
     endpoint = "chat"
     _gen = None
 
@@ -123,7 +174,7 @@ class ChatCompletionsHandler(AuthMixin, ChatBase):
         max_new = room if params.max_tokens is None else min(params.max_tokens, room)
         request = GenerationRequest(prompt_ids=tuple(ids), max_new_tokens=max_new, sampling=params.sampling,
                                     stop=params.stop, guidance=params.guidance, n=params.n,
-                                    min_new_tokens=min(params.min_tokens, max_new))
+                                    min_new_tokens=min(params.min_tokens, max_new), logprobs=params.logprobs)
         try:
             self._gen = engine.submit(request, asyncio.get_running_loop())
         except QueueFull as full:
@@ -152,6 +203,7 @@ class ChatCompletionsHandler(AuthMixin, ChatBase):
     async def _collect(self):
         gen, params = self._gen, self._params
         texts = [[] for _ in range(params.n)]
+        scores = [[] for _ in range(params.n)]
         done = {}
         async for event in gen:
             if isinstance(event, DoneEvent):
@@ -159,6 +211,8 @@ class ChatCompletionsHandler(AuthMixin, ChatBase):
             else:
                 self._first_token()
                 texts[event.index].append(event.text)
+                if event.logprobs:
+                    scores[event.index].extend(event.logprobs)
         if gen.cancelled:
             return                                  # the client went away
         choices, total = [], 0
@@ -176,19 +230,15 @@ class ChatCompletionsHandler(AuthMixin, ChatBase):
                 if found:
                     calls = [{"id": protocol.tool_call_id(), "type": "function", "function": c} for c in found]
             finish = "tool_calls" if calls else event.finish_reason
-            choices.append(protocol.choice(index, content if (content or not calls) else None, calls, finish))
+            choices.append(protocol.choice(index, content if (content or not calls) else None, calls, finish,
+                                           None if params.logprobs is None else chat_logprobs(scores[index])))
         self.service.metrics.completion_tokens.inc(total)
         self.write_json(protocol.completion(self._cid, self.service.model_id, self._created, choices,
                                             gen.prompt_tokens, total))
 
     async def _stream(self):
         gen, params = self._gen, self._params
-        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.set_header("Cache-Control", "no-cache")
-        self.set_header("X-Accel-Buffering", "no")          # the nginx sidecar must not buffer the stream
-        stream = getattr(self.request.connection, "stream", None)
-        if stream is not None:
-            stream.set_nodelay(True)    # small token chunks must not wait for Nagle + the client's delayed ACK
+        self._start_events()
         model, usage_on = self.service.model_id, params.include_usage
         self._content_frames = [self._content_frame(index, model, usage_on) for index in range(params.n)]
         total = 0
@@ -211,7 +261,10 @@ class ChatCompletionsHandler(AuthMixin, ChatBase):
                 self._first_token()
                 filt = self._filters[event.index]
                 text = filt.feed(event.text) if filt is not None else event.text
-                if text:
+                if event.logprobs:
+                    self._send(protocol.chunk(self._cid, model, self._created, [protocol.delta(
+                        event.index, content=text, logprobs=chat_logprobs(event.logprobs))], usage_on))
+                elif text:
                     prefix, suffix = self._content_frames[event.index]
                     self.write(prefix + json.dumps(text, ensure_ascii=False).encode() + suffix)
             if gen.queue.empty() and not await self._flush(wait=False):
@@ -224,11 +277,7 @@ class ChatCompletionsHandler(AuthMixin, ChatBase):
         if usage_on:
             self._send(protocol.chunk(self._cid, model, self._created, [], True,
                                       protocol.usage(gen.prompt_tokens, total)))
-        self.write("data: [DONE]\n\n")
-        try:
-            await self.finish()
-        except StreamClosedError:
-            pass
+        await self._end_events()
 
     def _finish_choice(self, event, model, usage_on):
         index, finish = event.index, event.finish_reason
@@ -246,9 +295,6 @@ class ChatCompletionsHandler(AuthMixin, ChatBase):
                                           [protocol.delta(index, tool_calls=deltas)], usage_on))
         self._send(protocol.chunk(self._cid, model, self._created, [protocol.delta(index, finish)], usage_on))
 
-    def _send(self, obj):
-        self.write("data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n\n")
-
     def _content_frame(self, index, model, usage_on):
         """(prefix, suffix) bytes around the JSON string of a content delta: the per-token chunk is one
         json.dumps of the text, not of the whole chunk (same bytes as protocol.chunk + protocol.delta)."""
@@ -259,38 +305,12 @@ class ChatCompletionsHandler(AuthMixin, ChatBase):
         prefix, suffix = frame.split(json.dumps(marker))
         return prefix.encode(), suffix.encode()
 
-    async def _flush(self, wait=True):
-        """Send what was written. wait=False (per token): only wait for the previous flush if it is still
-        pending, so a fast stream never waits for its own socket write to complete, but a slow reader still
-        holds the generator back by one flush (backpressure)."""
-        pending = getattr(self, "_pending_flush", None)
-        try:
-            if pending is not None and not pending.done():
-                await pending
-            future = self.flush()
-            if wait:
-                await future
-                self._pending_flush = None
-            else:
-                future.add_done_callback(self._flushed)
-                self._pending_flush = future
-            return True
-        except StreamClosedError:
-            self._cancel()
-            return False
-
-    def _flushed(self, future):
-        if future.cancelled() or future.exception() is not None:    # retrieved: no "never retrieved" warning
-            self._cancel()
-
     def _cancel(self):
         gen = self._gen
         if gen is not None and not gen.finished and not gen.cancelled:
             gen.cancel()
             self.service.metrics.cancelled.inc()
 
-    def on_connection_close(self):
-        self._cancel()
 
 
 class TranscriptionsHandler(AuthMixin, ChatBase):
