@@ -2,9 +2,9 @@
 answers and stream chunks.
 
 Fields this engine cannot honour are refused with a clear 400 instead of being ignored (`n` above the configured
-maximum, response_format without constrained decoding, `logprobs` together with constrained decoding); fields OpenAI accepts but that do not change the
-answer (`user`, `metadata`, `store`, `service_tier`, `parallel_tool_calls`, ...) and unknown fields are ignored, the
-way OpenAI ignores them.
+maximum, response_format without constrained decoding, `logprobs` together with constrained decoding); fields OpenAI
+accepts but that do not change the answer (`user`, `metadata`, `store`, `service_tier`, `parallel_tool_calls`, ...)
+are accepted, as OpenAI accepts them. docs/chat-server.md has the table of every field.
 """
 import json
 import secrets

@@ -44,7 +44,7 @@ def test_logprobs_match_an_independent_log_softmax(tiny_server, tiny_model):
     assert len(content) == 8 == r.json()["usage"]["completion_tokens"]
     # the reference runs greedy without the bias: the same tokens while no end-of-turn token is the best
     reference = reference_logprobs(tiny_model, prompt, 8)
-    for entry, ref in zip(content, reference):
+    for entry, ref in zip(content, reference, strict=True):
         best = np.sort(ref)[::-1][:5]
         assert entry["logprob"] == pytest.approx(best[0], abs=1e-3)        # greedy: the chosen token is the best
         assert [t["logprob"] for t in entry["top_logprobs"]] == pytest.approx(best.tolist(), abs=1e-3)
