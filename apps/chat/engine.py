@@ -137,6 +137,10 @@ class ChatEngine:
     def encode(self, text):
         raise NotImplementedError
 
+    def decode(self, ids):
+        """Token ids -> text (a legacy completion's prompt given as token ids)."""
+        raise NotImplementedError
+
     def submit(self, request, loop):
         raise NotImplementedError
 

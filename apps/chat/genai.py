@@ -242,6 +242,9 @@ class GenaiChatEngine(ChatEngine):
     def encode(self, text):
         return [int(t) for t in self.tokenizer.encode(text)]
 
+    def decode(self, ids):
+        return self.tokenizer.decode(np.asarray(ids, dtype=np.int32))
+
     def submit(self, request, loop):
         if self._inflight + request.n > self.capacity:
             raise QueueFull(self._inflight, self.settings.retry_after_s)

@@ -63,6 +63,9 @@ def _bool(body, name, default=False):
     return value
 
 
+number, flag = _number, _bool      # for the other OpenAI routes' parsers
+
+
 def parse_chat_request(body, engine, *, max_n, model_defaults):
     """Validate an OpenAI chat request body against `engine`'s capabilities -> ChatParams (or raise ApiError)."""
     model = model_name(body)
@@ -353,11 +356,11 @@ def _response_format(fmt, engine):
     return ("json_schema", json.dumps(schema)), True
 
 
-def context_error(prompt_tokens, context_length):
+def context_error(prompt_tokens, context_length, field="messages"):
     return ApiError(400, "invalid_request_error",
-                    f"This model's maximum context length is {context_length} tokens. However, your messages "
-                    f"resulted in {prompt_tokens} tokens. Please reduce the length of the messages.",
-                    code="context_length_exceeded", errors=[{"field": "messages", "message": "too long"}])
+                    f"This model's maximum context length is {context_length} tokens. However, your {field} "
+                    f"resulted in {prompt_tokens} tokens. Please reduce the length of the {field}.",
+                    code="context_length_exceeded", errors=[{"field": field, "message": "too long"}])
 
 
 # --- answers ------------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from foundry_inference.apps.chat.completions import CompletionsHandler
 from foundry_inference.apps.chat.handlers import ChatNotFound, routes
 from foundry_inference.apps.chat.service import ChatService
 from foundry_inference.apps.chat.settings import ChatSettings, SettingsError
@@ -40,7 +41,8 @@ def make_auth(auth=None):
 
 
 def make_app(service, *, auth=None):
-    return tornado.web.Application(routes, chat=service, auth=make_auth(auth), default_handler_class=ChatNotFound,
+    all_routes = routes + [(r"/v1/completions", CompletionsHandler)]
+    return tornado.web.Application(all_routes, chat=service, auth=make_auth(auth), default_handler_class=ChatNotFound,
                                    log_function=_log_request, compress_response=False, xsrf_cookies=False)
 
 
