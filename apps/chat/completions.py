@@ -15,6 +15,7 @@ from foundry_inference.apps.chat import protocol
 from foundry_inference.apps.chat.engine import DoneEvent, GenerationRequest, QueueFull
 from foundry_inference.apps.chat.handlers import ChatBase, EventStream, generation_error, rate_limited
 from foundry_inference.apps.chat.logprobs import MAX_TOP_LEGACY, legacy
+from foundry_inference.apps.chat.metrics import RequestTimer
 from foundry_inference.auth.tornado import AuthMixin
 
 DEFAULT_MAX_TOKENS = 16          # OpenAI's default for legacy completions
@@ -155,7 +156,8 @@ class CompletionsHandler(EventStream, AuthMixin, ChatBase):
         self._gens = [g for g in gens if g is not None]
         self._slots = [k for k, g in enumerate(gens) if g is not None]    # live generation -> prompt number
         prompt_tokens = sum(len(ids) for _t, ids in p["prompts"])
-        service.metrics.prompt_tokens.inc(prompt_tokens)
+        service.metrics.prompt(prompt_tokens)
+        self._timer = RequestTimer(service.metrics)
         self._usage_prompt = prompt_tokens
         self._cid, self._created = completion_id(), protocol.now()
         if p["stream"]:
@@ -172,21 +174,24 @@ class CompletionsHandler(EventStream, AuthMixin, ChatBase):
         texts = [[p["prompts"][i // p["n"]][0]] if p["echo"] else [] for i in range(count)]
         scores = [[] for _ in range(count)]
         finish = ["length"] * count          # max_tokens 0: nothing generated
-        total = 0
+        total, finished = 0, []
         async for k, event in merged(self._gens):
             index = self._index(k, event)
             if isinstance(event, DoneEvent):
-                if event.finish_reason == "error":
-                    raise generation_error(event.error)
+                finished.append(event)
                 finish[index] = event.finish_reason
                 total += event.completion_tokens
             else:
+                self._timer.token()
                 texts[index].append(event.text)
                 if event.logprobs:
                     scores[index].extend(event.logprobs)
+        self._timer.finished(self._gens, finished)
         if any(g.cancelled for g in self._gens):
             return
-        self.service.metrics.completion_tokens.inc(total)
+        for event in finished:
+            if event.finish_reason == "error":
+                raise generation_error(event.error)
         choices = [choice(i, "".join(texts[i]), finish[i],
                           None if p["logprobs"] is None else legacy(scores[i])) for i in range(count)]
         self.write_json(answer(self._cid, self.service.model_id, self._created, choices,
@@ -205,16 +210,18 @@ class CompletionsHandler(EventStream, AuthMixin, ChatBase):
                 self._send(answer(cid, model, created, [choice(i, text, None if live else "length")], None))
         if not await self._flush():
             return
-        total, error = 0, None
+        total, error, finished = 0, None, []
         async for k, event in merged(self._gens):
             index = self._index(k, event)
             if isinstance(event, DoneEvent):
+                finished.append(event)
                 total += event.completion_tokens
                 if event.finish_reason == "error":
                     error = event.error or "generation failed"
                 elif event.finish_reason != "cancelled":
                     self._send(answer(cid, model, created, [choice(index, "", event.finish_reason)], None))
             else:
+                self._timer.token()
                 scores = None
                 if p["logprobs"] is not None:
                     scores = legacy(event.logprobs or (), offsets[index])
@@ -222,9 +229,9 @@ class CompletionsHandler(EventStream, AuthMixin, ChatBase):
                 self._send(answer(cid, model, created, [choice(index, event.text, None, scores)], None))
             if all(g.queue.empty() for g in self._gens) and not await self._flush(wait=False):
                 return
+        self._timer.finished(self._gens, finished)
         if any(g.cancelled for g in self._gens):
             return
-        self.service.metrics.completion_tokens.inc(total)
         if error:
             self._send(openai_envelope(generation_error(error)))
         if p["include_usage"]:

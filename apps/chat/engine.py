@@ -12,6 +12,7 @@ plus one line in `ENGINES`. The HTTP layer only ever sees these types:
 """
 import asyncio
 import os
+import time
 from dataclasses import dataclass, field
 
 
@@ -88,6 +89,8 @@ class Generation:
         self._cancel = cancel
         self._open = request.n
         self.cancelled = False
+        self.submitted_at = time.perf_counter()
+        self.admitted_at = None             # set by the engine when the request leaves the queue (metrics)
         self.first_token_at = None
 
     def deliver(self, events):

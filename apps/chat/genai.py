@@ -363,6 +363,7 @@ class GenaiChatEngine(ChatEngine):
 
     def _new_choice(self, gen, index):
         req = gen.request
+        gen.admitted_at = gen.admitted_at or time.perf_counter()
         seed = req.sampling.seed
         if seed is not None:
             seed = (int(seed) + index) % (1 << 63)

@@ -11,6 +11,7 @@ from foundry_inference.apps.base import ApiError, BaseHandler, NotFoundHandler, 
 from foundry_inference.apps.chat import protocol
 from foundry_inference.apps.chat.engine import DoneEvent, GenerationRequest, QueueFull
 from foundry_inference.apps.chat.logprobs import chat_logprobs
+from foundry_inference.apps.chat.metrics import RequestTimer
 from foundry_inference.apps.chat.template import TemplateError
 from foundry_inference.apps.chat.textstream import ToolCallFilter
 from foundry_inference.auth.tornado import AuthMixin
@@ -180,7 +181,8 @@ class ChatCompletionsHandler(EventStream, AuthMixin, ChatBase):
         except QueueFull as full:
             service.metrics.rejected.labels(self.endpoint).inc()
             raise rate_limited(full) from None
-        service.metrics.prompt_tokens.inc(len(ids))
+        service.metrics.prompt(len(ids))
+        self._timer = RequestTimer(service.metrics)
         self._params = params
         self._filters = [self._tool_filter(params) for _ in range(params.n)]
         self._cid, self._created = protocol.completion_id(), protocol.now()
@@ -195,11 +197,6 @@ class ChatCompletionsHandler(EventStream, AuthMixin, ChatBase):
         names = [t["function"]["name"] for t in params.tools]
         return ToolCallFilter(names, mode="forced" if params.guidance else "auto")
 
-    def _first_token(self):
-        if not getattr(self, "_saw_token", False):
-            self._saw_token = True
-            self.service.metrics.ttft.observe(self.request.request_time())
-
     async def _collect(self):
         gen, params = self._gen, self._params
         texts = [[] for _ in range(params.n)]
@@ -209,10 +206,11 @@ class ChatCompletionsHandler(EventStream, AuthMixin, ChatBase):
             if isinstance(event, DoneEvent):
                 done[event.index] = event
             else:
-                self._first_token()
+                self._timer.token()
                 texts[event.index].append(event.text)
                 if event.logprobs:
                     scores[event.index].extend(event.logprobs)
+        self._timer.finished([gen], list(done.values()))
         if gen.cancelled:
             return                                  # the client went away
         choices, total = [], 0
@@ -232,7 +230,6 @@ class ChatCompletionsHandler(EventStream, AuthMixin, ChatBase):
             finish = "tool_calls" if calls else event.finish_reason
             choices.append(protocol.choice(index, content if (content or not calls) else None, calls, finish,
                                            None if params.logprobs is None else chat_logprobs(scores[index])))
-        self.service.metrics.completion_tokens.inc(total)
         self.write_json(protocol.completion(self._cid, self.service.model_id, self._created, choices,
                                             gen.prompt_tokens, total))
 
@@ -247,10 +244,11 @@ class ChatCompletionsHandler(EventStream, AuthMixin, ChatBase):
                                       [protocol.delta(index, role="assistant", content="", refusal=None)], usage_on))
         if not await self._flush():
             return
-        error = None
+        error, finished = None, []
         async for event in gen:
             if isinstance(event, DoneEvent):
                 total += event.completion_tokens
+                finished.append(event)
                 if event.finish_reason == "cancelled":
                     continue
                 if event.finish_reason == "error":
@@ -258,7 +256,7 @@ class ChatCompletionsHandler(EventStream, AuthMixin, ChatBase):
                     continue
                 self._finish_choice(event, model, usage_on)
             else:
-                self._first_token()
+                self._timer.token()
                 filt = self._filters[event.index]
                 text = filt.feed(event.text) if filt is not None else event.text
                 if event.logprobs:
@@ -269,9 +267,9 @@ class ChatCompletionsHandler(EventStream, AuthMixin, ChatBase):
                     self.write(prefix + json.dumps(text, ensure_ascii=False).encode() + suffix)
             if gen.queue.empty() and not await self._flush(wait=False):
                 return
+        self._timer.finished([gen], finished)
         if gen.cancelled:
             return
-        self.service.metrics.completion_tokens.inc(total)
         if error:
             self._send(openai_envelope(generation_error(error)))
         if usage_on:

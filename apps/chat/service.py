@@ -15,7 +15,7 @@ class ChatService:
     def __init__(self, settings, engine=None):
         self.settings = settings
         self.engine = engine
-        self.metrics = ChatMetrics()
+        self.metrics = ChatMetrics(model_name=settings.model_id)
         self.load_error = None
         self.ready = False
         self.created = int(time.time())

@@ -36,6 +36,8 @@ class ChatSettings:
     strict_model: bool = False              # reject requests whose `model` is not this model's id (404)
     keep_alive_timeout_s: float = 75.0
     warmup: bool = True
+    metrics_port: int = 0                   # 0: no separate metrics listener (/metrics stays on the API port)
+    metrics_host: str = "0.0.0.0"
 
     @classmethod
     def from_env(cls, env=None, **overrides):
@@ -65,6 +67,8 @@ class ChatSettings:
             keep_alive_timeout_s=r.number("FOUNDRY_KEEP_ALIVE_TIMEOUT_S", cls.keep_alive_timeout_s,
                                           low=1.0, high=86400.0),
             warmup=r.flag("FOUNDRY_CHAT_WARMUP", True),
+            metrics_port=r.integer("FOUNDRY_METRICS_PORT", 0, low=0, high=65535),
+            metrics_host=r.text("FOUNDRY_METRICS_HOST") or cls.metrics_host,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values).validated()
