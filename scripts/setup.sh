@@ -7,8 +7,8 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 
 APT_PACKAGES=(nginx-light)
 # tests: wrk (benchmarks), espeak-ng + sox (speech for the transcription tests), docker-registry + apache2-utils
-# (a real OCI registry with htpasswd logins for bring-your-own models)
-[ "${1:-}" = "--test" ] && APT_PACKAGES+=(wrk espeak-ng sox docker-registry apache2-utils)
+# (a real OCI registry with htpasswd logins for bring-your-own models), prometheus (scrapes the metrics ports)
+[ "${1:-}" = "--test" ] && APT_PACKAGES+=(wrk espeak-ng sox docker-registry apache2-utils prometheus)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
