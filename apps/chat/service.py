@@ -36,7 +36,7 @@ class ChatService:
         except Exception as exc:
             self.load_error = str(exc) or type(exc).__name__
             raise
-        if self.engine.task == "chat":
+        if self.engine.task in ("chat", "embeddings"):
             self.metrics.bind_engine(self.engine)
         self.metrics.load_seconds.set(time.perf_counter() - start)
         self.metrics.ready.set(1)
