@@ -69,6 +69,7 @@ number, flag = _number, _bool      # for the other OpenAI routes' parsers
 def parse_chat_request(body, engine, *, max_n, model_defaults):
     """Validate an OpenAI chat request body against `engine`'s capabilities -> ChatParams (or raise ApiError)."""
     model = model_name(body)
+    _refuse_unsupported(body)
     messages = _messages(body.get("messages"))
     tools, tool_choice = _tools(body)
 
@@ -105,6 +106,29 @@ def parse_chat_request(body, engine, *, max_n, model_defaults):
                       sampling=sampling, stop=stop, n=n, stream=stream, include_usage=include_usage,
                       tools=tools if tool_choice != "none" else None, tool_choice=tool_choice, guidance=guidance,
                       json_mode=json_mode, logprobs=logprobs)
+
+
+# OpenAI chat fields that would change the answer but that this server cannot honour: a 400 naming them, never a
+# silent answer without them (fields that do not change the answer, e.g. `prediction`, `store`, are accepted)
+UNSUPPORTED = {
+    "audio": "audio output is not supported by this server",
+    "web_search_options": "web search is not supported by this server",
+    "reasoning_effort": "'reasoning_effort' is only for reasoning models; this model does not take it",
+    "verbosity": "'verbosity' is not supported by this model",
+}
+
+
+def _refuse_unsupported(body):
+    for field, message in UNSUPPORTED.items():
+        if body.get(field) is not None:
+            raise invalid(message, field, "unsupported_parameter")
+    modalities = body.get("modalities")
+    if modalities is not None:
+        if not isinstance(modalities, list) or not all(isinstance(m, str) for m in modalities):
+            raise invalid("'modalities' must be an array of strings", "modalities", "invalid_type")
+        if any(m != "text" for m in modalities):
+            raise invalid("only the 'text' modality is supported by this server", "modalities",
+                          "unsupported_parameter")
 
 
 def model_name(body):
