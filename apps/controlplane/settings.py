@@ -23,6 +23,7 @@ class ControlPlaneSettings:
     catalog_configmap: str = "foundry-local-catalog"
     catalog_cache_s: float = 2.0
     read_cache: bool = True                        # GET one deployment from a watch-fed cache (Kubernetes store)
+    metrics_port: int = 0                          # a keyless /metrics-only listener on 0.0.0.0 (0: none)
 
     @classmethod
     def from_env(cls, env=None):
@@ -33,4 +34,5 @@ class ControlPlaneSettings:
                    registry_allowlist=_list(r.text("FOUNDRY_REGISTRY_ALLOWLIST")),
                    max_body_bytes=r.integer("FOUNDRY_MAX_BODY_BYTES", 1024 * 1024, low=1024, high=64 * 1024 * 1024),
                    catalog_cache_s=r.number("FOUNDRY_CATALOG_CACHE_S", 2.0, low=0, high=3600),
-                   read_cache=r.flag("FOUNDRY_READ_CACHE", True))
+                   read_cache=r.flag("FOUNDRY_READ_CACHE", True),
+                   metrics_port=r.integer("FOUNDRY_METRICS_PORT", 0, low=0, high=65535))
