@@ -157,7 +157,7 @@ class CompletionsHandler(EventStream, AuthMixin, ChatBase):
         self._slots = [k for k, g in enumerate(gens) if g is not None]    # live generation -> prompt number
         prompt_tokens = sum(len(ids) for _t, ids in p["prompts"])
         service.metrics.prompt(prompt_tokens)
-        self._timer = RequestTimer(service.metrics)
+        self._timer = RequestTimer(service.metrics, service.tracing, self, "text_completion", requests[0])
         self._usage_prompt = prompt_tokens
         self._cid, self._created = completion_id(), protocol.now()
         if p["stream"]:

@@ -182,7 +182,7 @@ class ChatCompletionsHandler(EventStream, AuthMixin, ChatBase):
             service.metrics.rejected.labels(self.endpoint).inc()
             raise rate_limited(full) from None
         service.metrics.prompt(len(ids))
-        self._timer = RequestTimer(service.metrics)
+        self._timer = RequestTimer(service.metrics, service.tracing, self, "chat", request)
         self._params = params
         self._filters = [self._tool_filter(params) for _ in range(params.n)]
         self._cid, self._created = protocol.completion_id(), protocol.now()

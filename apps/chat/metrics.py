@@ -95,10 +95,11 @@ class RequestTimer:
     """One generation request's clock: its first token (TTFT), then its end (e2e, time per output token, queue
     time, tokens and finish reasons). Times from `started` (the handler's arrival, perf_counter)."""
 
-    def __init__(self, metrics):
+    def __init__(self, metrics, tracing=None, handler=None, operation="chat", request=None):
         self.metrics = metrics
         self.started = time.perf_counter()
         self.first = None
+        self.tracing, self.handler, self.operation, self.request = tracing, handler, operation, request
 
     def token(self):
         if self.first is None:
@@ -125,3 +126,5 @@ class RequestTimer:
         for gen in gens:
             if gen.admitted_at is not None:
                 v.queue.observe(max(0.0, gen.admitted_at - gen.submitted_at))
+        if self.tracing is not None and self.tracing.enabled:
+            self.tracing.record(self.operation, self.handler, self.request, gens, done_events, self.first)

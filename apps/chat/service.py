@@ -7,6 +7,7 @@ import time
 
 from foundry_inference.apps.chat.engine import open_engine
 from foundry_inference.apps.chat.metrics import ChatMetrics
+from foundry_inference.apps.chat.tracing import Tracing
 
 log = logging.getLogger("foundry_inference.chat")
 
@@ -16,6 +17,7 @@ class ChatService:
         self.settings = settings
         self.engine = engine
         self.metrics = ChatMetrics(model_name=settings.model_id)
+        self.tracing = Tracing(settings.tracing, settings.model_id)
         self.load_error = None
         self.ready = False
         self.created = int(time.time())
@@ -49,3 +51,4 @@ class ChatService:
         if self.engine is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.engine.close)
         self.audio_pool.shutdown(wait=False)
+        self.tracing.close()

@@ -40,6 +40,7 @@ class ChatSettings:
     embedding_queue_depth: int = 4096       # embedding inputs queued or running before 429
     metrics_port: int = 0                   # 0: no separate metrics listener (/metrics stays on the API port)
     metrics_host: str = "0.0.0.0"
+    tracing: bool = False                   # OpenTelemetry spans over OTLP/HTTP (apps/chat/tracing.py)
 
     @classmethod
     def from_env(cls, env=None, **overrides):
@@ -74,6 +75,7 @@ class ChatSettings:
                                             high=10_000_000),
             metrics_port=r.integer("FOUNDRY_METRICS_PORT", 0, low=0, high=65535),
             metrics_host=r.text("FOUNDRY_METRICS_HOST") or cls.metrics_host,
+            tracing=r.flag("FOUNDRY_TRACING", False),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values).validated()
@@ -88,6 +90,12 @@ class ChatSettings:
                                              "float16", "int8_float16", "bfloat16", "int8_bfloat16"):
             raise SettingsError(f"FOUNDRY_WHISPER_COMPUTE_TYPE: {self.whisper_compute_type!r} is not a "
                                 f"CTranslate2 compute type")
+        if self.tracing:
+            import importlib.util
+            if importlib.util.find_spec("opentelemetry.sdk") is None or \
+                    importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None:
+                raise SettingsError("FOUNDRY_TRACING=on needs the OpenTelemetry SDK and OTLP/HTTP exporter: "
+                                    "pip install 'foundry-inference[tracing]'")
         model_id = self.model_id or os.path.basename(os.path.normpath(self.model_path))
         return replace(self, model_id=model_id)
 
