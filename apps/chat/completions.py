@@ -131,6 +131,12 @@ class CompletionsHandler(EventStream, AuthMixin, ChatBase):
         p = self._p = parse_request(self.json_body(), engine, max_n=service.settings.max_n,
                                     model_defaults=engine.config.search)
         self.check_model(p["model"])
+        sequences = len(p["prompts"]) * p["n"]
+        capacity = getattr(engine, "capacity", sequences)
+        if sequences > capacity:                    # more than the engine can ever hold: a 429 would never clear
+            raise protocol.invalid(f"{len(p['prompts'])} prompts x n={p['n']} is {sequences} sequences; this server "
+                                   f"runs and queues at most {capacity} (FOUNDRY_CHAT_MAX_BATCH + "
+                                   f"FOUNDRY_CHAT_QUEUE_DEPTH)", "prompt")
         requests = []
         for _text, ids in p["prompts"]:
             room = engine.context_length - len(ids)

@@ -114,6 +114,7 @@ def test_stop_ends_before_the_stop_string(tiny_server):
     ({"prompt": [1, 10 ** 9]}, "prompt"),
     ({"prompt": [[1, 2], "x", None]}, "prompt"),
     ({"prompt": ["x"] * 65}, "prompt"),
+    ({"prompt": ["x"] * 30}, "prompt"),                 # 30 sequences: more than 4 slots + 16 queued, ever
     ({"prompt": "x", "suffix": "y"}, "suffix"),
     ({"prompt": "x", "best_of": 3}, "best_of"),
     ({"prompt": "x", "logprobs": 6}, "logprobs"),
