@@ -104,6 +104,7 @@ class Workload:
         self.fetch_failures = 0
         self.fetch_next = 0.0
         self.apps = []                # [(Process, port)]
+        self.metrics_ports = []       # per replica: its keyless metrics port, or None
         self.proxy = None
         preferred = None
         endpoint = (meta.get("annotations") or {}).get(names.LOCAL_ENDPOINT) or ""
@@ -196,6 +197,7 @@ class Workload:
         for proc, _port in self.apps:
             proc.stop()
         self.apps = []
+        self.metrics_ports = []
         if self.proxy:
             self.proxy.stop()
             self.proxy = None
@@ -271,10 +273,12 @@ class Workload:
         self.fetcher.start()
         return False
 
-    def _app_env(self, app, port):
+    def _app_env(self, app, port, metrics_port=None):
         overrides = {"PORT": str(port)}
         if any(e.get("name") == "FOUNDRY_PREDICTIVE_PORT" for e in app.get("env") or []):
             overrides["FOUNDRY_PREDICTIVE_PORT"] = str(port)
+        if metrics_port is not None:
+            overrides.update(FOUNDRY_METRICS_PORT=str(metrics_port), FOUNDRY_METRICS_HOST="127.0.0.1")
         return self._env(app, overrides)
 
     def _app_argv(self, app, port):
@@ -289,18 +293,22 @@ class Workload:
     def _run_apps(self, app):
         while len(self.apps) > self.replicas:
             proc, _port = self.apps.pop()
+            self.metrics_ports.pop()
             proc.stop()
         while len(self.apps) < self.replicas:
             index = len(self.apps)
             port = free_port()
+            metrics_port = (free_port() if any(e.get("name") == "FOUNDRY_METRICS_PORT" for e in app.get("env") or [])
+                            else None)
             try:
-                env = self._app_env(app, port)
+                env = self._app_env(app, port, metrics_port)
             except LookupError as exc:
                 self.problem = ("ConfigError", str(exc))
                 return
             proc = Process(f"{app['name']}-{index}", self._app_argv(app, port), env, self.dir,
                            os.path.join(self.dir, "logs", f"{app['name']}-{index}.log"))
             self.apps.append((proc, port))
+            self.metrics_ports.append(metrics_port)
         for proc, _port in self.apps:
             proc.supervise()
 
@@ -375,6 +383,12 @@ class Workload:
             return f"https://127.0.0.1:{self.proxy_port}"
         if self.apps:
             return f"http://127.0.0.1:{self.apps[0][1]}"
+        return None
+
+    def metrics_endpoint(self):
+        """The first replica's keyless metrics URL (each replica has its own port), or None."""
+        if self.metrics_ports and self.metrics_ports[0]:
+            return f"http://127.0.0.1:{self.metrics_ports[0]}{names.METRICS_PATH}"
         return None
 
     def status(self):
