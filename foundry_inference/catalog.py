@@ -109,7 +109,7 @@ def _version_key(variant):
 
 # catalog tasks served by the generative (chat + transcription) server; any other task is a predictive model
 GENERATIVE_TASKS = frozenset({"chat-completion", "text-generation", "completion", "automatic-speech-recognition",
-                              "text-to-speech", "audio-transcription"})
+                              "text-to-speech", "audio-transcription", "embeddings"})
 
 
 def task_workload_type(task, fallback=None):

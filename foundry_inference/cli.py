@@ -31,6 +31,9 @@ def _store_options(parser, default="kubernetes"):
 def build_parser():
     parser = argparse.ArgumentParser(prog="foundry-inference", description=__doc__)
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default: info")
+    parser.add_argument("--log-format", choices=list(logs.FORMATS),
+                        help="auto (default: readable text on a terminal, JSON lines otherwise), json or text "
+                             "(FOUNDRY_LOG_FORMAT)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help=COMPONENTS["up"][1])
     up.add_argument("--data-dir", help="state, models and keys (default ~/.local/share/foundry-inference)")
@@ -61,7 +64,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    logs.setup(args.log_level)
+    logs.setup(args.log_level, args.log_format)
     module_name = COMPONENTS[args.command][0]
     try:
         module = importlib.import_module(module_name)

@@ -6,10 +6,10 @@ then the operator and the agent, which stop every model-server and nginx process
 the data directory for the next start.
 
 Samples (docs/api.md, decision 7): on start a background thread prepares the sample models (foundry_inference.samples:
-iris-classifier, smollm2-135m-instruct, whisper-tiny-en) into the sample cache, logging progress; a sample whose
-dependencies are missing is reported (and deploying it ends in state Error with that reason). FOUNDRY_SAMPLES picks
-them (`all`, the default; `none`; or a comma list of names). Deployments of a sample that is still being prepared
-simply wait for it (the fetcher prepares it itself, from the same cache).
+iris-classifier, smollm2-135m-instruct, whisper-tiny-en, all-minilm-l6-v2) into the sample cache, logging progress; a
+sample whose dependencies are missing is reported (and deploying it ends in state Error with that reason).
+FOUNDRY_SAMPLES picks them (`all`, the default; `none`; or a comma list of names). Deployments of a sample that is
+still being prepared simply wait for it (the fetcher prepares it itself, from the same cache).
 
 Model cache: every model fetcher the node agent starts shares `<data-dir>/cache` (content-addressed OCI blobs,
 resumable partial downloads), limited by `--model-cache-limit` or FOUNDRY_MODEL_CACHE_LIMIT (e.g. 20Gi, 500Mi); a

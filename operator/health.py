@@ -6,6 +6,8 @@ default 8081; 0 turns them off).
 - `GET /readyz`: 200 once the last pass succeeded; 503 with the reason while passes fail (e.g. the apiserver is
   unreachable). A failing pass does not fail liveness: the loop is retrying, a restart would not help.
 Bodies are JSON: {"status", "lastPassAgoSeconds", "passes", "error"}.
+- `GET /metrics`: the operator's Prometheus metrics (metrics.py). The probe port has no Service and asks for no key;
+  the chart's prometheus.io annotations (and optional ServiceMonitor) point scrapers at it.
 """
 import json
 import logging
@@ -44,14 +46,22 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "foundry-operator"
 
     def do_GET(self):  # noqa: N802 - http.server's naming
-        live, ready, body = probe(self.server.operator, self.server.stall_s)
         path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            payload, content_type = self.server.operator.metrics.render()
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        live, ready, body = probe(self.server.operator, self.server.stall_s)
         if path == "/healthz":
             status, word = live, ("healthy" if live == 200 else "stalled")
         elif path == "/readyz":
             status, word = ready, ("ready" if ready == 200 else "not ready")
         else:
-            status, word, body = 404, "not found", {"error": "only /healthz and /readyz are served here"}
+            status, word, body = 404, "not found", {"error": "only /healthz, /readyz and /metrics are served here"}
         data = json.dumps({"status": word, **body}).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

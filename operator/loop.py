@@ -18,6 +18,7 @@ from .backoff import Backoff
 from .ca import CertificateAuthority
 from .catalog_sync import CatalogSync
 from .counting import CountingStore
+from .metrics import OperatorMetrics
 from .reconcile_deployment import DeploymentReconciler, PassContext
 from .status import now_utc
 
@@ -59,6 +60,7 @@ class Operator:
         self.started_at = None        # monotonic; the probes (health.py) read these three
         self.last_attempt_at = None
         self.last_error = None
+        self.metrics = OperatorMetrics()   # served at /metrics on the probe port (health.py)
 
     # --- one pass --------------------------------------------------------------------------------------------------
     def run_pass(self):
@@ -147,11 +149,13 @@ class Operator:
                 report = self.run_pass()
             except errors.StoreError as exc:
                 self.last_attempt_at, self.last_error = time.monotonic(), f"{exc.reason}: {exc.message}"
+                self.metrics.pass_errors.inc()
                 wait = self.pass_backoff.failed("pass")
                 logs.event(log, "pass failed; retrying", level=logging.WARNING, error=f"{exc.reason}: {exc.message}",
                            retry_in_s=round(wait, 2))
             else:
                 self.last_attempt_at, self.last_error = time.monotonic(), None
+                self.metrics.observe_pass(report)
                 if self.pass_backoff.failures("pass"):
                     logs.event(log, "store reachable again")
                 self.pass_backoff.succeeded("pass")

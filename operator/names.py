@@ -24,6 +24,7 @@ PRIMARY_CREATED = "foundry.azure.com/primary-key-created-at"
 SECONDARY_CREATED = "foundry.azure.com/secondary-key-created-at"
 KEYS_GENERATED = "foundry.azure.com/keys-generated-at"   # the operator's own first-generation time (rotation = later)
 LOCAL_ENDPOINT = "foundry.azure.com/local-endpoint"      # embedded node agent: where the TLS sidecar listens
+LOCAL_METRICS = "foundry.azure.com/local-metrics-endpoint"  # embedded node agent: the first replica's metrics URL
 DEPRECATED_FROM = "foundry.azure.com/legacy-kind"
 
 # catalog ConfigMap
@@ -41,6 +42,8 @@ CA_SECRET = "foundry-inference-ca"
 # in-pod paths and ports
 TLS_PORT = 8443
 POD_UID = 65532                     # every container of a model pod runs as this uid/gid (restricted profile)
+METRICS_PORT = 9464        # the model server's keyless /metrics listener: declared on the pod, never on the Service
+METRICS_PATH = "/metrics"
 SERVICE_PORT = 443
 KEYS_DIR = "/var/run/foundry/keys"
 TLS_DIR = "/etc/foundry/tls"

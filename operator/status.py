@@ -9,12 +9,13 @@ written, null while unknown (docs/api.md, decision 4), so a merge patch of the w
 import datetime
 
 from . import names
+from .builders import deployment as deployment_builder
 from .builders import ingress as ingress_builder
 from .builders import keys as keys_builder
 from .builders import service as service_builder
 
 FIELDS = ("state", "message", "readyReplicas", "deploymentReady", "serviceReady", "internalEndpoint",
-          "externalEndpoint", "resolvedModel", "authentication", "conditions", "observedGeneration")
+          "metricsEndpoint", "externalEndpoint", "resolvedModel", "authentication", "conditions", "observedGeneration")
 
 
 def now_utc():
@@ -123,10 +124,15 @@ def compute(obj, outcome, settings, now=None):
     add("Ready", "True" if state == "Running" else "False", reason, message)
 
     service_ready = outcome.service is not None
+    dep_annotations = (outcome.deployment or {}).get("metadata", {}).get("annotations") or {}
     if settings.embedded:
-        internal = ((outcome.deployment or {}).get("metadata", {}).get("annotations") or {}).get(names.LOCAL_ENDPOINT)
+        internal = dep_annotations.get(names.LOCAL_ENDPOINT)
+        metrics = dep_annotations.get(names.LOCAL_METRICS)
     else:
         internal = service_builder.internal_endpoint(owner) if service_ready and owner else None
+        metrics = (deployment_builder.POD_METRICS_ENDPOINT
+                   if outcome.deployment is not None and resolved and deployment_builder.has_metrics_port(resolved)
+                   else None)
     external = (ingress_builder.external_endpoint(owner, spec.endpoint, outcome.ingress)
                 if spec is not None and outcome.ingress is not None else None)
     return {
@@ -136,6 +142,7 @@ def compute(obj, outcome, settings, now=None):
         "deploymentReady": complete if outcome.deployment is not None else None,
         "serviceReady": service_ready if outcome.deployment is not None or service_ready else None,
         "internalEndpoint": internal,
+        "metricsEndpoint": metrics,
         "externalEndpoint": external,
         "resolvedModel": ({"name": resolved.name, "variant": resolved.variant, "image": resolved.image,
                            "workloadType": resolved.workload_type, "runtime": resolved.engine,

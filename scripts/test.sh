@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 bash tests/kube/build-kube.sh
 .venv/bin/ruff check .
-# Test models built once and cached under ~/.cache/foundry-inference/models (tiny chat model, SmolLM2 int4).
+# Test models built once and cached under ~/.cache/foundry-inference/models (tiny chat model, SmolLM2 int4,
+# all-MiniLM-L6-v2 ONNX).
 .venv/bin/python tests/support/chat_models.py all
 # a prerequisite the suite needs and cannot find fails its tests instead of skipping them (tests/support/require.py)
 export FOUNDRY_REQUIRE_ALL=1 FOUNDRY_REQUIRE_KUBE=1 FOUNDRY_REQUIRE_MODELS=1

@@ -12,6 +12,7 @@ plus one line in `ENGINES`. The HTTP layer only ever sees these types:
 """
 import asyncio
 import os
+import time
 from dataclasses import dataclass, field
 
 
@@ -58,12 +59,14 @@ class GenerationRequest:
     guidance: tuple = None              # (kind, grammar): kind json_schema | regex | lark_grammar
     n: int = 1
     min_new_tokens: int = 0             # end-of-turn tokens are masked until this many were generated
+    logprobs: int = None                # None: none; k >= 0: each token's logprob and its k best alternatives
 
 
 @dataclass(frozen=True)
 class TextEvent:
     index: int
     text: str
+    logprobs: tuple = None              # logprobs.TokenLogprob of the tokens behind `text` (when requested)
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ class Generation:
         self._cancel = cancel
         self._open = request.n
         self.cancelled = False
+        self.submitted_at = time.perf_counter()
+        self.admitted_at = None             # set by the engine when the request leaves the queue (metrics)
         self.first_token_at = None
 
     def deliver(self, events):
@@ -135,6 +140,10 @@ class ChatEngine:
     def encode(self, text):
         raise NotImplementedError
 
+    def decode(self, ids):
+        """Token ids -> text (a legacy completion's prompt given as token ids)."""
+        raise NotImplementedError
+
     def submit(self, request, loop):
         raise NotImplementedError
 
@@ -177,9 +186,18 @@ def _is_ctranslate2_whisper(folder, files):
     return "alignment_heads" in config or "suppress_ids" in config or "lang_ids" in config
 
 
+def _is_embedding(folder, files):
+    return "embedding_config.json" in files
+
+
 def _genai(folder, settings):
     from foundry_inference.apps.chat.genai import GenaiChatEngine
     return GenaiChatEngine(folder, settings)
+
+
+def _embedding(folder, settings):
+    from foundry_inference.apps.chat.embeddings import EmbeddingEngine
+    return EmbeddingEngine(folder, settings)
 
 
 def _whisper(folder, settings):
@@ -191,6 +209,7 @@ def _whisper(folder, settings):
 ENGINES = [
     ("onnxruntime-genai", _is_genai, _genai),
     ("faster-whisper", _is_ctranslate2_whisper, _whisper),
+    ("onnxruntime-embeddings", _is_embedding, _embedding),
 ]
 
 
@@ -210,7 +229,8 @@ def find_model_folder(path):
     if any(f.lower().endswith(".gguf") for f in files):
         hint = " (GGUF models need a llama.cpp engine, which this build does not include)"
     raise UnsupportedModel(f"FOUNDRY_MODEL_PATH: {path} holds no model this server can serve{hint}: expected "
-                           f"genai_config.json (onnxruntime-genai) or a CTranslate2 Whisper model; found "
+                           f"genai_config.json (onnxruntime-genai), a CTranslate2 Whisper model or "
+                           f"embedding_config.json (an ONNX embedding model); found "
                            f"{', '.join(files[:12]) or 'nothing'}")
 
 

@@ -32,6 +32,7 @@ import time
 
 import numpy as np
 
+from foundry_inference.apps.chat import logprobs as lp
 from foundry_inference.apps.chat.engine import ChatEngine, DoneEvent, Generation, QueueFull, TextEvent
 from foundry_inference.apps.chat.sampling import Sampler
 from foundry_inference.apps.chat.template import ChatTemplate, load_template
@@ -83,7 +84,8 @@ class GenaiConfig:
 class _Choice:
     """One sequence being generated (a request has `n` of them)."""
     __slots__ = ("gen", "index", "max_new", "sampler", "stream", "matcher", "generated", "length", "last", "done",
-                 "row", "generator")
+                 "row", "generator",
+                 "logprobs")
 
     def __init__(self, gen, index, sampler, stream, matcher):
         self.gen = gen
@@ -98,6 +100,7 @@ class _Choice:
         self.done = False
         self.row = None
         self.generator = None    # onnxruntime_genai.Generator for guided choices
+        self.logprobs = [] if gen.request.logprobs is not None else None    # booked, not yet emitted
 
 
 class GenaiChatEngine(ChatEngine):
@@ -135,6 +138,7 @@ class GenaiChatEngine(ChatEngine):
         self.tokenizer = og.Tokenizer(self.og_model)
         self.eos_ids = cfg.eos_ids | set(int(t) for t in np.atleast_1d(self.tokenizer.eos_token_ids))
         self._eos_list = np.array(sorted(self.eos_ids), dtype=np.int64)
+        self.token_texts = lp.TokenTexts(lambda t: self.tokenizer.decode(np.array([t], dtype=np.int32)))
         source, specials = load_template(self.folder)
         self.template = ChatTemplate(source, specials)
         self._load_session()
@@ -237,6 +241,9 @@ class GenaiChatEngine(ChatEngine):
 
     def encode(self, text):
         return [int(t) for t in self.tokenizer.encode(text)]
+
+    def decode(self, ids):
+        return self.tokenizer.decode(np.asarray(ids, dtype=np.int32))
 
     def submit(self, request, loop):
         if self._inflight + request.n > self.capacity:
@@ -356,6 +363,7 @@ class GenaiChatEngine(ChatEngine):
 
     def _new_choice(self, gen, index):
         req = gen.request
+        gen.admitted_at = gen.admitted_at or time.perf_counter()
         seed = req.sampling.seed
         if seed is not None:
             seed = (int(seed) + index) % (1 << 63)
@@ -436,9 +444,13 @@ class GenaiChatEngine(ChatEngine):
         self._reap()
 
     def _choose(self, choice, row):
+        scorer = None if choice.logprobs is None else lp.Scorer(row, choice.gen.request.logprobs)   # raw logits
         if choice.generated < choice.gen.request.min_new_tokens:
             row[self._eos_list] = -np.inf          # in place: the buffer is rewritten by the next step anyway
-        return choice.sampler.choose(row)
+        token = choice.sampler.choose(row)
+        if scorer is not None and token not in self.eos_ids:
+            choice.logprobs.append(scorer.entry(token, self.token_texts))
+        return token
 
     def _start_guided(self, choice):
         og = self.og
@@ -481,7 +493,7 @@ class GenaiChatEngine(ChatEngine):
         choice.sampler.observe(token)
         text, matched = choice.matcher.feed(choice.stream.decode(token))
         if text:
-            self._emit(choice.gen, TextEvent(choice.index, text))
+            self._emit(choice.gen, TextEvent(choice.index, text, self._take_logprobs(choice)))
         if matched:
             self._finish(choice, "stop")
         elif choice.generated >= choice.max_new or choice.length + 1 >= self.context_length:
@@ -493,9 +505,17 @@ class GenaiChatEngine(ChatEngine):
         choice.done = True
         if reason in ("stop", "length"):
             rest = choice.matcher.flush()
-            if rest:
-                self._emit(choice.gen, TextEvent(choice.index, rest))
+            if rest or choice.logprobs:
+                self._emit(choice.gen, TextEvent(choice.index, rest, self._take_logprobs(choice)))
         self._emit(choice.gen, DoneEvent(choice.index, reason, choice.generated, error))
+
+    @staticmethod
+    def _take_logprobs(choice):
+        entries = choice.logprobs
+        if not entries:
+            return None
+        choice.logprobs = []
+        return tuple(entries)
 
     def _reap(self):
         """Drop finished choices; the last live row moves into each freed row (its valid KV prefix is copied)."""

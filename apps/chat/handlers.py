@@ -10,6 +10,8 @@ from tornado.iostream import StreamClosedError
 from foundry_inference.apps.base import ApiError, BaseHandler, NotFoundHandler, ProbeRoutes, openai_envelope
 from foundry_inference.apps.chat import protocol
 from foundry_inference.apps.chat.engine import DoneEvent, GenerationRequest, QueueFull
+from foundry_inference.apps.chat.logprobs import chat_logprobs
+from foundry_inference.apps.chat.metrics import RequestTimer
 from foundry_inference.apps.chat.template import TemplateError
 from foundry_inference.apps.chat.textstream import ToolCallFilter
 from foundry_inference.auth.tornado import AuthMixin
@@ -100,164 +102,27 @@ class MetricsHandler(AuthMixin, ChatBase):
         self.finish(payload)
 
 
-class ChatCompletionsHandler(AuthMixin, ChatBase):
-    endpoint = "chat"
-    _gen = None
+class EventStream:
+    """Server-sent events for a handler generating with the engine: headers, one `data:` frame per object, flushes
+    with backpressure, and `_cancel()` (the handler's) when the client goes away."""
 
-    async def post(self):
-        service = self.service
-        engine = self.engine_for("chat")
-        self.max_body_bytes = service.settings.max_body_bytes
-        body = self.json_body()
-        params = protocol.parse_chat_request(body, engine, max_n=service.settings.max_n,
-                                             model_defaults=engine.config.search)
-        self.check_model(params.model)
-        try:
-            prompt = engine.render_prompt(params.messages, params.tools)
-        except TemplateError as exc:
-            raise protocol.invalid(str(exc), "messages") from None
-        ids = engine.encode(prompt)
-        room = engine.context_length - len(ids)
-        if room <= 0:
-            raise protocol.context_error(len(ids), engine.context_length)
-        max_new = room if params.max_tokens is None else min(params.max_tokens, room)
-        request = GenerationRequest(prompt_ids=tuple(ids), max_new_tokens=max_new, sampling=params.sampling,
-                                    stop=params.stop, guidance=params.guidance, n=params.n,
-                                    min_new_tokens=min(params.min_tokens, max_new))
-        try:
-            self._gen = engine.submit(request, asyncio.get_running_loop())
-        except QueueFull as full:
-            service.metrics.rejected.labels(self.endpoint).inc()
-            raise rate_limited(full) from None
-        service.metrics.prompt_tokens.inc(len(ids))
-        self._params = params
-        self._filters = [self._tool_filter(params) for _ in range(params.n)]
-        self._cid, self._created = protocol.completion_id(), protocol.now()
-        if params.stream:
-            await self._stream()
-        else:
-            await self._collect()
-
-    def _tool_filter(self, params):
-        if not params.tools or params.json_mode:
-            return None
-        names = [t["function"]["name"] for t in params.tools]
-        return ToolCallFilter(names, mode="forced" if params.guidance else "auto")
-
-    def _first_token(self):
-        if not getattr(self, "_saw_token", False):
-            self._saw_token = True
-            self.service.metrics.ttft.observe(self.request.request_time())
-
-    async def _collect(self):
-        gen, params = self._gen, self._params
-        texts = [[] for _ in range(params.n)]
-        done = {}
-        async for event in gen:
-            if isinstance(event, DoneEvent):
-                done[event.index] = event
-            else:
-                self._first_token()
-                texts[event.index].append(event.text)
-        if gen.cancelled:
-            return                                  # the client went away
-        choices, total = [], 0
-        for index in range(params.n):
-            event = done[index]
-            if event.finish_reason == "error":
-                raise generation_error(event.error)
-            total += event.completion_tokens
-            content, calls = "".join(texts[index]), None
-            filt = self._filters[index]
-            if filt is not None:
-                filt.feed(content)
-                rest, found = filt.finish()
-                content = "".join(filt.content)
-                if found:
-                    calls = [{"id": protocol.tool_call_id(), "type": "function", "function": c} for c in found]
-            finish = "tool_calls" if calls else event.finish_reason
-            choices.append(protocol.choice(index, content if (content or not calls) else None, calls, finish))
-        self.service.metrics.completion_tokens.inc(total)
-        self.write_json(protocol.completion(self._cid, self.service.model_id, self._created, choices,
-                                            gen.prompt_tokens, total))
-
-    async def _stream(self):
-        gen, params = self._gen, self._params
+    def _start_events(self):
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")          # the nginx sidecar must not buffer the stream
         stream = getattr(self.request.connection, "stream", None)
         if stream is not None:
             stream.set_nodelay(True)    # small token chunks must not wait for Nagle + the client's delayed ACK
-        model, usage_on = self.service.model_id, params.include_usage
-        self._content_frames = [self._content_frame(index, model, usage_on) for index in range(params.n)]
-        total = 0
-        for index in range(params.n):
-            self._send(protocol.chunk(self._cid, model, self._created,
-                                      [protocol.delta(index, role="assistant", content="", refusal=None)], usage_on))
-        if not await self._flush():
-            return
-        error = None
-        async for event in gen:
-            if isinstance(event, DoneEvent):
-                total += event.completion_tokens
-                if event.finish_reason == "cancelled":
-                    continue
-                if event.finish_reason == "error":
-                    error = event.error or "generation failed"
-                    continue
-                self._finish_choice(event, model, usage_on)
-            else:
-                self._first_token()
-                filt = self._filters[event.index]
-                text = filt.feed(event.text) if filt is not None else event.text
-                if text:
-                    prefix, suffix = self._content_frames[event.index]
-                    self.write(prefix + json.dumps(text, ensure_ascii=False).encode() + suffix)
-            if gen.queue.empty() and not await self._flush(wait=False):
-                return
-        if gen.cancelled:
-            return
-        self.service.metrics.completion_tokens.inc(total)
-        if error:
-            self._send(openai_envelope(generation_error(error)))
-        if usage_on:
-            self._send(protocol.chunk(self._cid, model, self._created, [], True,
-                                      protocol.usage(gen.prompt_tokens, total)))
+
+    async def _end_events(self):
         self.write("data: [DONE]\n\n")
         try:
             await self.finish()
         except StreamClosedError:
             pass
 
-    def _finish_choice(self, event, model, usage_on):
-        index, finish = event.index, event.finish_reason
-        filt = self._filters[index]
-        if filt is not None:
-            rest, calls = filt.finish()
-            if rest:
-                self._send(protocol.chunk(self._cid, model, self._created,
-                                          [protocol.delta(index, content=rest)], usage_on))
-            if calls:
-                finish = "tool_calls"
-                deltas = [{"index": k, "id": protocol.tool_call_id(), "type": "function", "function": call}
-                          for k, call in enumerate(calls)]
-                self._send(protocol.chunk(self._cid, model, self._created,
-                                          [protocol.delta(index, tool_calls=deltas)], usage_on))
-        self._send(protocol.chunk(self._cid, model, self._created, [protocol.delta(index, finish)], usage_on))
-
     def _send(self, obj):
         self.write("data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n\n")
-
-    def _content_frame(self, index, model, usage_on):
-        """(prefix, suffix) bytes around the JSON string of a content delta: the per-token chunk is one
-        json.dumps of the text, not of the whole chunk (same bytes as protocol.chunk + protocol.delta)."""
-        marker = "\x00TEXT\x00"
-        frame = "data: " + json.dumps(protocol.chunk(self._cid, model, self._created,
-                                                     [protocol.delta(index, content=marker)], usage_on),
-                                      separators=(",", ":"), ensure_ascii=False) + "\n\n"
-        prefix, suffix = frame.split(json.dumps(marker))
-        return prefix.encode(), suffix.encode()
 
     async def _flush(self, wait=True):
         """Send what was written. wait=False (per token): only wait for the previous flush if it is still
@@ -283,14 +148,167 @@ class ChatCompletionsHandler(AuthMixin, ChatBase):
         if future.cancelled() or future.exception() is not None:    # retrieved: no "never retrieved" warning
             self._cancel()
 
+    def on_connection_close(self):
+        self._cancel()
+
+
+class ChatCompletionsHandler(EventStream, AuthMixin, ChatBase):
+    endpoint = "chat"
+    _gen = None
+
+    async def post(self):
+        service = self.service
+        engine = self.engine_for("chat")
+        self.max_body_bytes = service.settings.max_body_bytes
+        body = self.json_body()
+        params = protocol.parse_chat_request(body, engine, max_n=service.settings.max_n,
+                                             model_defaults=engine.config.search)
+        self.check_model(params.model)
+        try:
+            prompt = engine.render_prompt(params.messages, params.tools)
+        except TemplateError as exc:
+            raise protocol.invalid(str(exc), "messages") from None
+        ids = engine.encode(prompt)
+        room = engine.context_length - len(ids)
+        if room <= 0:
+            raise protocol.context_error(len(ids), engine.context_length)
+        max_new = room if params.max_tokens is None else min(params.max_tokens, room)
+        request = GenerationRequest(prompt_ids=tuple(ids), max_new_tokens=max_new, sampling=params.sampling,
+                                    stop=params.stop, guidance=params.guidance, n=params.n,
+                                    min_new_tokens=min(params.min_tokens, max_new), logprobs=params.logprobs)
+        try:
+            self._gen = engine.submit(request, asyncio.get_running_loop())
+        except QueueFull as full:
+            service.metrics.rejected.labels(self.endpoint).inc()
+            raise rate_limited(full) from None
+        service.metrics.prompt(len(ids))
+        self._timer = RequestTimer(service.metrics, service.tracing, self, "chat", request)
+        self._params = params
+        self._filters = [self._tool_filter(params) for _ in range(params.n)]
+        self._cid, self._created = protocol.completion_id(), protocol.now()
+        if params.stream:
+            await self._stream()
+        else:
+            await self._collect()
+
+    def _tool_filter(self, params):
+        if not params.tools or params.json_mode:
+            return None
+        names = [t["function"]["name"] for t in params.tools]
+        return ToolCallFilter(names, mode="forced" if params.guidance else "auto")
+
+    async def _collect(self):
+        gen, params = self._gen, self._params
+        texts = [[] for _ in range(params.n)]
+        scores = [[] for _ in range(params.n)]
+        done = {}
+        async for event in gen:
+            if isinstance(event, DoneEvent):
+                done[event.index] = event
+            else:
+                self._timer.token()
+                texts[event.index].append(event.text)
+                if event.logprobs:
+                    scores[event.index].extend(event.logprobs)
+        self._timer.finished([gen], list(done.values()))
+        if gen.cancelled:
+            return                                  # the client went away
+        choices, total = [], 0
+        for index in range(params.n):
+            event = done[index]
+            if event.finish_reason == "error":
+                raise generation_error(event.error)
+            total += event.completion_tokens
+            content, calls = "".join(texts[index]), None
+            filt = self._filters[index]
+            if filt is not None:
+                filt.feed(content)
+                rest, found = filt.finish()
+                content = "".join(filt.content)
+                if found:
+                    calls = [{"id": protocol.tool_call_id(), "type": "function", "function": c} for c in found]
+            finish = "tool_calls" if calls else event.finish_reason
+            choices.append(protocol.choice(index, content if (content or not calls) else None, calls, finish,
+                                           None if params.logprobs is None else chat_logprobs(scores[index])))
+        self.write_json(protocol.completion(self._cid, self.service.model_id, self._created, choices,
+                                            gen.prompt_tokens, total))
+
+    async def _stream(self):
+        gen, params = self._gen, self._params
+        self._start_events()
+        model, usage_on = self.service.model_id, params.include_usage
+        self._content_frames = [self._content_frame(index, model, usage_on) for index in range(params.n)]
+        total = 0
+        for index in range(params.n):
+            self._send(protocol.chunk(self._cid, model, self._created,
+                                      [protocol.delta(index, role="assistant", content="", refusal=None)], usage_on))
+        if not await self._flush():
+            return
+        error, finished = None, []
+        async for event in gen:
+            if isinstance(event, DoneEvent):
+                total += event.completion_tokens
+                finished.append(event)
+                if event.finish_reason == "cancelled":
+                    continue
+                if event.finish_reason == "error":
+                    error = event.error or "generation failed"
+                    continue
+                self._finish_choice(event, model, usage_on)
+            else:
+                self._timer.token()
+                filt = self._filters[event.index]
+                text = filt.feed(event.text) if filt is not None else event.text
+                if event.logprobs:
+                    self._send(protocol.chunk(self._cid, model, self._created, [protocol.delta(
+                        event.index, content=text, logprobs=chat_logprobs(event.logprobs))], usage_on))
+                elif text:
+                    prefix, suffix = self._content_frames[event.index]
+                    self.write(prefix + json.dumps(text, ensure_ascii=False).encode() + suffix)
+            if gen.queue.empty() and not await self._flush(wait=False):
+                return
+        self._timer.finished([gen], finished)
+        if gen.cancelled:
+            return
+        if error:
+            self._send(openai_envelope(generation_error(error)))
+        if usage_on:
+            self._send(protocol.chunk(self._cid, model, self._created, [], True,
+                                      protocol.usage(gen.prompt_tokens, total)))
+        await self._end_events()
+
+    def _finish_choice(self, event, model, usage_on):
+        index, finish = event.index, event.finish_reason
+        filt = self._filters[index]
+        if filt is not None:
+            rest, calls = filt.finish()
+            if rest:
+                self._send(protocol.chunk(self._cid, model, self._created,
+                                          [protocol.delta(index, content=rest)], usage_on))
+            if calls:
+                finish = "tool_calls"
+                deltas = [{"index": k, "id": protocol.tool_call_id(), "type": "function", "function": call}
+                          for k, call in enumerate(calls)]
+                self._send(protocol.chunk(self._cid, model, self._created,
+                                          [protocol.delta(index, tool_calls=deltas)], usage_on))
+        self._send(protocol.chunk(self._cid, model, self._created, [protocol.delta(index, finish)], usage_on))
+
+    def _content_frame(self, index, model, usage_on):
+        """(prefix, suffix) bytes around the JSON string of a content delta: the per-token chunk is one
+        json.dumps of the text, not of the whole chunk (same bytes as protocol.chunk + protocol.delta)."""
+        marker = "\x00TEXT\x00"
+        frame = "data: " + json.dumps(protocol.chunk(self._cid, model, self._created,
+                                                     [protocol.delta(index, content=marker)], usage_on),
+                                      separators=(",", ":"), ensure_ascii=False) + "\n\n"
+        prefix, suffix = frame.split(json.dumps(marker))
+        return prefix.encode(), suffix.encode()
+
     def _cancel(self):
         gen = self._gen
         if gen is not None and not gen.finished and not gen.cancelled:
             gen.cancel()
             self.service.metrics.cancelled.inc()
 
-    def on_connection_close(self):
-        self._cancel()
 
 
 class TranscriptionsHandler(AuthMixin, ChatBase):

@@ -1,10 +1,10 @@
 """OpenAI Chat Completions: request validation (every problem is a 400 naming the field in `param`) and the shapes of
 answers and stream chunks.
 
-Fields this engine cannot honour are refused with a clear 400 instead of being ignored (`logprobs`, `n` above the
-configured maximum, response_format without constrained decoding); fields OpenAI accepts but that do not change the
-answer (`user`, `metadata`, `store`, `service_tier`, `parallel_tool_calls`, ...) and unknown fields are ignored, the
-way OpenAI ignores them.
+Fields this engine cannot honour are refused with a clear 400 instead of being ignored (`n` above the configured
+maximum, response_format without constrained decoding, `logprobs` together with constrained decoding); fields OpenAI
+accepts but that do not change the answer (`user`, `metadata`, `store`, `service_tier`, `parallel_tool_calls`, ...)
+are accepted, as OpenAI accepts them. docs/chat-server.md has the table of every field.
 """
 import json
 import secrets
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from foundry_inference.apps.base import ApiError
 from foundry_inference.apps.chat.engine import SamplingParams
+from foundry_inference.apps.chat.logprobs import MAX_TOP_CHAT
 from foundry_inference.apps.chat.template import tool_call_schema
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -39,6 +40,7 @@ class ChatParams:
     tool_choice: object             # "none" | "auto" | "required" | function name
     guidance: tuple                 # (kind, grammar) or None
     json_mode: bool                 # response_format json: content is JSON, not tool calls
+    logprobs: int = None            # None: off; else top_logprobs (0..20)
 
 
 def _number(body, name, low, high, default=None, integer=False):
@@ -61,13 +63,13 @@ def _bool(body, name, default=False):
     return value
 
 
+number, flag = _number, _bool      # for the other OpenAI routes' parsers
+
+
 def parse_chat_request(body, engine, *, max_n, model_defaults):
     """Validate an OpenAI chat request body against `engine`'s capabilities -> ChatParams (or raise ApiError)."""
-    model = body.get("model")
-    if model is None:
-        raise invalid("'model' is required", "model", "missing_required_parameter")
-    if not isinstance(model, str):
-        raise invalid("'model' must be a string", "model", "invalid_type")
+    model = model_name(body)
+    _refuse_unsupported(body)
     messages = _messages(body.get("messages"))
     tools, tool_choice = _tools(body)
 
@@ -75,33 +77,15 @@ def parse_chat_request(body, engine, *, max_n, model_defaults):
     if max_tokens is None:
         max_tokens = _number(body, "max_tokens", 1, 1 << 31, integer=True)
     min_tokens = _number(body, "min_tokens", 0, 1 << 31, 0, integer=True)
-    temperature = _number(body, "temperature", 0, 2)
-    top_p = _number(body, "top_p", 0, 1)
-    top_k = _number(body, "top_k", 0, 1 << 20, integer=True)
-    seed = _number(body, "seed", -(1 << 63), (1 << 64) - 1, integer=True)
-    if seed is None:
-        seed = _number(body, "random_seed", -(1 << 63), (1 << 64) - 1, integer=True)
-    presence = _number(body, "presence_penalty", -2, 2, 0.0)
-    frequency = _number(body, "frequency_penalty", -2, 2, 0.0)
-    repetition = _number(body, "repetition_penalty", 0.01, 100, None)
-    n = _number(body, "n", 1, 1 << 20, 1, integer=True)
-    if n > max_n:
-        raise invalid(f"'n' must be at most {max_n} on this server (each choice is generated), got {n}", "n")
-    if _bool(body, "logprobs") or body.get("top_logprobs") not in (None, 0):
-        raise invalid("'logprobs' and 'top_logprobs' are not supported by this server", "logprobs",
-                      "unsupported_parameter")
-    logit_bias = _logit_bias(body.get("logit_bias"), engine)
-    stop = _stop(body.get("stop"))
-    stream = _bool(body, "stream")
-    include_usage = False
-    options = body.get("stream_options")
-    if options is not None:
-        if not stream:
-            raise invalid("'stream_options' is only allowed when 'stream' is true", "stream_options")
-        if not isinstance(options, dict):
-            raise invalid("'stream_options' must be an object", "stream_options", "invalid_type")
-        include_usage = _bool(options, "include_usage")
+    sampling = sampling_params(body, engine, model_defaults)
+    n = choice_count(body, max_n)
+    logprobs = _logprobs(body)
+    stop = stop_sequences(body.get("stop"))
+    stream, include_usage = stream_flags(body)
     guidance, json_mode = _response_format(body.get("response_format"), engine)
+    if logprobs is not None and (guidance or (tools and tool_choice not in ("none", "auto"))):
+        raise invalid("'logprobs' cannot be combined with constrained decoding (response_format json or a forced "
+                      "tool_choice) on this engine", "logprobs", "unsupported_parameter")
 
     forced = tools and tool_choice not in ("none", "auto")
     if forced:
@@ -113,8 +97,82 @@ def parse_chat_request(body, engine, *, max_n, model_defaults):
         name = tool_choice if tool_choice != "required" else None
         guidance = ("json_schema", json.dumps(tool_call_schema(tools, name)))
 
-    # The model's own defaults (genai_config "search") apply where the request says nothing.
-    defaults = model_defaults
+    if guidance and (sampling.logit_bias or sampling.presence_penalty or sampling.frequency_penalty
+                     or sampling.repetition_penalty != 1.0):
+        raise invalid("'logit_bias' and the penalties cannot be combined with constrained decoding "
+                      "(response_format json or a forced tool_choice) on this engine", "logit_bias",
+                      "unsupported_parameter")
+    return ChatParams(messages=messages, model=model, max_tokens=max_tokens, min_tokens=min_tokens,
+                      sampling=sampling, stop=stop, n=n, stream=stream, include_usage=include_usage,
+                      tools=tools if tool_choice != "none" else None, tool_choice=tool_choice, guidance=guidance,
+                      json_mode=json_mode, logprobs=logprobs)
+
+
+# OpenAI chat fields that would change the answer but that this server cannot honour: a 400 naming them, never a
+# silent answer without them (fields that do not change the answer, e.g. `prediction`, `store`, are accepted)
+UNSUPPORTED = {
+    "audio": "audio output is not supported by this server",
+    "web_search_options": "web search is not supported by this server",
+    "reasoning_effort": "'reasoning_effort' is only for reasoning models; this model does not take it",
+    "verbosity": "'verbosity' is not supported by this model",
+}
+
+
+def _refuse_unsupported(body):
+    for field, message in UNSUPPORTED.items():
+        if body.get(field) is not None:
+            raise invalid(message, field, "unsupported_parameter")
+    modalities = body.get("modalities")
+    if modalities is not None:
+        if not isinstance(modalities, list) or not all(isinstance(m, str) for m in modalities):
+            raise invalid("'modalities' must be an array of strings", "modalities", "invalid_type")
+        if any(m != "text" for m in modalities):
+            raise invalid("only the 'text' modality is supported by this server", "modalities",
+                          "unsupported_parameter")
+
+
+def model_name(body):
+    model = body.get("model")
+    if model is None:
+        raise invalid("'model' is required", "model", "missing_required_parameter")
+    if not isinstance(model, str):
+        raise invalid("'model' must be a string", "model", "invalid_type")
+    return model
+
+
+def choice_count(body, max_n):
+    n = _number(body, "n", 1, 1 << 20, 1, integer=True)
+    if n > max_n:
+        raise invalid(f"'n' must be at most {max_n} on this server (each choice is generated), got {n}", "n")
+    return n
+
+
+def stream_flags(body):
+    """(stream, include_usage) from `stream` and `stream_options`."""
+    stream = _bool(body, "stream")
+    options = body.get("stream_options")
+    if options is None:
+        return stream, False
+    if not stream:
+        raise invalid("'stream_options' is only allowed when 'stream' is true", "stream_options")
+    if not isinstance(options, dict):
+        raise invalid("'stream_options' must be an object", "stream_options", "invalid_type")
+    return stream, _bool(options, "include_usage")
+
+
+def sampling_params(body, engine, defaults):
+    """SamplingParams from the request's sampling fields; the model's own defaults (genai_config "search") apply
+    where the request says nothing."""
+    temperature = _number(body, "temperature", 0, 2)
+    top_p = _number(body, "top_p", 0, 1)
+    top_k = _number(body, "top_k", 0, 1 << 20, integer=True)
+    seed = _number(body, "seed", -(1 << 63), (1 << 64) - 1, integer=True)
+    if seed is None:
+        seed = _number(body, "random_seed", -(1 << 63), (1 << 64) - 1, integer=True)
+    presence = _number(body, "presence_penalty", -2, 2, 0.0)
+    frequency = _number(body, "frequency_penalty", -2, 2, 0.0)
+    repetition = _number(body, "repetition_penalty", 0.01, 100, None)
+    logit_bias = _logit_bias(body.get("logit_bias"), engine)
     if temperature is None:
         do_sample = defaults["do_sample"]
         temperature = defaults["temperature"]
@@ -126,19 +184,20 @@ def parse_chat_request(body, engine, *, max_n, model_defaults):
         top_k = defaults["top_k"] if do_sample else 0
     if top_p <= 0:
         top_p = 1e-9           # OpenAI accepts 0: only the most likely token
-    sampling = SamplingParams(
+    return SamplingParams(
         do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
         presence_penalty=presence, frequency_penalty=frequency,
         repetition_penalty=repetition if repetition is not None else defaults["repetition_penalty"],
         logit_bias=logit_bias)
-    if guidance and (logit_bias or presence or frequency or sampling.repetition_penalty != 1.0):
-        raise invalid("'logit_bias' and the penalties cannot be combined with constrained decoding "
-                      "(response_format json or a forced tool_choice) on this engine", "logit_bias",
-                      "unsupported_parameter")
-    return ChatParams(messages=messages, model=model, max_tokens=max_tokens, min_tokens=min_tokens,
-                      sampling=sampling, stop=stop, n=n, stream=stream, include_usage=include_usage,
-                      tools=tools if tool_choice != "none" else None, tool_choice=tool_choice, guidance=guidance,
-                      json_mode=json_mode)
+
+
+def _logprobs(body):
+    """None (off) or the number of alternatives per token (0..20)."""
+    on = _bool(body, "logprobs")
+    top = _number(body, "top_logprobs", 0, MAX_TOP_CHAT, integer=True)
+    if top is not None and not on:
+        raise invalid("'top_logprobs' needs 'logprobs': true", "top_logprobs")
+    return (top or 0) if on else None
 
 
 def _messages(messages):
@@ -272,7 +331,7 @@ def _logit_bias(bias, engine):
     return tuple(out)
 
 
-def _stop(stop):
+def stop_sequences(stop):
     if stop is None:
         return ()
     if isinstance(stop, str):
@@ -321,11 +380,11 @@ def _response_format(fmt, engine):
     return ("json_schema", json.dumps(schema)), True
 
 
-def context_error(prompt_tokens, context_length):
+def context_error(prompt_tokens, context_length, field="messages"):
     return ApiError(400, "invalid_request_error",
-                    f"This model's maximum context length is {context_length} tokens. However, your messages "
-                    f"resulted in {prompt_tokens} tokens. Please reduce the length of the messages.",
-                    code="context_length_exceeded", errors=[{"field": "messages", "message": "too long"}])
+                    f"This model's maximum context length is {context_length} tokens. However, your {field} "
+                    f"resulted in {prompt_tokens} tokens. Please reduce the length of the {field}.",
+                    code="context_length_exceeded", errors=[{"field": field, "message": "too long"}])
 
 
 # --- answers ------------------------------------------------------------------------------------------------------
@@ -348,11 +407,11 @@ def completion(cid, model, created, choices, prompt_tokens, completion_tokens):
             "system_fingerprint": None, "choices": choices, "usage": usage(prompt_tokens, completion_tokens)}
 
 
-def choice(index, content, tool_calls, finish_reason):
+def choice(index, content, tool_calls, finish_reason, logprobs=None):
     message = {"role": "assistant", "content": content, "refusal": None}
     if tool_calls:
         message["tool_calls"] = tool_calls
-    return {"index": index, "message": message, "logprobs": None, "finish_reason": finish_reason}
+    return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
 def chunk(cid, model, created, choices, include_usage, usage_value=None):
@@ -363,8 +422,8 @@ def chunk(cid, model, created, choices, include_usage, usage_value=None):
     return body
 
 
-def delta(index, finish_reason=None, **fields):
-    return {"index": index, "delta": fields, "logprobs": None, "finish_reason": finish_reason}
+def delta(index, finish_reason=None, logprobs=None, **fields):
+    return {"index": index, "delta": fields, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
 def now():

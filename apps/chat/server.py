@@ -14,10 +14,13 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from foundry_inference.apps.chat.completions import CompletionsHandler
+from foundry_inference.apps.chat.embeddings_api import EmbeddingsHandler
 from foundry_inference.apps.chat.handlers import ChatNotFound, routes
 from foundry_inference.apps.chat.service import ChatService
 from foundry_inference.apps.chat.settings import ChatSettings, SettingsError
 from foundry_inference.apps.lifecycle import close_tornado_server, serve_loaded, stop_on_signals
+from foundry_inference.apps.metrics_port import listen_metrics
 
 log = logging.getLogger("foundry_inference.chat")
 
@@ -40,7 +43,8 @@ def make_auth(auth=None):
 
 
 def make_app(service, *, auth=None):
-    return tornado.web.Application(routes, chat=service, auth=make_auth(auth), default_handler_class=ChatNotFound,
+    all_routes = routes + [(r"/v1/completions", CompletionsHandler), (r"/v1/embeddings", EmbeddingsHandler)]
+    return tornado.web.Application(all_routes, chat=service, auth=make_auth(auth), default_handler_class=ChatNotFound,
                                    log_function=_log_request, compress_response=False, xsrf_cookies=False)
 
 
@@ -61,10 +65,20 @@ async def serve(settings, *, auth=None, service=None, started=None, stop=None):
     app = make_app(service, auth=auth)
     server, addresses = listen(app, settings)
     log.info("chat server listening on %s, loading %s", addresses, settings.model_path)
+    servers = [server]
+    if settings.metrics_port:
+        metrics_server, metrics_addresses = listen_metrics(service.metrics.render, settings.metrics_host,
+                                                           settings.metrics_port)
+        servers.append(metrics_server)
+        service.metrics_addresses = metrics_addresses
     stop = stop_on_signals(stop)
     if started is not None:
         started(addresses)
-    return await serve_loaded(service, stop, lambda: close_tornado_server(server, SHUTDOWN_GRACE_S), log)
+
+    async def close():
+        for s in servers:
+            await close_tornado_server(s, SHUTDOWN_GRACE_S)
+    return await serve_loaded(service, stop, close, log)
 
 
 def build_parser():

@@ -7,6 +7,7 @@ import time
 
 from foundry_inference.apps.chat.engine import open_engine
 from foundry_inference.apps.chat.metrics import ChatMetrics
+from foundry_inference.apps.chat.tracing import Tracing
 
 log = logging.getLogger("foundry_inference.chat")
 
@@ -15,7 +16,8 @@ class ChatService:
     def __init__(self, settings, engine=None):
         self.settings = settings
         self.engine = engine
-        self.metrics = ChatMetrics()
+        self.metrics = ChatMetrics(model_name=settings.model_id)
+        self.tracing = Tracing(settings.tracing, settings.model_id)
         self.load_error = None
         self.ready = False
         self.created = int(time.time())
@@ -36,7 +38,7 @@ class ChatService:
         except Exception as exc:
             self.load_error = str(exc) or type(exc).__name__
             raise
-        if self.engine.task == "chat":
+        if self.engine.task in ("chat", "embeddings"):
             self.metrics.bind_engine(self.engine)
         self.metrics.load_seconds.set(time.perf_counter() - start)
         self.metrics.ready.set(1)
@@ -49,3 +51,4 @@ class ChatService:
         if self.engine is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.engine.close)
         self.audio_pool.shutdown(wait=False)
+        self.tracing.close()

@@ -36,6 +36,11 @@ class ChatSettings:
     strict_model: bool = False              # reject requests whose `model` is not this model's id (404)
     keep_alive_timeout_s: float = 75.0
     warmup: bool = True
+    embedding_max_batch: int = 64           # inputs one embedding batch takes from the queue
+    embedding_queue_depth: int = 4096       # embedding inputs queued or running before 429
+    metrics_port: int = 0                   # 0: no separate metrics listener (/metrics stays on the API port)
+    metrics_host: str = "0.0.0.0"
+    tracing: bool = False                   # OpenTelemetry spans over OTLP/HTTP (apps/chat/tracing.py)
 
     @classmethod
     def from_env(cls, env=None, **overrides):
@@ -65,6 +70,12 @@ class ChatSettings:
             keep_alive_timeout_s=r.number("FOUNDRY_KEEP_ALIVE_TIMEOUT_S", cls.keep_alive_timeout_s,
                                           low=1.0, high=86400.0),
             warmup=r.flag("FOUNDRY_CHAT_WARMUP", True),
+            embedding_max_batch=r.integer("FOUNDRY_EMBEDDING_MAX_BATCH", cls.embedding_max_batch, low=1, high=4096),
+            embedding_queue_depth=r.integer("FOUNDRY_EMBEDDING_QUEUE_DEPTH", cls.embedding_queue_depth, low=1,
+                                            high=10_000_000),
+            metrics_port=r.integer("FOUNDRY_METRICS_PORT", 0, low=0, high=65535),
+            metrics_host=r.text("FOUNDRY_METRICS_HOST") or cls.metrics_host,
+            tracing=r.flag("FOUNDRY_TRACING", False),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values).validated()
@@ -79,6 +90,12 @@ class ChatSettings:
                                              "float16", "int8_float16", "bfloat16", "int8_bfloat16"):
             raise SettingsError(f"FOUNDRY_WHISPER_COMPUTE_TYPE: {self.whisper_compute_type!r} is not a "
                                 f"CTranslate2 compute type")
+        if self.tracing:
+            import importlib.util
+            if importlib.util.find_spec("opentelemetry.sdk") is None or \
+                    importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None:
+                raise SettingsError("FOUNDRY_TRACING=on needs the OpenTelemetry SDK and OTLP/HTTP exporter: "
+                                    "pip install 'foundry-inference[tracing]'")
         model_id = self.model_id or os.path.basename(os.path.normpath(self.model_path))
         return replace(self, model_id=model_id)
 

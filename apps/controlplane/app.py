@@ -8,13 +8,15 @@ import tornado.web
 from foundry_inference import logs
 from foundry_inference.apps.base import NotFoundHandler
 from foundry_inference.apps.fasthttp import HttpToolsServer
-from foundry_inference.apps.lifecycle import stop_on_signals
+from foundry_inference.apps.lifecycle import close_tornado_server, stop_on_signals
+from foundry_inference.apps.metrics_port import listen_metrics
 from foundry_inference.auth.service import AuthService
 from foundry_inference.auth.settings import AuthSettings
 from foundry_inference.store.base import AsyncStore
 from foundry_inference.store.factory import with_read_cache
 
 from . import health, keys, models, openapi, workloads
+from .metrics import ControlPlaneMetrics
 from .settings import ControlPlaneSettings
 
 log = logging.getLogger("foundry_inference.controlplane")
@@ -38,9 +40,11 @@ def make_app(store, config=None, auth=None, **settings):
                                 ttl=config.catalog_cache_s)
     # on_stop: background work to end when the app stops serving, even where the store outlives it (tests)
     on_stop = [store.stop_background]
+    metrics = ControlPlaneMetrics()
+    settings.setdefault("log_function", metrics.log_request)
     return tornado.web.Application(routes, store=async_store, config=config, auth=auth or control_plane_auth(),
                                    catalog_cache=cache, default_handler_class=NotFoundHandler, on_stop=on_stop,
-                                   **settings)
+                                   metrics=metrics, **settings)
 
 
 def _error_body(status, message):
@@ -55,9 +59,15 @@ async def serve(app, port=8080, address="127.0.0.1", stop_event=None):
     await server.listen(port, address)
     logs.event(log, "control plane listening", url=f"http://{address}:{port}",
                store=type(app.settings["store"].store).__name__)
+    metrics_server = None
+    if app.settings["config"].metrics_port:
+        metrics_server, _ = listen_metrics(app.settings["metrics"].render, "0.0.0.0",  # noqa: S104 - /metrics only
+                                           app.settings["config"].metrics_port)
     stop_event = stop_on_signals(stop_event)
     await stop_event.wait()
     await server.shutdown()
+    if metrics_server is not None:
+        await close_tornado_server(metrics_server, 5.0)
     app.settings["store"].close()
     logs.event(log, "control plane stopped")
 

@@ -25,6 +25,7 @@ class ControlPlaneSettings:
     read_cache: bool = True                        # GET one deployment from a watch-fed cache (Kubernetes store)
     # how long a rotated key takes to reach every replica: the rotate answer's key.effectiveAt (docs/api.md)
     key_propagation_s: float = 5.0
+    metrics_port: int = 0                          # a keyless /metrics-only listener on 0.0.0.0 (0: none)
 
     @classmethod
     def from_env(cls, env=None):
@@ -36,4 +37,5 @@ class ControlPlaneSettings:
                    max_body_bytes=r.integer("FOUNDRY_MAX_BODY_BYTES", 1024 * 1024, low=1024, high=64 * 1024 * 1024),
                    catalog_cache_s=r.number("FOUNDRY_CATALOG_CACHE_S", 2.0, low=0, high=3600),
                    read_cache=r.flag("FOUNDRY_READ_CACHE", True),
-                   key_propagation_s=r.number("FOUNDRY_KEY_PROPAGATION_S", 5.0, low=0, high=3600))
+                   key_propagation_s=r.number("FOUNDRY_KEY_PROPAGATION_S", 5.0, low=0, high=3600),
+                   metrics_port=r.integer("FOUNDRY_METRICS_PORT", 0, low=0, high=65535))

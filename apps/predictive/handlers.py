@@ -97,10 +97,12 @@ class PredictHandler(AuthMixin, PredictiveBase):
         limit = service.settings.max_body_bytes
         if len(body) > limit:
             raise ApiError(413, "PayloadTooLarge", f"Request body exceeds {limit} bytes")
+        began = time.perf_counter()
         try:
             array = await service.decode_async(body)
         except BadInput as exc:
             raise ApiError(exc.status, _KINDS.get(exc.status, "BadRequest"), exc.message) from None
+        decoded = time.perf_counter() - began
         try:
             pending = self._pending = service.submit(array)
         except QueueFull as full:
@@ -114,7 +116,10 @@ class PredictHandler(AuthMixin, PredictiveBase):
             return                      # the client went away: nobody to answer
         except InferenceFailed as exc:
             raise ApiError(500, "InternalError", str(exc)) from None
-        self.finish(service.render(outputs, start, stop, inference_ms))
+        rendering = time.perf_counter()
+        answer = service.render(outputs, start, stop, inference_ms)
+        service.metrics.observe_stages(decoded, inference_ms / 1000.0, time.perf_counter() - rendering)
+        self.finish(answer)
 
     def on_connection_close(self):
         pending = self._pending

@@ -1,6 +1,11 @@
 """Prometheus metrics of the predictive server, in a registry of its own (one per application, so tests and
 several apps in one process never collide). Label children are created once: a per-request update is a few
-attribute look-ups, not a label resolution."""
+attribute look-ups, not a label resolution.
+
+Beside ours, KServe's model-server histograms under their names (kserve/python/kserve/kserve/metrics.py):
+`request_preprocess_seconds` (decoding the body), `request_predict_seconds` (the batch's session.run that held the
+request) and `request_postprocess_seconds` (rendering the answer), label `model_name`, default buckets; they start
+once the model is loaded (its name is the label)."""
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -27,6 +32,20 @@ class PredictiveMetrics:
         self.load_seconds = Gauge("foundry_model_load_seconds", "Time to load and probe the model", registry=r)
         self.ready = Gauge("foundry_model_ready", "1 once the model is loaded and warmed up", registry=r)
         self._status = {}
+        kserve = ["model_name"]
+        self._kserve = (Histogram("request_preprocess_seconds", "pre-process request latency", kserve, registry=r),
+                        Histogram("request_predict_seconds", "predict request latency", kserve, registry=r),
+                        Histogram("request_postprocess_seconds", "post-process request latency", kserve, registry=r))
+        self.preprocess = self.predict = self.postprocess = None
+
+    def bind_model(self, model_name):
+        self.preprocess, self.predict, self.postprocess = (h.labels(model_name) for h in self._kserve)
+
+    def observe_stages(self, preprocess_s, predict_s, postprocess_s):
+        if self.preprocess is not None:
+            self.preprocess.observe(preprocess_s)
+            self.predict.observe(predict_s)
+            self.postprocess.observe(postprocess_s)
 
     def observe_request(self, status, seconds):
         child = self._status.get(status)

@@ -14,6 +14,7 @@ import sys
 import tornado.web
 
 from foundry_inference.apps.lifecycle import close_tornado_server, serve_loaded, stop_on_signals
+from foundry_inference.apps.metrics_port import listen_metrics
 from foundry_inference.apps.predictive.handlers import PredictiveNotFound, routes
 from foundry_inference.apps.predictive.service import PredictiveService
 from foundry_inference.apps.predictive.settings import PredictiveSettings, SettingsError
@@ -95,17 +96,24 @@ async def serve(settings, *, auth=None, sockets=None, started=None, stop=None, s
         server.add_sockets(sockets)
         addresses = [s.getsockname()[:2] for s in sockets]
     log.info("predictive server listening on %s (%s front end), loading %s", addresses, frontend, settings.model_path)
+    metrics_server = None
+    if settings.metrics_port:
+        # several workers each bind it (SO_REUSEPORT): a scrape reads the one worker the kernel picks
+        metrics_server, service.metrics_addresses = listen_metrics(
+            service.metrics.render, settings.metrics_host, settings.metrics_port, reuse_port=settings.workers > 1)
     stop = stop_on_signals(stop)
     if started is not None:
         started(addresses)
-    return await serve_loaded(service, stop, lambda: _close(server, frontend), log)
+    return await serve_loaded(service, stop, lambda: _close(server, frontend, metrics_server), log)
 
 
-async def _close(server, frontend):
+async def _close(server, frontend, metrics_server=None):
     if frontend == "httptools":
         await server.shutdown(SHUTDOWN_GRACE_S)
     else:
         await close_tornado_server(server, SHUTDOWN_GRACE_S)
+    if metrics_server is not None:
+        await close_tornado_server(metrics_server, SHUTDOWN_GRACE_S)
 
 
 def _use_uvloop():

@@ -54,6 +54,7 @@ class PredictiveService:
         log.info("warm-up run %.3f ms; a full batch runs in %.3f ms %s", run_s * 1000.0,
                  full_batch_s * 1000.0, "on the event loop" if self.batcher.inline else "in a worker thread")
         self.metrics.bind_queue(self.batcher)
+        self.metrics.bind_model(model.model_id)
         self.metrics.load_seconds.set(time.perf_counter() - started)
         self.metrics.ready.set(1)
         self.ready = True

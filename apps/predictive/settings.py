@@ -39,6 +39,8 @@ class PredictiveSettings:
     inline_run_ms: float = 1.0               # batches whose observed run time is below this run on the loop thread
     intra_op_spinning: bool = False          # onnxruntime's busy-wait after a run steals the loop's CPU when off-core
     allow_non_finite: bool = False           # NaN/Infinity in float inputs (most converted models cannot take them)
+    metrics_port: int = 0                    # 0: no separate metrics listener (/metrics stays on the API port)
+    metrics_host: str = "0.0.0.0"
 
     @classmethod
     def from_env(cls, env=None, **overrides):
@@ -66,6 +68,8 @@ class PredictiveSettings:
             inline_run_ms=r.number("FOUNDRY_INLINE_RUN_MS", cls.inline_run_ms, low=0.0, high=1000.0),
             intra_op_spinning=r.flag("FOUNDRY_INTRA_OP_SPINNING", False),
             allow_non_finite=r.flag("FOUNDRY_ALLOW_NON_FINITE", False),
+            metrics_port=r.integer("FOUNDRY_METRICS_PORT", 0, low=0, high=65535),
+            metrics_host=r.text("FOUNDRY_METRICS_HOST") or cls.metrics_host,
         )
         values.update(overrides)
         return cls(**values).validated()

@@ -128,10 +128,11 @@ class NodeAgent:
         try:
             if status_changed({k: v for k, v in (dep.get("status") or {}).items() if k in new}, new):
                 self.store.patch_status("Deployment", meta["namespace"], meta["name"], new)
-            endpoint = workload.endpoint()
-            if endpoint and (meta.get("annotations") or {}).get(names.LOCAL_ENDPOINT) != endpoint:
-                self.store.patch("Deployment", meta["namespace"], meta["name"],
-                                 {"metadata": {"annotations": {names.LOCAL_ENDPOINT: endpoint}}})
+            annotations = meta.get("annotations") or {}
+            wanted = {names.LOCAL_ENDPOINT: workload.endpoint(), names.LOCAL_METRICS: workload.metrics_endpoint()}
+            patch = {k: v for k, v in wanted.items() if v and annotations.get(k) != v}
+            if patch:
+                self.store.patch("Deployment", meta["namespace"], meta["name"], {"metadata": {"annotations": patch}})
         except errors.NotFound:
             pass
 

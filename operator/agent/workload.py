@@ -41,7 +41,8 @@ INHERITED_ENV = frozenset({
     "XDG_CACHE_HOME", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
     "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
-    "FOUNDRY_LOG_LEVEL", "FOUNDRY_UVLOOP", "FOUNDRY_API_KEYS_RELOAD_S", "FOUNDRY_HTTP_FRONTEND",
+    "FOUNDRY_LOG_LEVEL", "FOUNDRY_LOG_FORMAT", "FOUNDRY_UVLOOP", "FOUNDRY_API_KEYS_RELOAD_S", "FOUNDRY_HTTP_FRONTEND",
+    "FOUNDRY_TRACING",
     "FOUNDRY_FETCH_ALLOW_PRIVATE", "FOUNDRY_FETCH_INSECURE", "FOUNDRY_REGISTRY_ALLOWLIST",
     "FOUNDRY_SAMPLES_CACHE", "FOUNDRY_CHAT_BUILD_SCRIPT", "FOUNDRY_TEST_MODEL_CACHE", "FOUNDRY_AZURE_REGION",
     "FOUNDRY_EXECUTION_PROVIDERS", "FOUNDRY_INTRA_OP_THREADS", "FOUNDRY_INTRA_OP_SPINNING",
@@ -49,7 +50,7 @@ INHERITED_ENV = frozenset({
     "FOUNDRY_TRANSCRIPTION_QUEUE_DEPTH", "FOUNDRY_MAX_BODY_BYTES", "FOUNDRY_AUDIO_MAX_BYTES",
     "FOUNDRY_MAX_IMAGE_PIXELS", "FOUNDRY_KEEP_ALIVE_TIMEOUT_S", "FOUNDRY_INLINE_RUN_MS", "FOUNDRY_ALLOW_NON_FINITE",
 })
-INHERITED_PREFIXES = ("FOUNDRY_CHAT_", "FOUNDRY_WHISPER_", "FOUNDRY_AZUREML_", "LC_")
+INHERITED_PREFIXES = ("FOUNDRY_CHAT_", "FOUNDRY_WHISPER_", "FOUNDRY_EMBEDDING_", "FOUNDRY_AZUREML_", "OTEL_", "LC_")
 
 
 def inherited_env(environ=None):
@@ -130,6 +131,7 @@ class Workload:
         self.fetch_failures = 0
         self.fetch_next = 0.0
         self.apps = []                # [(Process, port)]
+        self.metrics_ports = []       # per replica: its keyless metrics port, or None
         self.proxy = None
         preferred = None
         endpoint = (meta.get("annotations") or {}).get(names.LOCAL_ENDPOINT) or ""
@@ -223,6 +225,7 @@ class Workload:
         for proc, _port in self.apps:
             proc.stop()
         self.apps = []
+        self.metrics_ports = []
         if self.proxy:
             self.proxy.stop()
             self.proxy = None
@@ -305,10 +308,12 @@ class Workload:
         self.fetcher.start()
         return False
 
-    def _app_env(self, app, port):
+    def _app_env(self, app, port, metrics_port=None):
         overrides = {"PORT": str(port)}
         if any(e.get("name") == "FOUNDRY_PREDICTIVE_PORT" for e in app.get("env") or []):
             overrides["FOUNDRY_PREDICTIVE_PORT"] = str(port)
+        if metrics_port is not None:
+            overrides.update(FOUNDRY_METRICS_PORT=str(metrics_port), FOUNDRY_METRICS_HOST="127.0.0.1")
         return self._env(app, overrides)
 
     def _app_argv(self, app, port):
@@ -323,18 +328,22 @@ class Workload:
     def _run_apps(self, app):
         while len(self.apps) > self.replicas:
             proc, _port = self.apps.pop()
+            self.metrics_ports.pop()
             proc.stop()
         while len(self.apps) < self.replicas:
             index = len(self.apps)
             port = free_port()
+            metrics_port = (free_port() if any(e.get("name") == "FOUNDRY_METRICS_PORT" for e in app.get("env") or [])
+                            else None)
             try:
-                env = self._app_env(app, port)
+                env = self._app_env(app, port, metrics_port)
             except LookupError as exc:
                 self.problem = ("ConfigError", str(exc))
                 return
             proc = Process(f"{app['name']}-{index}", self._app_argv(app, port), env, self.dir,
                            os.path.join(self.dir, "logs", f"{app['name']}-{index}.log"))
             self.apps.append((proc, port))
+            self.metrics_ports.append(metrics_port)
         for proc, _port in self.apps:
             proc.supervise()
 
@@ -409,6 +418,12 @@ class Workload:
             return f"https://127.0.0.1:{self.proxy_port}"
         if self.apps:
             return f"http://127.0.0.1:{self.apps[0][1]}"
+        return None
+
+    def metrics_endpoint(self):
+        """The first replica's keyless metrics URL (each replica has its own port), or None."""
+        if self.metrics_ports and self.metrics_ports[0]:
+            return f"http://127.0.0.1:{self.metrics_ports[0]}{names.METRICS_PATH}"
         return None
 
     def status(self):

@@ -1,7 +1,10 @@
 """The model-serving Deployment: a model-fetcher init container, the model server and the nginx TLS sidecar.
 
-- The model server listens on 127.0.0.1 only; nginx (8443) is the pod's only open port, so probes go through it
+- The model server listens on 127.0.0.1 only; nginx (8443) is the pod's only open API port, so probes go through it
   (HTTPS, the app's own /health and /ready paths) and TLS cannot be bypassed.
+- Metrics: the model server also serves `GET /metrics` alone, without a key, on the pod's port `metrics` (9464).
+  The Service and the Ingress never route to it; the pod template's prometheus.io/* annotations (and the chart's
+  optional PodMonitor) point scrapers at it. vLLM pods have none: vLLM serves /metrics on its API port only.
 - API keys are the `<name>-api-keys` Secret mounted as files; the operator creates the Secret before the Deployment.
   The volume is optional so that a pod restarting while someone deleted the Secret still starts (with no valid key)
   and the kubelet fills the files once the operator has recreated it; the middleware re-reads them every few
@@ -84,6 +87,9 @@ def _env(owner, spec, resolved, settings, auth_mode):
            {"name": "FOUNDRY_AUTH_MODE", "value": auth_mode}]
     host_var = "FOUNDRY_PREDICTIVE_HOST" if resolved.workload_type == "predictive" else "FOUNDRY_CHAT_HOST"
     env.append({"name": host_var, "value": "127.0.0.1"})
+    if has_metrics_port(resolved):
+        env += [{"name": "FOUNDRY_METRICS_PORT", "value": str(names.METRICS_PORT)},
+                {"name": "FOUNDRY_METRICS_HOST", "value": "0.0.0.0"}]     # noqa: S104 - pod-to-pod, /metrics only
     if auth_mode in ("api-key", "both"):
         env.append({"name": "FOUNDRY_API_KEYS_DIR", "value": names.KEYS_DIR})
     if auth_mode in ("entra", "both"):
@@ -93,6 +99,22 @@ def _env(owner, spec, resolved, settings, auth_mode):
         env.append({"name": "HOME", "value": "/tmp"})     # vLLM's image is built for root; its caches go to $HOME
     env += [{"name": name, "value": value} for name, value in spec.env]
     return env
+
+
+# status.metricsEndpoint in a cluster: every pod answers on its own address (Prometheus finds them by the
+# annotations below or the chart's PodMonitor); the Service does not carry the port
+POD_METRICS_ENDPOINT = f"http://<pod-ip>:{names.METRICS_PORT}{names.METRICS_PATH}"
+
+
+def has_metrics_port(resolved):
+    return resolved.runtime != "vllm"
+
+
+def scrape_annotations(resolved):
+    if not has_metrics_port(resolved):
+        return {}
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(names.METRICS_PORT),
+            "prometheus.io/path": names.METRICS_PATH, "prometheus.io/scheme": "http"}
 
 
 def _https_probe(path, period, failures, timeout=5, initial=0):
@@ -130,6 +152,8 @@ def model_server(owner, spec, resolved, settings, auth_mode):
         "volumeMounts": [{"name": "models", "mountPath": names.MODELS_DIR, "readOnly": resolved.runtime != "vllm"}],
         "securityContext": _restricted(),
     }
+    if has_metrics_port(resolved):
+        container["ports"].append({"name": "metrics", "containerPort": names.METRICS_PORT, "protocol": "TCP"})
     if args:
         container["args"] = args
     if auth_mode in ("api-key", "both") and resolved.runtime != "vllm":
@@ -265,7 +289,8 @@ def deployment(owner, spec, resolved, settings, *, tls_secret_name, config_hash,
             "progressDeadlineSeconds": settings.progressDeadlineSeconds,
             "selector": {"matchLabels": names.child_labels(owner.name)},
             "strategy": strategy,
-            "template": {"metadata": {"labels": pod_labels, "annotations": {names.CONFIG_HASH: config_hash}},
+            "template": {"metadata": {"labels": pod_labels,
+                                      "annotations": {names.CONFIG_HASH: config_hash, **scrape_annotations(resolved)}},
                          "spec": pod},
         },
     }

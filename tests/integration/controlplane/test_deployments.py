@@ -174,6 +174,13 @@ def test_attack_spec_env_cannot_reconfigure_the_server(cp, name):
     assert patch.status_code == 400 and "env[1].name" in str(patch.json()), patch.text
 
 
+def test_tracing_is_the_one_foundry_setting_a_deployment_sets(cp):
+    env = [{"name": "FOUNDRY_TRACING", "value": "on"}, {"name": "OTEL_SERVICE_NAME", "value": "mine"}]
+    resp = cp.api("POST", f"/api/v1/namespaces/{cp.ns}/deployments",
+                  json={"name": "traced", "spec": {"model": {"ref": "m"}, "compute": "cpu", "env": env}})
+    assert resp.status_code == 201, resp.text
+
+
 @pytest.mark.parametrize("option", ["host", "port", "model", "served-model-name", "served_model_name", "mod", "api-key",
                                     "tokenizer", "download_dir", "load-format", "middleware", "chat_template",
                                     "enable_lora", "--host", "HOST"])

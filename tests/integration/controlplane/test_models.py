@@ -84,7 +84,7 @@ def test_reference_byo_example_verbatim_and_listed_as_custom(cp):
     ("compute=GPU&source=foundry", {"Phi-4-mini-instruct"}),
     ("task=AUTOMATIC-SPEECH-RECOGNITION&publisher=openai", {"whisper-tiny", "whisper-base", "whisper-small"}),
     ("task=automatic-speech", set()),
-    ("publisher=samples", {"iris-classifier", "smollm2-135m-instruct", "whisper-tiny-en"}),
+    ("publisher=samples", {"iris-classifier", "smollm2-135m-instruct", "whisper-tiny-en", "all-minilm-l6-v2"}),
     ("compute=npu", set()),
 ])
 def test_filters(cp, query, expect):

@@ -156,8 +156,8 @@ def test_errors_use_the_openai_envelope(tiny_server):
     r = chat(tiny_server, messages=long_prompt)
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "context_length_exceeded" and r.json()["error"]["param"] == "messages"
-    r = chat(tiny_server, logprobs=True)
-    assert r.status_code == 400 and r.json()["error"]["param"] == "logprobs"
+    r = chat(tiny_server, top_logprobs=2)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "top_logprobs"
     r = requests.get(tiny_server.url("/v1/nope"), timeout=10)
     assert r.status_code == 404 and r.json()["error"]["type"] == "NotFound"
     r = requests.get(tiny_server.url("/v1/chat/completions"), timeout=10)

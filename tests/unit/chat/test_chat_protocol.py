@@ -69,7 +69,14 @@ def test_temperature_switches_sampling_and_seed_aliases():
     ({"logit_bias": {"abc": 1}}, "logit_bias"),
     ({"logit_bias": {"100": 1}}, "logit_bias"),
     ({"logit_bias": {"5": 101}}, "logit_bias"),
-    ({"logprobs": True}, "logprobs"),
+    ({"top_logprobs": 2}, "top_logprobs"),
+    ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+    ({"modalities": ["text", "audio"]}, "modalities"),
+    ({"modalities": "text"}, "modalities"),
+    ({"web_search_options": {}}, "web_search_options"),
+    ({"reasoning_effort": "low"}, "reasoning_effort"),
+    ({"verbosity": "low"}, "verbosity"),
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
     ({"stream": "yes"}, "stream"),
     ({"stream_options": {"include_usage": True}}, "stream_options"),
     ({"response_format": {"type": "xml"}}, "response_format.type"),
@@ -122,7 +129,8 @@ def test_tools_and_tool_choice():
 
 def test_unknown_and_inert_fields_are_ignored():
     p = parse(user="u1", metadata={"a": "b"}, store=False, service_tier="auto", parallel_tool_calls=True,
-              something_new={"x": 1})
+              something_new={"x": 1}, prediction={"type": "content", "content": "x"}, modalities=["text"],
+              prompt_cache_key="k", safety_identifier="s", stream_options=None, audio=None)
     assert p.n == 1
 
 

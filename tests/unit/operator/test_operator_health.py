@@ -5,6 +5,7 @@ import time
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from foundry_inference.operator import health
 from foundry_inference.operator import main as operator_main
@@ -43,13 +44,19 @@ def test_ready_after_a_pass_and_stalled_once_the_loop_stops(embedded_store):
         live, ready = probes(server)
         assert live.json()["status"] == "healthy" and ready.json()["status"] == "ready"
         assert ready.json()["passes"] >= 1 and ready.json()["error"] is None
+        metrics = requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5)
+        assert metrics.status_code == 200 and metrics.headers["Content-Type"].startswith("text/plain")
+        found = {s.name: s.value for f in text_string_to_metric_families(metrics.text) for s in f.samples}
+        assert found["foundry_operator_passes_total"] >= 1
+        assert found["foundry_operator_pass_duration_seconds_count"] == found["foundry_operator_passes_total"]
+        assert found["foundry_operator_pass_errors_total"] == 0
         stop.set()
         thread.join(10)
         assert wait_for(lambda: probes(server)[0].status_code == 503, timeout=5)
         live, ready = probes(server)
         assert live.json()["status"] == "stalled" and "no reconcile pass" in live.json()["error"]
         assert ready.status_code == 503
-        assert requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5).status_code == 404
+        assert requests.get(f"http://127.0.0.1:{server.port}/other", timeout=5).status_code == 404
     finally:
         stop.set()
         server.stop()
@@ -75,6 +82,8 @@ current-context: x
         live, ready = probes(server)
         assert live.status_code == 200
         assert ready.status_code == 503 and "unreachable" in ready.json()["error"].lower()
+        errors = requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5).text
+        assert "foundry_operator_pass_errors_total 0.0" not in errors and "foundry_operator_pass_errors_total" in errors
     finally:
         stop.set()
         thread.join(10)

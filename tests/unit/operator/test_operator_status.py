@@ -33,14 +33,15 @@ def deployment(ready, replicas=1, generation=1, observed=1, updated=None, total=
                        "replicas": replicas if total is None else total, "conditions": conditions or []}}
 
 
-def outcome(obj, dep=None, error=None, keys=None):
+def outcome(obj, dep=None, error=None, keys=None, runtime="onnx-genai"):
     out = Outcome(owner=spec_mod.Owner.of(obj), spec=spec_mod.normalise(obj), deployment=dep, service={"x": 1},
                   keys_secret=keys)
     if error:
         out.error, out.error_stage = error, "resolve"
     else:
-        out.resolved = types.SimpleNamespace(name="m:1", variant="m", image="img", workload_type="generative",
-                                             engine="onnx-genai")
+        out.resolved = types.SimpleNamespace(name="m:1", variant="m", image="img", runtime=runtime,
+                                             workload_type="generative",
+                                             engine="vllm" if runtime == "vllm" else "onnx-genai")
     return out
 
 
@@ -97,6 +98,18 @@ def test_embedded_endpoint_comes_from_the_node_agent():
     assert st["internalEndpoint"] == "https://127.0.0.1:40001"
     st = status.compute(obj, outcome(obj, dep), SETTINGS, NOW)
     assert st["internalEndpoint"] == "https://phi.ns.svc.cluster.local"
+
+
+def test_metrics_endpoint_names_the_pod_port_or_the_local_url():
+    obj = owner_obj()
+    dep = deployment(1)
+    assert status.compute(obj, outcome(obj, dep), SETTINGS, NOW)["metricsEndpoint"] == \
+        f"http://<pod-ip>:{names.METRICS_PORT}/metrics"
+    assert status.compute(obj, outcome(obj, dep, runtime="vllm"), SETTINGS, NOW)["metricsEndpoint"] is None
+    assert status.compute(obj, outcome(obj, None), SETTINGS, NOW)["metricsEndpoint"] is None
+    dep["metadata"]["annotations"][names.LOCAL_METRICS] = "http://127.0.0.1:40002/metrics"
+    st = status.compute(obj, outcome(obj, dep), SETTINGS.for_embedded(), NOW)
+    assert st["metricsEndpoint"] == "http://127.0.0.1:40002/metrics"
 
 
 @pytest.mark.parametrize("a, b, equal", [
