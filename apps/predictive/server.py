@@ -78,9 +78,11 @@ async def serve(settings, *, auth=None, sockets=None, started=None, stop=None, s
     if frontend == "httptools":
         from foundry_inference.apps.fasthttp import HttpToolsServer
         from foundry_inference.apps.predictive.decoding import dumps
+        from foundry_inference.apps.predictive.direct import DirectPredict
         server = HttpToolsServer(app, max_body_bytes=settings.max_body_bytes,
                                  keep_alive_timeout_s=settings.keep_alive_timeout_s,
-                                 error_body=lambda status, message: dumps({"detail": message}))
+                                 error_body=lambda status, message: dumps({"detail": message}),
+                                 direct_routes={("POST", "/v1/predict"): DirectPredict(app)})
         addresses = []
         for sock in sockets or [None]:
             addresses += await server.listen(settings.port, settings.host, sock=sock)
@@ -108,13 +110,20 @@ async def _close(server, frontend):
         await close_tornado_server(server, SHUTDOWN_GRACE_S)
 
 
-def _use_uvloop():
+def _runner(setting):
+    """`uvloop.run` when FOUNDRY_UVLOOP is on, or `auto` (the default) and uvloop is installed; else asyncio.run.
+    uvloop's event loop is C: at 64 connections it takes ~10% off the CPU time of a small request
+    (docs/benchmarks.md)."""
+    setting = (setting or "auto").lower()
+    if setting in ("0", "off", "false", "no"):
+        return asyncio.run
     try:
         import uvloop
     except ImportError:
-        return False
-    uvloop.install()
-    return True
+        if setting != "auto":
+            log.warning("FOUNDRY_UVLOOP=%s but uvloop is not installed: running on asyncio's own loop", setting)
+        return asyncio.run
+    return uvloop.run
 
 
 def supervise(workers, max_restarts=100):
@@ -221,9 +230,7 @@ def main(argv=None):
         worker, exit_code = supervise(settings.workers)
         if worker is None:
             return exit_code      # the supervisor, after its workers stopped
-    if os.environ.get("FOUNDRY_UVLOOP", "off").lower() in ("1", "on", "true"):
-        _use_uvloop()
-    return asyncio.run(serve(settings, sockets=sockets))
+    return _runner(os.environ.get("FOUNDRY_UVLOOP"))(serve(settings, sockets=sockets))
 
 
 if __name__ == "__main__":
