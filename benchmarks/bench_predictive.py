@@ -329,6 +329,9 @@ def servers_for(model_path, args, port_base):
                                        str(port)],
                             common, f"http://127.0.0.1:{port}/v1/models/model",
                             f"http://127.0.0.1:{port}/v1/models/model:predict", args.server_cpus))
+    if args.sidecar:
+        tls_dir = tls_material()
+        specs = [Sidecar(spec, tls_dir, _port_of(spec) + 100) for spec in specs]
     return specs
 
 
