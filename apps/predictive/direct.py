@@ -20,9 +20,17 @@ from foundry_inference.apps.predictive.handlers import http_date
 log = logging.getLogger("foundry_inference.predictive")
 
 
+_head_cache = ["", b""]
+
+
 def _head():
-    return b"Content-Type: application/json\r\nDate: %s\r\nX-Content-Type-Options: nosniff\r\n" % (
-        http_date().encode("ascii"))
+    """The response's header lines (Content-Length aside), rebuilt when the Date string changes (once a second)."""
+    date = http_date()
+    if date is not _head_cache[0]:
+        _head_cache[0] = date
+        _head_cache[1] = b"Content-Type: application/json\r\nDate: %s\r\nX-Content-Type-Options: nosniff\r\n" % (
+            date.encode("ascii"))
+    return _head_cache[1]
 
 
 class DirectPredict:
