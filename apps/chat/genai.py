@@ -267,9 +267,8 @@ class GenaiChatEngine(ChatEngine):
         while True:
             idle = not (self.rows or self.guided or self.waiting)
             try:
-                if not self._drain(block=idle):
+                if not self._drain(block=idle) or not self._admit_arrivals():
                     break
-                self._admit()
                 self._flush()               # a new request's first token leaves now, not after the next step
                 if self.rows:
                     self._decode_step()
@@ -312,6 +311,19 @@ class GenaiChatEngine(ChatEngine):
                     if choice.gen is gen and not choice.done:
                         self._finish(choice, "cancelled")
                 self._reap()
+
+    def _admit_arrivals(self):
+        """Admit what waits; then, as long as that started something and more requests arrived during those prefills,
+        take them in and admit them too, before the next decode step: requests that arrive together get their first
+        tokens one prefill apart, not one prefill and one decode step apart (bounded: each round fills a free slot).
+        False when a stop command arrived."""
+        while True:
+            before = len(self.rows) + len(self.guided)
+            self._admit()
+            if len(self.rows) + len(self.guided) == before or self._inbox.empty():
+                return True
+            if not self._drain(block=False):
+                return False
 
     def _emit(self, gen, event):
         self._outbox.setdefault(gen, []).append(event)
