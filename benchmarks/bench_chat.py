@@ -76,7 +76,7 @@ def raw_batch(model_dir, tokens, prompts=PROMPTS4):
     texts = [template.render([{"role": "user", "content": p}]) for p in prompts]
     start = time.perf_counter()
     ids = tok.encode_batch(texts)
-    width = ids.shape[1]
+    width = ids.shape()[1]
     params = og.GeneratorParams(model)
     params.set_search_options(batch_size=len(texts), max_length=width + tokens, min_length=width + tokens,
                               do_sample=False)
