@@ -17,6 +17,11 @@ is full. llhttp itself refuses what request smuggling is made of (conflicting or
 Content-Length with Transfer-Encoding, chunk size overflow, obs-fold, bare CR or LF): 400 and a close. A connection
 answered early with an error is half-closed and drained for a moment (lingering close), so the client reads the
 answer instead of a reset.
+
+Direct routes: a server may register `direct_routes={(method, path): handler}` for its one hot route. The handler gets
+the `_Exchange` of a request whose method and whole target match, after every check above, and either answers it
+with `exchange.respond(...)` (a complete response, no RequestHandler built) or hands it back to the application with
+`exchange.to_app()`, e.g. for every error, so that errors keep coming from the one Tornado error path.
 """
 import asyncio
 import collections
@@ -125,6 +130,28 @@ class _Exchange:
         if self.chunked:
             self.proto.send(b"0\r\n\r\n")
         self.proto.exchange_finished(self)
+
+    # --- direct routes ---------------------------------------------------------------------------------------------
+
+    def to_app(self):
+        """Hand the request to the Tornado application (a direct route declining it)."""
+        self.proto.start_app(self)
+
+    def respond(self, status_line, head, body):
+        """Send a whole response and finish: `status_line` like b"200 OK", `head` the header lines (each ending in
+        CRLF, Content-Length excluded), `body` bytes."""
+        proto = self.proto
+        keep_alive = self.keep_alive and not proto.closing
+        self.keep_alive = keep_alive
+        if not keep_alive:
+            head += b"Connection: close\r\n"
+        elif self.request.version == "HTTP/1.0":
+            head += b"Connection: keep-alive\r\n"
+        if not proto.closed:
+            proto.transport.write(b"HTTP/1.1 %s\r\n%sContent-Length: %d\r\n\r\n%s" % (
+                status_line, head, len(body), b"" if self.request.method == "HEAD" else body))
+        self.finished = True
+        proto.exchange_finished(self)
 
 
 class HttpToolsProtocol(asyncio.Protocol):
@@ -295,6 +322,19 @@ class HttpToolsProtocol(asyncio.Protocol):
             self._respond_and_close(*request.error)
             return
         exchange = self.current = _Exchange(self, request)
+        direct = self.server.direct_routes.get((request.method, request.url)) if self.server.direct_routes else None
+        if direct is not None:
+            try:
+                direct(exchange)
+            except Exception:  # noqa: BLE001 - a bug in the direct route: the application answers instead
+                log.exception("direct route %s %s failed", request.method, request.url)
+                if self.current is exchange and not exchange.finished:
+                    self.start_app(exchange)
+            return
+        self.start_app(exchange)
+
+    def start_app(self, exchange):
+        request = exchange.request
         try:
             delegate = self.server.app.start_request(self, exchange)
             delegate.headers_received(RequestStartLine(request.method, request.url, request.version), request.headers)
@@ -384,9 +424,10 @@ class HttpToolsProtocol(asyncio.Protocol):
 class HttpToolsServer:
     """Listens, tracks connections, closes idle keep-alive ones, and drains in-flight requests on shutdown."""
 
-    def __init__(self, app, *, max_body_bytes, keep_alive_timeout_s=75.0, error_body=None, header_timeout_s=30.0,
-                 body_timeout_s=60.0):
+    def __init__(self, app, *, max_body_bytes, keep_alive_timeout_s=75.0, error_body=None, direct_routes=None,
+                 header_timeout_s=30.0, body_timeout_s=60.0):
         self.app = app
+        self.direct_routes = dict(direct_routes or {})
         self.max_body_bytes = max_body_bytes
         self.keep_alive_timeout_s = keep_alive_timeout_s
         self.header_timeout_s = header_timeout_s    # first byte of a request to the end of its headers

@@ -66,6 +66,30 @@ def raw_run(model_dir, tokens, prompt=PROMPT):
     return {"ttft": first - start, "tps": (n - 1) / (end - first), "tokens": n}
 
 
+def raw_batch(model_dir, tokens, prompts=PROMPTS4):
+    """onnxruntime-genai's own static batch (one Generator, batch_size = len(prompts), prompts padded by its
+    tokenizer): aggregate tokens/s from the start, the rate the server's continuous batching is held to."""
+    import onnxruntime_genai as og
+    raw_run(model_dir, 1)                               # loads (and caches) the model and tokenizer
+    model, tok = raw_run.__dict__["model"], raw_run.__dict__["tok"]
+    template = _template(model_dir)
+    texts = [template.render([{"role": "user", "content": p}]) for p in prompts]
+    start = time.perf_counter()
+    ids = tok.encode_batch(texts)
+    width = ids.shape()[1]
+    params = og.GeneratorParams(model)
+    params.set_search_options(batch_size=len(texts), max_length=width + tokens, min_length=width + tokens,
+                              do_sample=False)
+    gen = og.Generator(model, params)
+    gen.append_tokens(ids)
+    steps = 0
+    while not gen.is_done():
+        gen.generate_next_token()
+        steps += 1
+    end = time.perf_counter()
+    return {"aggregate_tps": len(texts) * steps / (end - start), "steps": steps}
+
+
 def _template(model_dir):
     from foundry_inference.apps.chat.template import ChatTemplate, load_template
     return ChatTemplate(*load_template(model_dir))
@@ -152,6 +176,23 @@ def concurrent_run(base, tokens, streams=4):
             "ttfts": [r["ttft"] for r in results]}
 
 
+def over_capacity(base, streams=20):
+    """`streams` long streams fill every slot and queue place (4 + 16 by default); one more request must be
+    answered 429 with Retry-After at once. Returns what it got."""
+    go = threading.Event()
+    clients = [Client(base) for _ in range(streams)]
+    threads = [threading.Thread(target=lambda c=c: stream_run(base, 64, PROMPT, go, c)) for c in clients]
+    for t in threads:
+        t.start()
+    go.set()
+    time.sleep(1.0)
+    body = {"model": "bench", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 4}
+    r = requests.post(base + "/v1/chat/completions", json=body, timeout=60)
+    for t in threads:
+        t.join()
+    return f"{r.status_code}, Retry-After {r.headers.get('Retry-After')}, type {r.json()['error']['type']}"
+
+
 def start_server(model_dir, port, model_id="bench", extra_env=None):
     env = dict(os.environ, PORT=str(port), FOUNDRY_MODEL_PATH=model_dir, FOUNDRY_MODEL_ID=model_id,
                FOUNDRY_CHAT_HOST="127.0.0.1", FOUNDRY_AUTH_MODE="none", FOUNDRY_LOG_LEVEL="warning",
@@ -218,11 +259,13 @@ def main():
     parser.add_argument("--ttft-rounds", type=int, default=20, help="request pairs for the time to first token")
     parser.add_argument("--json", help="write the results here too")
     parser.add_argument("--no-transcription", action="store_true")
+    parser.add_argument("--streams16", action="store_true", help="also 16 simultaneous streams (default slots and "
+                        "queue: 4 decode together, 12 wait) and a 21st request over the capacity (429)")
     args = parser.parse_args()
     from tests.support.chat_models import smollm2_model
     model_dir = smollm2_model()
     proc, base = start_server(model_dir, free_port())
-    raw, single, conc = [], [], []
+    raw, single, conc, raw4, conc16, over = [], [], [], [], [], []
     try:
         client = Client(base)                           # one keep-alive connection, as an SDK client keeps
         raw_run(model_dir, 8)                           # warm both sides
@@ -234,6 +277,11 @@ def main():
             raw.append(raw_run(model_dir, args.tokens))
             single.append(stream_run(base, args.tokens, client=client))
             conc.append(concurrent_run(base, args.tokens))
+            raw4.append(raw_batch(model_dir, args.tokens))
+            if args.streams16:
+                conc16.append(concurrent_run(base, args.tokens, 16))
+        if args.streams16:
+            over.append(over_capacity(base))
     finally:
         stop_server(proc)
     med = statistics.median
@@ -251,6 +299,16 @@ def main():
     out["server"]["ttft_overhead_ms"] = 1000 * med(s - r for r, s in ttft_pairs)
     single_stream_rate = med(r["tokens"] / (r["end"] - r["start"]) for r in single)
     out["concurrent4"]["speedup_vs_one_stream"] = out["concurrent4"]["aggregate_tps"] / single_stream_rate
+    out["concurrent4"]["p90_ttft_ms"] = 1000 * med(statistics.quantiles(c["ttfts"], n=10, method="inclusive")[-1]
+                                                   for c in conc)
+    out["raw_batch4"] = {"aggregate_tps": med(r["aggregate_tps"] for r in raw4)}
+    out["concurrent4"]["vs_raw_batch4"] = med(c["aggregate_tps"] / r["aggregate_tps"]
+                                              for c, r in zip(conc, raw4, strict=True))
+    if conc16:
+        out["concurrent16"] = {"aggregate_tps": med(c["aggregate_tps"] for c in conc16),
+                               "min_stream_tps": med(min(c["per_stream_tps"]) for c in conc16),
+                               "max_ttft_ms": 1000 * med(max(c["ttfts"]) for c in conc16),
+                               "over_capacity": over[0]}
     if not args.no_transcription:
         out["transcription"] = transcription(args.rounds)
     print(json.dumps(out, indent=2))
@@ -264,8 +322,15 @@ def main():
     c = out["concurrent4"]
     print(f"| 4 concurrent streams, aggregate tokens/s | | {c['aggregate_tps']:.1f} | "
           f"{c['speedup_vs_one_stream']:.2f}x one stream |")
+    print(f"| 4 streams vs onnxruntime-genai's static batch of 4 | {out['raw_batch4']['aggregate_tps']:.1f} | "
+          f"{c['aggregate_tps']:.1f} | {c['vs_raw_batch4']:.1%} |")
     print(f"| slowest of the 4 streams, tokens/s | | {c['min_stream_tps']:.1f} | |")
-    print(f"| worst time to first token of the 4 | | {c['max_ttft_ms']:.0f} ms | |")
+    print(f"| time to first token of the 4, p90 / worst | | {c['p90_ttft_ms']:.0f} / {c['max_ttft_ms']:.0f} ms | |")
+    if "concurrent16" in out:
+        c16 = out["concurrent16"]
+        print(f"| 16 concurrent streams, aggregate tokens/s | | {c16['aggregate_tps']:.1f} | "
+              f"{c16['aggregate_tps'] / c['aggregate_tps']:.2f}x the 4-stream figure |")
+        print(f"| over capacity (slots + queue) | | {c16['over_capacity']} | |")
     if "transcription" in out:
         t = out["transcription"]
         print(f"| transcription, {t['audio_s']:.1f} s clip | | {t['seconds']:.3f} s | RTF {t['rtf']:.3f} |")

@@ -210,6 +210,81 @@ def build_models(names):
     return out
 
 
+class Sidecar(Server):
+    """A server behind the deployment's nginx TLS sidecar: the configuration the operator renders
+    (operator/builders/nginx.py), a certificate from the operator's CA code, nginx pinned with the server.
+    predict_url is the https endpoint; CPU and RSS are counted for the server and nginx together."""
+
+    def __init__(self, inner, tls_dir, tls_port):
+        self.inner, self.tls_dir, self.tls_port = inner, tls_dir, tls_port
+        self.name, self.cpus, self.script = inner.name + " via sidecar", inner.cpus, None
+        self.predict_url = f"https://127.0.0.1:{tls_port}" + inner.predict_url.split(str(_port_of(inner)), 1)[1]
+        self.nginx = None
+
+    def __enter__(self):
+        from foundry_inference.operator.builders import nginx
+        self.inner.__enter__()
+        run = tempfile.mkdtemp(prefix="bench-sidecar-")
+        conf = os.path.join(run, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(nginx.render(nginx.NginxParams(
+                listen=f"127.0.0.1:{self.tls_port}", app_ports=(_port_of(self.inner),),
+                cert_path=os.path.join(self.tls_dir, "tls.crt"), key_path=os.path.join(self.tls_dir, "tls.key"),
+                temp_dir=run, pid_path=os.path.join(run, "nginx.pid"))))
+        user = " user root;" if os.geteuid() == 0 else ""
+        self.nginx = subprocess.Popen(["taskset", "-c", self.cpus, shutil.which("nginx") or "/usr/sbin/nginx", "-e",
+                                       "stderr", "-c", conf, "-p", run, "-g", "daemon off;" + user],
+                                      stdout=self.inner.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = self.inner.proc
+        deadline = time.monotonic() + 30
+        while not _tcp_open(self.tls_port):
+            if time.monotonic() > deadline or self.nginx.poll() is not None:
+                self.__exit__(RuntimeError, None, None)
+                raise RuntimeError(f"nginx in front of {self.inner.name} did not start; see {self.inner.log.name}")
+            time.sleep(0.1)
+        return self
+
+    def pids(self):
+        return [self.inner.proc.pid, self.nginx.pid]
+
+    def __exit__(self, *exc):
+        if self.nginx is not None and self.nginx.poll() is None:
+            os.killpg(self.nginx.pid, signal.SIGTERM)
+            self.nginx.wait(15)
+        self.inner.__exit__(*exc)
+
+
+def _port_of(server):
+    return int(server.predict_url.split("127.0.0.1:", 1)[1].split("/", 1)[0])
+
+
+def _tcp_open(port):
+    import socket
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def server_cpu(server):
+    return sum(tree_cpu(pid) for pid in (server.pids() if hasattr(server, "pids") else [server.proc.pid]))
+
+
+def tls_material():
+    import datetime
+
+    from foundry_inference.operator.builders import tls
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_cert, ca_key = tls.generate_ca(now)
+    cert, key = tls.issue(ca_cert, ca_key, ["localhost"], now)
+    directory = tempfile.mkdtemp(prefix="bench-tls-")
+    for name, data in (("tls.crt", cert), ("tls.key", key)):
+        with open(os.path.join(directory, name), "wb") as f:
+            f.write(data)
+    return directory
+
+
 def servers_for(model_path, args, port_base):
     py, peer_py = sys.executable, args.peer_python
     common = {"FOUNDRY_INTRA_OP_THREADS": str(args.intra_op_threads), "PYTHONUNBUFFERED": "1"}
@@ -221,27 +296,42 @@ def servers_for(model_path, args, port_base):
         specs.append(Server(name, [py, "-m", "foundry_inference.apps.predictive.server"],
                             {**ours_env, "FOUNDRY_PREDICTIVE_PORT": str(port), **env},
                             f"http://127.0.0.1:{port}/ready", f"http://127.0.0.1:{port}/v1/predict", args.server_cpus))
-    ours("ours", port_base, FOUNDRY_HTTP_FRONTEND="httptools")
-    if "tornado" in args.variants:
+    if not args.sidecar:
+        ours("ours", port_base, FOUNDRY_HTTP_FRONTEND="httptools")
+    if "tornado" in args.variants and not args.sidecar:
         ours("ours-tornado-http", port_base + 1, FOUNDRY_HTTP_FRONTEND="tornado")
-    if "apikey" in args.variants:
+    if "apikey" in args.variants or args.sidecar:
         keys = tempfile.mkdtemp(prefix="bench-keys-")
         with open(os.path.join(keys, "primary-key"), "w") as f:
             f.write(args.api_key)
         ours("ours+apikey", port_base + 2, FOUNDRY_HTTP_FRONTEND="httptools", FOUNDRY_AUTH_MODE="api-key",
              FOUNDRY_API_KEYS_DIR=keys)
     port = port_base + 3
-    if not args.skip_fastapi:
+    if not args.skip_rival:
+        # the issue-18 rival: FastAPI + uvicorn doing our /v1/predict work, API key included (Authorization: Bearer)
+        # uvicorn's console script, not `-m uvicorn`: that would put the repository root (and its operator/) first
+        # on the rival's sys.path
+        uvicorn = os.path.join(os.path.dirname(args.peer_python), "uvicorn")
+        specs.append(Server("rival", [uvicorn, "fastapi_items_server:app", "--app-dir",
+                                      PEERS, "--host", "127.0.0.1", "--port", str(port + 5), "--no-access-log",
+                                      "--backlog", "2048"],
+                            {**common, "MODEL_PATH": model_path, "API_KEY": args.api_key},
+                            f"http://127.0.0.1:{port + 5}/openapi.json", f"http://127.0.0.1:{port + 5}/v1/predict",
+                            args.server_cpus))
+    if not args.skip_fastapi and not args.sidecar:
         specs.append(Server("fastapi", [peer_py, os.path.join(PEERS, "predictive_fastapi.py"), model_path,
                                         str(port)],
                             common, f"http://127.0.0.1:{port}/health", f"http://127.0.0.1:{port}/v1/predict",
                             args.server_cpus))
     port += 1
-    if not args.skip_kserve:
+    if not args.skip_kserve and not args.sidecar:
         specs.append(Server("kserve", [peer_py, os.path.join(PEERS, "predictive_kserve.py"), model_path,
                                        str(port)],
                             common, f"http://127.0.0.1:{port}/v1/models/model",
                             f"http://127.0.0.1:{port}/v1/models/model:predict", args.server_cpus))
+    if args.sidecar:
+        tls_dir = tls_material()
+        specs = [Sidecar(spec, tls_dir, _port_of(spec) + 100) for spec in specs]
     return specs
 
 
@@ -253,15 +343,15 @@ def measure_all(servers, script, args, auth_script, on_result):
     with ExitStack() as stack:
         for server in servers:
             stack.enter_context(server)
-            server.script = auth_script if server.name == "ours+apikey" else script
+            server.script = auth_script if server.name.startswith(("ours+apikey", "rival")) else script
             wrk(server.predict_url, server.script, 8, args.warmup, args.wrk_cpus)
         for round_index in range(args.rounds):
             for c in args.connections:
                 order = servers if round_index % 2 == 0 else list(reversed(servers))
                 for server in order:
-                    before = tree_cpu(server.proc.pid)
+                    before = server_cpu(server)
                     r = wrk(server.predict_url, server.script, c, args.duration, args.wrk_cpus)
-                    r["cpu_us_per_req"] = (tree_cpu(server.proc.pid) - before) * 1e6 / max(r.get("requests", 1), 1)
+                    r["cpu_us_per_req"] = (server_cpu(server) - before) * 1e6 / max(r.get("requests", 1), 1)
                     on_result(server.name, c, round_index, r)
 
 
@@ -284,15 +374,20 @@ def overload(model_path, body, args, port):
            "FOUNDRY_PREDICTIVE_PORT": str(port), "FOUNDRY_LOG_LEVEL": "WARNING"}
     server = Server("ours-overload", [sys.executable, "-m", "foundry_inference.apps.predictive.server"], env,
                     f"http://127.0.0.1:{port}/ready", f"http://127.0.0.1:{port}/v1/predict", args.server_cpus)
+    if args.sidecar:
+        server = Sidecar(server, tls_material(), port + 100)
+
+    def rss():
+        return sum(rss_kib(pid) for pid in (server.pids() if args.sidecar else [server.proc.pid]))
     samples = []
     with server:
         wrk(server.predict_url, script, 8, args.warmup, args.wrk_cpus)
-        baseline = rss_kib(server.proc.pid)
+        baseline = rss()
         stop = threading.Event()
 
         def sample():
             while not stop.is_set():
-                samples.append(rss_kib(server.proc.pid))
+                samples.append(rss())
                 time.sleep(0.25)
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -301,7 +396,7 @@ def overload(model_path, body, args, port):
             phases.append(wrk(server.predict_url, script, 640, args.overload_duration, args.wrk_cpus, timeout_s=30))
         stop.set()
         sampler.join()
-        after = rss_kib(server.proc.pid)
+        after = rss()
         alive = server.proc.poll() is None
     half = len(samples) // 2
     result = {"baseline_rss_mib": baseline / 1024, "peak_rss_mib": max(samples) / 1024, "end_rss_mib": after / 1024,
@@ -349,6 +444,11 @@ def main(argv=None):
     parser.add_argument("--variants", default="tornado,apikey", help="extra rows of our server: tornado,apikey")
     parser.add_argument("--skip-kserve", action="store_true")
     parser.add_argument("--skip-fastapi", action="store_true")
+    parser.add_argument("--skip-rival", action="store_true", help="leave out the issue-18 rival "
+                        "(benchmarks/peers/fastapi_items_server.py)")
+    parser.add_argument("--sidecar", action="store_true",
+                        help="the path users call: ours (API key on) and the rival each behind the deployment's nginx "
+                             "TLS sidecar configuration, measured over https; the overload phase goes through it too")
     parser.add_argument("--overload-duration", type=float, default=8)
     parser.add_argument("--no-overload", action="store_true")
     parser.add_argument("--api-key", default="fndry-pk-" + "0" * 40)
@@ -364,7 +464,7 @@ def main(argv=None):
     for model_name, (path, rows) in build_models(args.models.split(",")).items():
         body = request_body(rows)
         script = write_script(lua_script(body))
-        auth_script = write_script(lua_script(body) + f'wrk.headers["api-key"] = "{args.api_key}"\n')
+        auth_script = write_script(lua_script(body) + f'wrk.headers["Authorization"] = "Bearer {args.api_key}"\n')
         print(f"== {model_name}: raw onnxruntime", flush=True)
         raw = raw_limit(path, body, args)
         per_server = {}
@@ -395,6 +495,38 @@ def main(argv=None):
     return 0 if report.get("verdict_ok", True) else 1
 
 
+def rival_verdicts(model_name, servers, args):
+    """Issue 18: ours (API key on, as the rival checks one) against the rival in the same run."""
+    suffix = " via sidecar" if args.sidecar else ""
+    ours, rival = servers.get("ours+apikey" + suffix), servers.get("rival" + suffix)
+    if not ours or not rival:
+        return []
+    top = max(args.connections)
+    ratio = ours[top]["rps"] / rival[top]["rps"]
+    cpu_ratio = rival[top]["cpu_us_per_req"] / ours[top]["cpu_us_per_req"]
+    target = 2.0 if args.sidecar else 3.5
+    verdicts = [ratio >= target]
+    verdict = "OK" if ratio >= target else "MISSED"
+    print(f"vs rival{suffix}, c={top}: {ratio:.2f}x req/s (target >= {target}x: {verdict})"
+          f", {cpu_ratio:.2f}x less CPU per request ({ours[top]['cpu_us_per_req']:.0f} vs "
+          f"{rival[top]['cpu_us_per_req']:.0f} us{' server + nginx' if args.sidecar else ''})")
+    if not args.sidecar:
+        p99_ok = ours[top]["p99_ms"] <= rival[top]["p99_ms"] / 2
+        print(f"  p99 {ours[top]['p99_ms']:.2f} vs {rival[top]['p99_ms']:.2f} ms (target at most half: "
+              f"{'OK' if p99_ok else 'MISSED'})")
+        verdicts.append(p99_ok)
+        if 1 in ours and 1 in rival:
+            p50 = ours[1]["p50_ms"] / rival[1]["p50_ms"]
+            print(f"  c=1 p50 {ours[1]['p50_ms']:.3f} vs {rival[1]['p50_ms']:.3f} ms = {p50:.2f}x (target <= 0.8x: "
+                  f"{'OK' if p50 <= 0.8 else 'MISSED'})")
+            verdicts.append(p50 <= 0.8)
+        if model_name == "iris":
+            cpu = ours[top]["cpu_us_per_req"]
+            print(f"  server CPU per 1-row iris request {cpu:.0f} us (target <= 60: {'OK' if cpu <= 60 else 'MISSED'})")
+            verdicts.append(cpu <= 60)
+    return verdicts
+
+
 def print_report(report, args):
     print()
     print(f"server CPUs {args.server_cpus}, wrk CPUs {args.wrk_cpus}, load average before/after "
@@ -411,6 +543,7 @@ def print_report(report, args):
             for c, m in sorted(by_c.items()):
                 print(f"| {name} | {c} | {m['rps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
                       f"{m['cpu_us_per_req']:.0f} |")
+        verdicts += rival_verdicts(model_name, servers, args)
         peers = [n for n in ("fastapi", "kserve") if n in servers]
         if not peers or "ours" not in servers:
             continue

@@ -142,6 +142,8 @@ class GenaiChatEngine(ChatEngine):
         source, specials = load_template(self.folder)
         self.template = ChatTemplate(source, specials)
         self._load_session()
+        if self.settings.warmup:
+            self._touch_kv_rows()
         self._thread = threading.Thread(target=self._run, name="chat-engine", daemon=True)
         self._thread.start()
         if self.settings.warmup:
@@ -191,6 +193,26 @@ class GenaiChatEngine(ChatEngine):
         self.values = [np.zeros(shape, self.kv_dtype) for _ in range(cfg.layers)]
         self._views = {}
         self._decode_bindings = {}
+
+    def _touch_kv_rows(self):
+        """One decode step over every slot, at load. The first step that uses a KV row makes the whole row resident
+        (`[kv_heads, context, head_size]` per layer: ~270 MiB for SmolLM2-135M at context 8192), which costs seconds;
+        left to the first requests that run together, it delayed the first tokens of the 2nd..4th stream of a fresh
+        server by 1-4 s. The memory is the same either way (every slot is used sooner or later); now it is taken
+        when the server starts, where it shows in the pod's memory at once. Positions 0 and 1 of each row are
+        written; a prefill overwrites them."""
+        cfg = self.config
+        n = self.max_batch
+        started = time.perf_counter()
+        binding, _logits = self._decode_binding(n)
+        binding.bind_cpu_input(cfg.input_ids, np.zeros((n, 1), dtype=np.int64))
+        binding.bind_cpu_input(cfg.attention_mask, np.ones((n, 2), dtype=np.int64))
+        if self.uses_positions:
+            binding.bind_cpu_input(cfg.position_ids, np.ones((n, 1), dtype=np.int64))
+        self.session.run_with_iobinding(binding)
+        kv_bytes = sum(k.nbytes + v.nbytes for k, v in zip(self.keys, self.values, strict=True))
+        log.info("KV cache: %d slots x context %d = %.0f MiB, made resident in %.2f s", n, self.context_length,
+                 kv_bytes / 2 ** 20, time.perf_counter() - started)
 
     def _kv_values(self, start, count):
         key = (start, count)
@@ -274,9 +296,8 @@ class GenaiChatEngine(ChatEngine):
         while True:
             idle = not (self.rows or self.guided or self.waiting)
             try:
-                if not self._drain(block=idle):
+                if not self._drain(block=idle) or not self._admit_arrivals():
                     break
-                self._admit()
                 self._flush()               # a new request's first token leaves now, not after the next step
                 if self.rows:
                     self._decode_step()
@@ -319,6 +340,19 @@ class GenaiChatEngine(ChatEngine):
                     if choice.gen is gen and not choice.done:
                         self._finish(choice, "cancelled")
                 self._reap()
+
+    def _admit_arrivals(self):
+        """Admit what waits; then, as long as that started something and more requests arrived during those prefills,
+        take them in and admit them too, before the next decode step: requests that arrive together get their first
+        tokens one prefill apart, not one prefill and one decode step apart (bounded: each round fills a free slot).
+        False when a stop command arrived."""
+        while True:
+            before = len(self.rows) + len(self.guided)
+            self._admit()
+            if len(self.rows) + len(self.guided) == before or self._inbox.empty():
+                return True
+            if not self._drain(block=False):
+                return False
 
     def _emit(self, gen, event):
         self._outbox.setdefault(gen, []).append(event)

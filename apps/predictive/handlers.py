@@ -16,7 +16,7 @@ log = logging.getLogger("foundry_inference.predictive")
 _date_cache = [0, ""]
 
 
-def _http_date():
+def http_date():
     now = int(time.time())
     if now != _date_cache[0]:
         _date_cache[0], _date_cache[1] = now, httputil.format_timestamp(now)
@@ -43,7 +43,7 @@ class PredictiveBase(BaseHandler):
     def clear(self):
         """Tornado's clear() formats a Date per response and sets headers one by one; this is the same result
         (BaseHandler's default headers, no Server header) with the Date string cached for the current second."""
-        self._headers = httputil.HTTPHeaders({"Content-Type": "application/json", "Date": _http_date(),
+        self._headers = httputil.HTTPHeaders({"Content-Type": "application/json", "Date": http_date(),
                                               "X-Content-Type-Options": "nosniff"})
         self._write_buffer = []
         self._status_code = 200

@@ -79,9 +79,11 @@ async def serve(settings, *, auth=None, sockets=None, started=None, stop=None, s
     if frontend == "httptools":
         from foundry_inference.apps.fasthttp import HttpToolsServer
         from foundry_inference.apps.predictive.decoding import dumps
+        from foundry_inference.apps.predictive.direct import DirectPredict
         server = HttpToolsServer(app, max_body_bytes=settings.max_body_bytes,
                                  keep_alive_timeout_s=settings.keep_alive_timeout_s,
-                                 error_body=lambda status, message: dumps({"detail": message}))
+                                 error_body=lambda status, message: dumps({"detail": message}),
+                                 direct_routes={("POST", "/v1/predict"): DirectPredict(app)})
         addresses = []
         for sock in sockets or [None]:
             addresses += await server.listen(settings.port, settings.host, sock=sock)

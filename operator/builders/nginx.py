@@ -15,15 +15,30 @@ CIPHERS = ":".join((
 ))
 MAX_BODY = "50m"      # the ingress example's proxy-body-size
 TIMEOUT_S = 600       # the ingress example's proxy read/send timeouts
+# Overload (docs/tls-sidecar.md): at most IN_FLIGHT requests are passed to the model server at once; the next one is
+# answered 429 + Retry-After by nginx itself, in the envelope of the server behind it, instead of queueing in nginx
+# or being reset. Every in-flight request holds two connections (client + upstream), so the worker's connection table
+# is sized for CLIENTS idle or waiting clients on top of that, and the upstream keep-alive pool holds every upstream
+# connection the limit allows, so none is opened per request.
+IN_FLIGHT = 256
+CLIENTS = 8192
+RETRY_AFTER_S = 1
+_BUSY = f"the TLS proxy holds {IN_FLIGHT} requests in flight; retry after {RETRY_AFTER_S} s"
+# The chat server's routes (OpenAI envelope); everything else is the predictive server's queue-full payload.
+_OPENAI_PATHS = "~^/v1/(chat|completions|embeddings|audio|models|responses)"
+_BUSY_OPENAI = ('{"error":{"message":"Too many requests: ' + _BUSY + '","type":"rate_limit_error",'
+                '"code":"rate_limit_error","param":null}}')
+_BUSY_PREDICTIVE = f'{{"error":"Queue full: {_BUSY}","queue_depth":{IN_FLIGHT},"retry_after":{RETRY_AFTER_S}}}'
 
 _TEMPLATE = """\
 # Rendered by the foundry-inference operator; edits are overwritten. TLS termination only, no auth.
 worker_processes {workers};
+worker_rlimit_nofile {nofile};
 pid {pid_path};
 error_log {error_log} warn;
 
 events {{
-    worker_connections 1024;
+    worker_connections {worker_connections};
 }}
 
 http {{
@@ -39,15 +54,27 @@ http {{
     client_body_timeout 60s;
     client_header_timeout 30s;
     keepalive_timeout 75s;
+    keepalive_requests 10000;
     send_timeout {timeout}s;
+
+    # overload: requests in flight to the model server, counted per listening port (one sidecar, one key)
+    limit_conn_zone $server_port zone=foundry_inflight:1m;
+    limit_conn_status 429;
+    limit_conn_log_level info;         # a refusal is not a problem of the proxy: below the error_log level
+    map $uri $foundry_busy {{
+        {openai_paths} '{busy_openai}';
+        default '{busy_predictive}';
+    }}
 
     upstream model_server {{
 {upstreams}
-        keepalive 32;
+        keepalive {in_flight};
+        keepalive_requests 100000;
+        keepalive_timeout 60s;
     }}
 
     server {{
-        listen {listen} ssl;
+        listen {listen} ssl backlog=4096;
 
         ssl_certificate {cert_path};
         ssl_certificate_key {key_path};
@@ -58,18 +85,33 @@ http {{
         ssl_session_timeout 1d;
         ssl_session_tickets off;
 
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto https;
+        proxy_connect_timeout 10s;
+        proxy_read_timeout {timeout}s;
+        proxy_send_timeout {timeout}s;
+        proxy_buffering off;
+
         location / {{
+            limit_conn foundry_inflight {in_flight};
+            error_page 429 @busy;
             proxy_pass http://model_server;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto https;
-            proxy_connect_timeout 10s;
-            proxy_read_timeout {timeout}s;
-            proxy_send_timeout {timeout}s;
-            proxy_buffering off;
+        }}
+
+        # probes are never refused for load: a busy pod is not a dead one
+        location ~ ^/(health|healthz|ready|readyz)$ {{
+            proxy_pass http://model_server;
+        }}
+
+        location @busy {{
+            default_type application/json;
+            add_header Retry-After {retry_after} always;
+            add_header X-Content-Type-Options nosniff always;
+            return 429 $foundry_busy;
         }}
     }}
 }}
@@ -94,7 +136,10 @@ def render(params):
     text = _TEMPLATE.format(workers=params.workers, pid_path=params.pid_path, error_log=params.error_log,
                             access_log=params.access_log, temp_dir=params.temp_dir, max_body=MAX_BODY,
                             timeout=TIMEOUT_S, upstreams=upstreams, listen=params.listen,
-                            cert_path=params.cert_path, key_path=params.key_path, ciphers=CIPHERS)
+                            cert_path=params.cert_path, key_path=params.key_path, ciphers=CIPHERS,
+                            nofile=2 * (CLIENTS + 2 * IN_FLIGHT), worker_connections=CLIENTS + 2 * IN_FLIGHT,
+                            in_flight=IN_FLIGHT, retry_after=RETRY_AFTER_S, openai_paths=_OPENAI_PATHS,
+                            busy_openai=_BUSY_OPENAI, busy_predictive=_BUSY_PREDICTIVE)
     return text
 
 

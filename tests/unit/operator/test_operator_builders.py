@@ -285,7 +285,7 @@ def test_lazy_registration_model_is_a_valid_catalog_model():
 
 def test_nginx_config_is_tls_only_with_limits_and_no_auth():
     text = nginx.pod_config(5000)
-    assert "listen 8443 ssl;" in text and "ssl_protocols TLSv1.2 TLSv1.3;" in text
+    assert "listen 8443 ssl backlog=4096;" in text and "ssl_protocols TLSv1.2 TLSv1.3;" in text
     assert "server 127.0.0.1:5000" in text and "client_max_body_size 50m;" in text
     assert "proxy_read_timeout 600s;" in text
     assert "auth" not in text.lower().replace("# rendered by the foundry-inference operator; edits are overwritten. "
@@ -294,6 +294,26 @@ def test_nginx_config_is_tls_only_with_limits_and_no_auth():
         assert weak not in text
     local = nginx.render(nginx.NginxParams(listen="127.0.0.1:9443", app_ports=(7001, 7002)))
     assert "server 127.0.0.1:7001" in local and "server 127.0.0.1:7002" in local
+
+
+def test_nginx_is_sized_for_overload_and_refuses_the_excess_with_429_in_the_servers_envelope():
+    text = nginx.pod_config(8000)
+    in_flight = nginx.IN_FLIGHT
+    # two connections per proxied request, plus the clients that wait: the table and the file limit hold them all
+    connections = int(text.split("worker_connections ")[1].split(";")[0])
+    nofile = int(text.split("worker_rlimit_nofile ")[1].split(";")[0])
+    assert connections >= 10 * 64 * 2 + 2 * in_flight and nofile >= 2 * connections
+    assert f"keepalive {in_flight};" in text                  # every upstream connection the limit allows is reused
+    assert f"limit_conn foundry_inflight {in_flight};" in text and "limit_conn_status 429;" in text
+    busy = text.split("location @busy {")[1].split("}")[0]
+    assert "add_header Retry-After 1 always;" in busy and "return 429 $foundry_busy;" in busy
+    predictive = json.loads(text.split("default '")[1].split("';")[0])
+    assert predictive == {"error": predictive["error"], "queue_depth": in_flight, "retry_after": 1}
+    assert predictive["error"].startswith("Queue full: ")
+    openai = json.loads(text.split("~^/v1/(chat|completions|embeddings|audio|models|responses) '")[1].split("';")[0])
+    assert openai["error"]["type"] == "rate_limit_error" and openai["error"]["message"]
+    probes = text.split("location ~ ^/(health|healthz|ready|readyz)$ {")[1].split("}")[0]
+    assert "limit_conn" not in probes                         # a busy pod still answers its probes
 
 
 def test_the_models_volume_size_limit_reaches_the_fetcher_in_bytes(fixed_tls):
