@@ -75,7 +75,9 @@ class DirectPredict:
         request = exchange.request
         try:
             await self.auth.check("POST", request.headers)
+            began = time.perf_counter()
             array = await service.decode_async(request.body)
+            decoded = time.perf_counter() - began
             pending = service.submit(array)
         except Exception:  # noqa: BLE001 - AuthError, BadInput, QueueFull, ...: the application answers it
             if not exchange.proto.closed:
@@ -92,7 +94,10 @@ class DirectPredict:
         except InferenceFailed as exc:
             return 500, str(exc)
         try:
-            return 200, service.render(outputs, start, stop, inference_ms)
+            rendering = time.perf_counter()
+            answer = service.render(outputs, start, stop, inference_ms)
+            service.metrics.observe_stages(decoded, inference_ms / 1000.0, time.perf_counter() - rendering)
+            return 200, answer
         except Exception:  # noqa: BLE001 - a bug, not the client's fault: a 500 in the envelope, no traceback out
             log.exception("rendering a /v1/predict answer failed")
             return 500, "Internal server error"
