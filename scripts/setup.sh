@@ -7,8 +7,11 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 
 APT_PACKAGES=(nginx-light)
 # tests: wrk (benchmarks), espeak-ng + sox (speech for the transcription tests), docker-registry + apache2-utils
-# (a real OCI registry with htpasswd logins for bring-your-own models)
-[ "${1:-}" = "--test" ] && APT_PACKAGES+=(wrk espeak-ng sox docker-registry apache2-utils)
+# (a real OCI registry with htpasswd logins for bring-your-own models); the real single-node cluster of
+# tests/kube/cluster.py: containerd, runc, CNI plugins, iptables, conntrack, iproute2, gcc (the pause image), and
+# buildah + debootstrap (the platform images built from docker/)
+[ "${1:-}" = "--test" ] && APT_PACKAGES+=(wrk espeak-ng sox docker-registry apache2-utils containerd runc
+  containernetworking-plugins iptables conntrack iproute2 gcc libc6-dev buildah debootstrap)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

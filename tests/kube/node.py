@@ -132,6 +132,9 @@ class Node:
         except OSError:
             return False
 
+    def log_tail(self, name, n=3000):
+        return _tail(self.state / "logs" / f"{name}.log", n)
+
     # --- teardown ----------------------------------------------------------------------------------------------
     def stop(self):
         """Remove every process, container, mount, cgroup, netns and file of this node (also after a crash)."""
