@@ -51,6 +51,9 @@ def node():
     cluster.info_dict = info
     yield cluster
     print("\ncluster numbers: " + json.dumps(NUMBERS), flush=True)
+    if os.environ.get("FOUNDRY_KEEP_CLUSTER") == "1":       # debugging: leave it up, `cluster.py down` removes it
+        print(f"cluster kept: {json.dumps(info)}", flush=True)
+        return
     cluster.stop()
     shutil.rmtree(state, ignore_errors=True)
 
@@ -146,6 +149,34 @@ def platform(node, core, net, release):
     return plat
 
 
+def pod_report(core, namespace=NS):
+    out = []
+    for pod in core.list_namespaced_pod(namespace).items:
+        statuses = (pod.status.init_container_statuses or []) + (pod.status.container_statuses or [])
+        out.append(f"{pod.metadata.name} {pod.status.phase} " + "; ".join(
+            f"{c.name}: ready={c.ready} restarts={c.restart_count} {c.state.to_dict()}" for c in statuses))
+    return "\n".join(out)
+
+
+def wait_state(node, core, net, platform, name, state, timeout, states=None):
+    """Poll the deployment until `state`; an unexpected Error or a timeout fails with the status and the pods."""
+    states = [] if states is None else states
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        _live(node)
+        status = net.call(platform.deployment, name, NS)["status"]
+        if not states or states[-1] != status["state"]:
+            states.append(status["state"])
+        if status["state"] == state:
+            return status
+        if status["state"] == "Error" and state != "Error":
+            break
+        time.sleep(0.5)
+    pytest.fail(f"{name} did not reach {state} (states {states}); status: {json.dumps(status)[:2000]}\n"
+                f"pods:\n{pod_report(core)}", pytrace=False)
+
+
 def expose(core, net, namespace, endpoint):
     """Map the endpoint's Service name to its ClusterIP for the namespace's threads; returns the endpoint."""
     host = endpoint.split("://", 1)[1].split("/", 1)[0].split(":")[0]
@@ -173,13 +204,7 @@ def test_iris_runs_by_itself_and_predicts_over_tls(node, core, net, platform, re
     assert created["status"]["state"] in ("Creating", "Pending", None) or created
     states = []
 
-    def running():
-        status = net.call(platform.deployment, "iris", NS)["status"]
-        if not states or states[-1] != status["state"]:
-            states.append(status["state"])
-        assert status["state"] != "Error", status
-        return status if status["state"] == "Running" else None
-    status = wait_for(node, running, 300, "iris to reach Running")
+    status = wait_state(node, core, net, platform, "iris", "Running", 300, states)
     NUMBERS["iris create -> Running (s)"] = round(time.monotonic() - started, 1)
     NUMBERS["helm install -> first predict (s)"] = None
     assert "Creating" in states, states

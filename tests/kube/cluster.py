@@ -168,6 +168,7 @@ state = "{s}/containerd/state"
             f"--advertise-address={NODE_IP}", f"--secure-port={API_PORT}", "--insecure-port=0",
             f"--tls-cert-file={p / 'apiserver.crt'}", f"--tls-private-key-file={p / 'apiserver.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=RBAC", "--allow-privileged=true",
+            "--kubelet-preferred-address-types=InternalIP",
             f"--token-auth-file={self.state / 'tokens.csv'}",
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={p / 'sa.pub'}", f"--service-account-signing-key-file={p / 'sa.key'}",

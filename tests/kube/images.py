@@ -188,7 +188,7 @@ def build_samples(platform):
     """The samples image (docker/samples.Dockerfile): the platform image plus the prepared sample folders."""
     from foundry_inference import samples
     folders = {name: samples.prepare(name, lambda m: log("samples: " + m)) for name in samples.NAMES}
-    h = hashlib.sha256((REPO / "docker" / "samples.Dockerfile").read_bytes())
+    h = hashlib.sha256((REPO / "docker" / "samples.Dockerfile").read_bytes() + b"|a+rX")
     h.update(platform["ref"].encode())
     for name, folder in sorted(folders.items()):
         h.update(f"{name}={folder.name}".encode())
@@ -202,6 +202,8 @@ def build_samples(platform):
         with tempfile.TemporaryDirectory(dir=CACHE) as ctx:
             for name, folder in folders.items():
                 shutil.copytree(folder, Path(ctx) / "samples" / name)
+            # the cache's folders are private (0700); in the image any user id must read them
+            step("chmod the samples", ["chmod", "-R", "a+rX,go-w", Path(ctx) / "samples"])
             step("buildah bud docker/samples.Dockerfile", [
                 *BUILDAH, "bud", "--pull=never", "--layers=false", "-f", REPO / "docker" / "samples.Dockerfile",
                 "--build-arg", f"PLATFORM={platform['ref']}", "-t", ref, ctx])

@@ -152,6 +152,7 @@ class Node:
         self._kill_shims()
         self._unmount()
         self._remove_cgroups()
+        self._remove_pod_logs()
         if Path(self.netns_path).exists():
             run("ip", "netns", "delete", self.netns, check=False)
         for path in Path("/var/lib/cni/results").glob(f"{self.netns}-*"):
@@ -232,6 +233,16 @@ class Node:
                 return
             for mount in sorted(ours, key=len, reverse=True):
                 run("umount", "-l", mount, check=False)
+
+    def _remove_pod_logs(self):
+        """The kubelet writes container logs to /var/log/pods/<ns>_<pod>_<uid> (fixed in 1.20): remove our pods'."""
+        uids = {p.name for p in (self.state / "kubelet" / "pods").glob("*")}
+        for folder in Path("/var/log/pods").glob("*_*_*"):
+            if folder.name.rsplit("_", 1)[-1] in uids:
+                shutil.rmtree(folder, ignore_errors=True)
+        for link in Path("/var/log/containers").glob("*.log"):
+            if link.is_symlink() and not link.exists():
+                link.unlink(missing_ok=True)
 
     def _remove_cgroups(self):
         for root in self._kubepods():
