@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -224,3 +225,140 @@ def test_iris_runs_by_itself_and_predicts_over_tls(node, core, net, platform, re
     no_key = net.call(platform.predict_raw, endpoint, None, [[5.1, 3.5, 1.4, 0.2]])
     assert no_key.status_code == 401, no_key.text
     assert no_key.json()["error"]["code"], no_key.text
+
+
+# --- 4. the chat sample through the official openai client --------------------------------------------------------
+def test_chat_sample_streams_through_the_openai_client(node, core, net, platform):
+    started = time.monotonic()
+    net.call(platform.deploy, "smollm2", {"catalog": {"name": "smollm2-135m-instruct"}}, namespace=NS)
+    status = wait_state(node, core, net, platform, "smollm2", "Running", 600)
+    NUMBERS["smollm2 create -> Running (s)"] = round(time.monotonic() - started, 1)
+    endpoint = expose(core, net, NS, status["internalEndpoint"])
+    key = net.call(platform.keys, "smollm2", NS)[0]
+
+    def chat():
+        client = platform.openai_client(endpoint, key)
+        question = [{"role": "user", "content": "What is the capital of France?"}]
+        stream = client.chat.completions.create(model="smollm2-135m-instruct", stream=True, max_tokens=24,
+                                                messages=question)
+        return [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
+    pieces = net.call(chat)
+    assert len(pieces) > 1 and "".join(pieces).strip(), pieces
+    net.call(platform.delete, "smollm2", NS)
+
+
+# --- 5. key rotation on the real kubelet ----------------------------------------------------------------------------
+def test_rotated_key_is_refused_while_the_other_works(node, core, net, platform):
+    """The Secret volume reaches the pod on the kubelet's own schedule: measured and reported (NUMBERS)."""
+    endpoint = expose(core, net, NS, net.call(platform.deployment, "iris", NS)["status"]["internalEndpoint"])
+    primary, secondary = net.call(platform.keys, "iris", NS)
+    net.call(platform.rotate, "iris", "primary", NS)
+    started = time.monotonic()
+    while True:
+        _live(node)
+        assert net.call(platform.predict_raw, endpoint, secondary, [[5.1, 3.5, 1.4, 0.2]]).status_code == 200
+        code = net.call(platform.predict_raw, endpoint, primary, [[5.1, 3.5, 1.4, 0.2]]).status_code
+        if code == 401:
+            break
+        assert code == 200, code
+        assert time.monotonic() - started < 180, "the rotated-out key still works after 180 s"
+        time.sleep(0.25)
+    NUMBERS["key rotation -> old key refused on the kubelet (s)"] = round(time.monotonic() - started, 1)
+    new = net.call(platform.keys, "iris", NS)[0]
+    assert net.call(platform.predict, endpoint, new)["label_0"] == [0, 1, 2]
+
+
+# --- 6. scale to 2 (kube-proxy spreads), kill a model server (the kubelet restarts it) ------------------------------
+def _sep_packets(node, service):
+    """Packets kube-proxy's iptables rules sent to each endpoint of `service` (KUBE-SEP chains), by endpoint."""
+    out = subprocess.run(node.ns("iptables-save", "-c", "-t", "nat"), capture_output=True, text=True,
+                         check=True).stdout
+    counts = {}
+    for line in out.splitlines():
+        if f"{NS}/{service}" in line and "-j DNAT" in line and line.startswith("["):
+            packets = int(line[1:].split(":")[0])
+            target = line.split("--to-destination ")[1].split()[0]
+            counts[target] = counts.get(target, 0) + packets
+    return counts
+
+
+def test_two_replicas_both_serve_and_a_killed_server_is_restarted(node, core, net, platform):
+    from tests.kube.node import kill_pod_processes_matching
+    endpoint = expose(core, net, NS, net.call(platform.deployment, "iris", NS)["status"]["internalEndpoint"])
+    key = net.call(platform.keys, "iris", NS)[1]
+    net.call(platform.api, "PATCH", f"/namespaces/{NS}/deployments/iris", json={"replicas": 2})
+    wait_state(node, core, net, platform, "iris", "Running", 300)
+    selector = "app.kubernetes.io/component=model-server,app.kubernetes.io/instance=iris"
+    pods = wait_for(node, lambda: (lambda p: len(p) == 2 and p)(pods_ready(core, NS, selector) or []), 120,
+                    "two ready iris pods")
+    before = _sep_packets(node, "iris")
+    for _ in range(40):      # a new connection each time: kube-proxy picks an endpoint per connection
+        assert net.call(platform.predict_raw, endpoint, key, [[5.1, 3.5, 1.4, 0.2]]).status_code == 200
+    after = _sep_packets(node, "iris")
+    spread = {ep: after.get(ep, 0) - before.get(ep, 0) for ep in after}
+    assert len(spread) == 2 and all(n > 0 for n in spread.values()), spread
+
+    victim = pods[0]
+    assert kill_pod_processes_matching("predictive-server"), "no model server process found"
+    killed = time.monotonic()
+
+    def restarted():
+        pod = core.read_namespaced_pod(victim.metadata.name, NS)
+        server = next(c for c in pod.status.container_statuses if c.name == "model-server")
+        return server.restart_count >= 1 and server.ready and pod
+    wait_for(node, restarted, 180, "the kubelet to restart the killed model server")
+    NUMBERS["killed model server -> Ready again (s)"] = round(time.monotonic() - killed, 1)
+    for _ in range(20):      # after the kill window: every request with a valid key succeeds
+        assert net.call(platform.predict_raw, endpoint, key, [[5.1, 3.5, 1.4, 0.2]]).status_code == 200
+    wait_state(node, core, net, platform, "iris", "Running", 120)
+
+
+# --- 8. delete (garbage collector), helm upgrade (rolls the platform), helm uninstall (nothing left) ---------------
+CHILD_KINDS = [("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Secret"), ("v1", "ConfigMap"),
+               ("networking.k8s.io/v1", "Ingress"), ("v1", "Pod"), ("apps/v1", "ReplicaSet")]
+
+
+def _children(node, name):
+    import kubernetes
+
+    from tests.support import helm
+    api = kubernetes.config.new_client_from_config(node.info_dict["kubeconfig"])
+    return helm.labelled(api, f"foundry.azure.com/deployment={name}", CHILD_KINDS)
+
+
+def test_delete_upgrade_and_uninstall_leave_nothing_behind(node, core, net, platform, release):
+    import kubernetes
+
+    from tests.support import helm
+    info = node.info_dict
+    assert _children(node, "iris")
+    net.call(platform.delete, "iris", NS)
+    wait_for(node, lambda: net.call(platform.gone, "iris", NS), 120, "iris to be deleted")
+    wait_for(node, lambda: not _children(node, "iris"), 120, "every child of iris to be collected")
+
+    before = {p.metadata.name for p in core.list_namespaced_pod(NS).items}
+    values = {**release["values"], "operator": {"logLevel": "debug"}, "api": {"logLevel": "debug"}}
+    helm.upgrade(info["kubeconfig"], values, release=RELEASE, namespace=NS, timeout=300)
+
+    def rolled():
+        pods = pods_ready(core, NS) or []
+        names = {p.metadata.name for p in pods}
+        return len(pods) == 2 and not (names & before) and names
+    wait_for(node, rolled, 300, "the platform pods to be replaced by the upgrade")
+
+    helm.uninstall(info["kubeconfig"], release=RELEASE, namespace=NS)
+    api = kubernetes.config.new_client_from_config(info["kubeconfig"])
+    kinds = [*CHILD_KINDS, ("v1", "ServiceAccount"), ("rbac.authorization.k8s.io/v1", "Role"),
+             ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+             ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")]
+
+    def leftovers():
+        left = helm.labelled(api, f"app.kubernetes.io/instance={RELEASE}", kinds)
+        # documented as kept after uninstall (docs/install.md "Uninstall"): the admin key, the catalog, the CA
+        kept = {("Secret", NS, "inference-operator-admin-key"), ("ConfigMap", NS, "foundry-local-catalog"),
+                ("Secret", NS, "foundry-inference-ca")}
+        return left - kept
+    wait_for(node, lambda: not leftovers(), 120, "nothing of the release to be left")
+    ext = kubernetes.client.ApiextensionsV1Api(api)
+    assert "modeldeployments.foundrylocal.azure.com" in {c.metadata.name for c in
+                                                         ext.list_custom_resource_definition().items}

@@ -55,10 +55,10 @@ class Cluster(Node):
     def up(self, images=True):
         started = time.monotonic()
         self.prerequisites()
-        if self.state.exists():
+        if self.info_path.exists() or Path(self.netns_path).exists():
             log("cleaning a previous run in the state directory", state=str(self.state))
             self.stop()
-            shutil.rmtree(self.state, ignore_errors=True)
+        shutil.rmtree(self.state, ignore_errors=True)
         self.state.mkdir(parents=True)
         self.create_netns()
         self.write_config()
