@@ -257,11 +257,14 @@ class Node:
                 pass
 
 
-def kill_pod_processes_matching(text):
-    """Test helper: SIGKILL the pod processes whose command line contains `text`; returns the pids."""
+def kill_pod_processes_matching(text, pod_uid=None):
+    """Test helper: SIGKILL the pod processes (of the pod `pod_uid` only, when given) whose command line contains
+    `text`; returns the pids."""
     hit = []
     for root in CGROUP_ROOT.glob("pids/kubepods"):
         for procs in root.rglob("cgroup.procs"):
+            if pod_uid and f"pod{pod_uid}" not in procs.parts:
+                continue
             for pid in procs.read_text().split():
                 try:
                     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
