@@ -299,7 +299,7 @@ def test_two_replicas_both_serve_and_a_killed_server_is_restarted(node, core, ne
     assert len(spread) == 2 and all(n > 0 for n in spread.values()), spread
 
     victim = pods[0]
-    assert kill_pod_processes_matching("predictive-server", victim.metadata.uid), "no model server process found"
+    assert kill_pod_processes_matching(node, "predictive-server", victim.metadata.uid), "no model server process found"
     killed = time.monotonic()
 
     def restarted():
@@ -367,3 +367,43 @@ def test_delete_upgrade_and_uninstall_leave_nothing_behind(node, core, net, plat
     ext = kubernetes.client.ApiextensionsV1Api(api)
     assert "modeldeployments.foundrylocal.azure.com" in {c.metadata.name for c in
                                                          ext.list_custom_resource_definition().items}
+
+
+# --- the harness itself: a used state directory, a dead component, down leaves nothing ------------------------------
+def _traces(state, netns):
+    from tests.kube.node import CGROUP_ROOT
+    procs = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                alive = (proc / "stat").read_text().split()[2] != "Z"
+                if alive and str(state).encode() in (proc / "cmdline").read_bytes():
+                    procs.append(proc.name)
+            except OSError:
+                pass
+    mounts = [line for line in Path("/proc/mounts").read_text().splitlines() if str(state) in line]
+    return {"processes": procs, "mounts": mounts, "netns": Path(f"/run/netns/{netns}").exists(),
+            "cgroups": [str(p) for p in CGROUP_ROOT.glob(f"*/{netns}")], "state": Path(state).exists()}
+
+
+def test_second_up_on_a_used_state_dir_a_dead_kubelet_and_down(tmp_path):
+    """Runs after the release is gone (module order): its own small cluster, no images."""
+    _prerequisites()
+    from tests.kube.cluster import Cluster, down
+    state = Path(tempfile.mkdtemp(prefix="fic2-", dir="/tmp"))
+    first = Cluster(state)
+    first.up(images=False)
+    os.kill(first.pids["kubelet"], 9)                        # a crashed run: nothing stopped cleanly
+    second = Cluster(state)
+    try:
+        info = second.up(images=False)                       # cleans the previous run, then starts afresh
+        assert Path(info["kubeconfig"]).exists() and second.health() == []
+        os.kill(second.pids["kubelet"], 9)
+        time.sleep(0.5)
+        assert second.health() == ["kubelet"]
+        with pytest.raises(pytest.fail.Exception, match="cluster component.*kubelet"):
+            _live(second)                                    # a test waiting on the node fails at once, clearly
+    finally:
+        down(state)
+    assert _traces(state, second.netns) == {"processes": [], "mounts": [], "netns": False, "cgroups": [],
+                                            "state": False}

@@ -209,10 +209,12 @@ state = "{s}/containerd/state"
     def start_kubelet(self):
         root = self.state / "kubelet"
         root.mkdir()
+        self.create_cgroup_root()
         self.kubelet_proc = self.spawn("kubelet", [
             BIN / "kubelet", f"--kubeconfig={self.state / 'netns.kubeconfig'}", f"--root-dir={root}",
             f"--cert-dir={root / 'pki'}", "--container-runtime=remote",
             f"--container-runtime-endpoint=unix://{self.sock}", "--cgroup-driver=cgroupfs", "--oom-score-adj=0",
+            f"--cgroup-root={self.cgroup_root}",
             f"--hostname-override={NODE_NAME}", f"--node-ip={NODE_IP}", f"--resolv-conf={self.state / 'resolv.conf'}",
             "--fail-swap-on=false", "--read-only-port=0", "--healthz-port=0", "--port=10250",
             f"--volume-plugin-dir={root / 'plugins'}", "--serialize-image-pulls=false",

@@ -177,11 +177,26 @@ class Node:
             pass
         self.pids.pop(name, None)
 
+    @property
+    def cgroup_root(self):
+        """The kubelet's --cgroup-root: its own, so two nodes (or another kubelet) never share pod cgroups."""
+        return f"/{self.netns}"
+
+    def create_cgroup_root(self):
+        for controller in CGROUP_ROOT.iterdir():
+            if controller.name == "unified" or not (controller / "cgroup.procs").exists():
+                continue
+            path = controller / self.netns
+            path.mkdir(exist_ok=True)
+            if controller.name == "cpuset":     # a v1 cpuset starts empty: inherit the parent's cpus and mems
+                for knob in ("cpuset.cpus", "cpuset.mems"):
+                    (path / knob).write_text((controller / knob).read_text())
+
     def _kubepods(self):
-        return [d for d in CGROUP_ROOT.glob("*/kubepods") if d.is_dir()]
+        return [d for d in CGROUP_ROOT.glob(f"*/{self.netns}") if d.is_dir()]
 
     def _kill_pods(self):
-        """Every process of every pod cgroup (pause, containers) gets SIGKILL; their shims then exit."""
+        """Every process of this node's pod cgroups (pause, containers) gets SIGKILL; their shims then exit."""
         for _ in range(20):
             pids = set()
             for root in self._kubepods():
@@ -257,11 +272,11 @@ class Node:
                 pass
 
 
-def kill_pod_processes_matching(text, pod_uid=None):
-    """Test helper: SIGKILL the pod processes (of the pod `pod_uid` only, when given) whose command line contains
-    `text`; returns the pids."""
+def kill_pod_processes_matching(node, text, pod_uid=None):
+    """Test helper: SIGKILL the processes of `node`'s pods (of the pod `pod_uid` only, when given) whose command line
+    contains `text`; returns the pids."""
     hit = []
-    for root in CGROUP_ROOT.glob("pids/kubepods"):
+    for root in CGROUP_ROOT.glob(f"pids/{node.netns}"):
         for procs in root.rglob("cgroup.procs"):
             if pod_uid and f"pod{pod_uid}" not in procs.parts:
                 continue
