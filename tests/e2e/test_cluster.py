@@ -407,3 +407,16 @@ def test_second_up_on_a_used_state_dir_a_dead_kubelet_and_down(tmp_path):
         down(state)
     assert _traces(state, second.netns) == {"processes": [], "mounts": [], "netns": False, "cgroups": [],
                                             "state": False}
+
+
+def test_an_image_build_without_the_package_mirror_fails_naming_the_step(tmp_path):
+    _prerequisites()
+    import sys
+    env = {**os.environ, "FOUNDRY_IMAGE_CACHE": str(tmp_path / "images"),
+           "FOUNDRY_DEBIAN_MIRROR": "http://127.0.0.1:9/debian"}        # nothing listens: no network to the mirror
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "kube" / "images.py")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "error: image build step 'debootstrap (needs the Debian mirror)' failed" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "images").glob("*.tar"))

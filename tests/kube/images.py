@@ -12,7 +12,8 @@
 Cache (~/.cache/foundry-inference/images): an archive is named by a hash of its Dockerfile, the base's key and the
 package source it copies (pyproject.toml, setup.cfg, README.md, the Python packages, the chart's catalog and CRDs);
 an archive already there is imported without a build. `python tests/kube/images.py` builds them all (progress on
-stderr) and prints {name: {ref, archive, bytes, seconds}}.
+stderr) and prints {name: {ref, archive, bytes, seconds}}. FOUNDRY_DEBIAN_MIRROR overrides the mirror taken from the
+apt sources.
 A build step that fails names the step and shows its output's tail (e.g. no network to the Debian mirror or PyPI).
 """
 import hashlib
@@ -58,6 +59,8 @@ def step(name, args, **kwargs):
 
 
 def debian_mirror():
+    if os.environ.get("FOUNDRY_DEBIAN_MIRROR"):
+        return os.environ["FOUNDRY_DEBIAN_MIRROR"]
     for path in [Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")]:
         if path.exists():
             match = re.search(r"(?:URIs:|deb)\s+(https?://\S+/debian)\b", path.read_text())
@@ -246,7 +249,12 @@ def write_values(node, built):
 
 
 def main():
-    print(json.dumps(build_all(), indent=1))
+    try:
+        print(json.dumps(build_all(), indent=1))
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
