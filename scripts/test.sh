@@ -8,6 +8,9 @@ bash tests/kube/build-kube.sh
 .venv/bin/ruff check .
 # Test models built once and cached under ~/.cache/foundry-inference/models (tiny chat model, SmolLM2 int4).
 .venv/bin/python tests/support/chat_models.py all
+# The platform images from docker/ for the real-cluster tests (tests/e2e/test_cluster.py, root only): buildah on a
+# debootstrap base, cached by content hash under ~/.cache/foundry-inference/images (cold: about 5 minutes).
+if [ "$(id -u)" = 0 ]; then .venv/bin/python tests/kube/images.py >/dev/null; fi
 export FOUNDRY_REQUIRE_KUBE=1 FOUNDRY_REQUIRE_MODELS=1
 set +e
 .venv/bin/pytest -m "unit or integration or e2e" -p no:cacheprovider "$@"
