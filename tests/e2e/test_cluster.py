@@ -121,7 +121,7 @@ def release(node, core):
 
 
 @pytest.fixture(scope="module")
-def platform(node, core, net, release):
+def platform(node, core, net, release, tmp_path_factory):
     from tests.e2e.quickstart_walkthrough import Platform
 
     class ClusterPlatform(Platform):
@@ -139,7 +139,7 @@ def platform(node, core, net, release):
     admin_key = base64.b64decode(secret.data["admin-key"]).decode()
     service = core.read_namespaced_service("inference-operator-api", NS)
     url = f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}"
-    ca_dir = Path(tempfile.mkdtemp(prefix="fic-ca-"))
+    ca_dir = tmp_path_factory.mktemp("ca")
 
     def ca_path():
         ca = core.read_namespaced_secret("foundry-inference-ca", NS)
@@ -202,12 +202,11 @@ def test_platform_pods_become_ready_by_their_probes(node, core, release):
 def test_iris_runs_by_itself_and_predicts_over_tls(node, core, net, platform, release):
     started = time.monotonic()
     created = net.call(platform.deploy, "iris", {"catalog": {"name": "iris-classifier"}}, namespace=NS)
-    assert created["status"]["state"] in ("Creating", "Pending", None) or created
+    assert created["name"] == "iris", created
     states = []
 
     status = wait_state(node, core, net, platform, "iris", "Running", 300, states)
     NUMBERS["iris create -> Running (s)"] = round(time.monotonic() - started, 1)
-    NUMBERS["helm install -> first predict (s)"] = None
     assert "Creating" in states, states
 
     pod = core.list_namespaced_pod(NS, label_selector="app.kubernetes.io/component=model-server").items[0]
@@ -291,11 +290,20 @@ def test_two_replicas_both_serve_and_a_killed_server_is_restarted(node, core, ne
     selector = "app.kubernetes.io/component=model-server,foundry.azure.com/deployment=iris"
     pods = wait_for(node, lambda: (lambda p: len(p) == 2 and p)(pods_ready(core, NS, selector) or []), 120,
                     "two ready iris pods")
-    before = _sep_packets(node, "iris")
-    for _ in range(40):      # a new connection each time: kube-proxy picks an endpoint per connection
-        assert net.call(platform.predict_raw, endpoint, key, [[5.1, 3.5, 1.4, 0.2]]).status_code == 200
-    after = _sep_packets(node, "iris")
-    spread = {ep: after.get(ep, 0) - before.get(ep, 0) for ep in after}
+
+    def both_endpoints():
+        subsets = core.read_namespaced_endpoints("iris", NS).subsets or []
+        return sum(len(s.addresses or []) for s in subsets) == 2
+    wait_for(node, both_endpoints, 60, "both pods in the Service's endpoints")
+    wait_for(node, lambda: len(_sep_packets(node, "iris")) == 2, 60, "kube-proxy's rules for both endpoints")
+    for _attempt in range(3):
+        before = _sep_packets(node, "iris")
+        for _ in range(40):      # a new connection each time: kube-proxy picks an endpoint per connection
+            assert net.call(platform.predict_raw, endpoint, key, [[5.1, 3.5, 1.4, 0.2]]).status_code == 200
+        after = _sep_packets(node, "iris")
+        spread = {ep: after.get(ep, 0) - before.get(ep, 0) for ep in after}
+        if set(after) == set(before) and all(n >= 0 for n in spread.values()):
+            break               # else kube-proxy rewrote its rules in between (counters restart): measure again
     assert len(spread) == 2 and all(n > 0 for n in spread.values()), spread
 
     victim = pods[0]
@@ -308,10 +316,6 @@ def test_two_replicas_both_serve_and_a_killed_server_is_restarted(node, core, ne
         return server.restart_count >= 1 and server.ready and pod
     wait_for(node, restarted, 180, "the kubelet to restart the killed model server")
     NUMBERS["killed model server -> Ready again (s)"] = round(time.monotonic() - killed, 1)
-
-    def both_endpoints():
-        subsets = core.read_namespaced_endpoints("iris", NS).subsets or []
-        return sum(len(s.addresses or []) for s in subsets) == 2
     wait_for(node, both_endpoints, 60, "both pods back in the Service's endpoints")
     for _ in range(20):      # after the kill window: every request with a valid key succeeds
         assert net.call(platform.predict_raw, endpoint, key, [[5.1, 3.5, 1.4, 0.2]]).status_code == 200
