@@ -308,7 +308,7 @@ def servers_for(model_path, args, port_base):
              FOUNDRY_API_KEYS_DIR=keys)
     port = port_base + 3
     if not args.skip_rival:
-        # the issue-18 rival: FastAPI + uvicorn doing our /v1/predict work, API key included (Authorization: Bearer)
+        # the rival: FastAPI + uvicorn doing our /v1/predict work, API key included (Authorization: Bearer)
         # uvicorn's console script, not `-m uvicorn`: that would put the repository root (and its operator/) first
         # on the rival's sys.path
         uvicorn = os.path.join(os.path.dirname(args.peer_python), "uvicorn")
@@ -444,7 +444,7 @@ def main(argv=None):
     parser.add_argument("--variants", default="tornado,apikey", help="extra rows of our server: tornado,apikey")
     parser.add_argument("--skip-kserve", action="store_true")
     parser.add_argument("--skip-fastapi", action="store_true")
-    parser.add_argument("--skip-rival", action="store_true", help="leave out the issue-18 rival "
+    parser.add_argument("--skip-rival", action="store_true", help="leave out the rival "
                         "(benchmarks/peers/fastapi_items_server.py)")
     parser.add_argument("--sidecar", action="store_true",
                         help="the path users call: ours (API key on) and the rival each behind the deployment's nginx "

@@ -2,11 +2,15 @@
 # image: foundry-inference-chat-cuda (--build-arg ACCELERATOR=cuda)
 # The OpenAI-compatible chat + transcription server the operator runs for generative deployments
 # (`foundry-inference chat-server`): onnxruntime-genai for chat models, faster-whisper for speech recognition.
-# Build from the repository root:
+# BASE (build argument): any Debian-based image with python3 and pip (default python:3.11-slim; the test cluster
+# uses a debootstrap bookworm with Debian's python3). Build from the repository root:
 #   docker build -f docker/chat.Dockerfile -t ghcr.io/foundry-inference/foundry-inference-chat:0.1.0 .
 #   docker build -f docker/chat.Dockerfile --build-arg ACCELERATOR=cuda \
 #     -t ghcr.io/foundry-inference/foundry-inference-chat-cuda:0.1.0 .
-FROM python:3.11-slim AS build
+ARG BASE=python:3.11-slim
+FROM ${BASE} AS build
+# Debian's own python3 (a debootstrap base, tests/kube/images.py) marks its site-packages as externally managed
+ENV PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml setup.cfg README.md ./
 COPY foundry_inference foundry_inference
@@ -15,9 +19,10 @@ COPY apps apps
 COPY auth auth
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
-FROM python:3.11-slim
+FROM ${BASE}
 ARG ACCELERATOR=cpu
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 HOME=/tmp HF_HUB_OFFLINE=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 HOME=/tmp \
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl faster-whisper \
  && if [ "$ACCELERATOR" = "cuda" ]; then \

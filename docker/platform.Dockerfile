@@ -4,7 +4,10 @@
 #   docker build -f docker/platform.Dockerfile -t ghcr.io/foundry-inference/foundry-inference:0.1.0 .
 # The chart runs `foundry-inference operator --store kubernetes` and `foundry-inference control-plane --store
 # kubernetes --port 8080`; the operator's model pods run `python -m foundry_inference.operator.fetch` from it.
-FROM python:3.11-slim AS build
+ARG BASE=python:3.11-slim
+FROM ${BASE} AS build
+# Debian's own python3 (a debootstrap base, tests/kube/images.py) marks its site-packages as externally managed
+ENV PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml setup.cfg README.md ./
 COPY foundry_inference foundry_inference
@@ -13,9 +16,10 @@ COPY apps apps
 COPY auth auth
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
-FROM python:3.11-slim
+FROM ${BASE}
 # PYTHONSAFEPATH: never put the working directory in front of the standard library
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 HOME=/tmp
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 HOME=/tmp \
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 # the sample catalog and the CRDs, where the package looks for them outside a source tree

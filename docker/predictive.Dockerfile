@@ -5,7 +5,10 @@
 #   docker build -f docker/predictive.Dockerfile -t ghcr.io/foundry-inference/foundry-inference-predictive:0.1.0 .
 #   docker build -f docker/predictive.Dockerfile --build-arg ACCELERATOR=cuda \
 #     -t ghcr.io/foundry-inference/foundry-inference-predictive-cuda:0.1.0 .
-FROM python:3.11-slim AS build
+ARG BASE=python:3.11-slim
+FROM ${BASE} AS build
+# Debian's own python3 (a debootstrap base, tests/kube/images.py) marks its site-packages as externally managed
+ENV PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml setup.cfg README.md ./
 COPY foundry_inference foundry_inference
@@ -14,9 +17,10 @@ COPY apps apps
 COPY auth auth
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
-FROM python:3.11-slim
+FROM ${BASE}
 ARG ACCELERATOR=cpu
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 HOME=/tmp
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 HOME=/tmp \
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /wheels
 # image decoding (Pillow) and the fast HTTP path (httptools, uvloop, orjson); CUDA builds swap in onnxruntime-gpu
 # with its CUDA/cuDNN runtime wheels

@@ -17,7 +17,10 @@ detected, the folder discarded and the sample rebuilt. Writes are atomic (stagin
 leaves a half-built sample that looks finished.
 
 `build(name, dest)` is the operator's builtin-artifact hook (operator/fetch.py): it prepares the sample and copies its
-files into `dest`. Progress lines go to stderr (`samples: ...`), or to the `progress` callable given.
+files into `dest`. On a cluster the fetcher cannot prepare anything (no network, no build libraries): it copies a
+prebuilt copy instead, `<FOUNDRY_SAMPLES_PREBUILT>/<name>/` (default /opt/foundry-inference/samples, where the
+samples image, docker/samples.Dockerfile, puts the folders `prepare` made), after verifying its digests.
+Progress lines go to stderr (`samples: ...`), or to the `progress` callable given.
 A sample that cannot be prepared raises SampleError naming what to install.
 """
 import hashlib
@@ -275,10 +278,26 @@ def status(name):
     return "missing", None
 
 
+def prebuilt_dir():
+    return Path(os.environ.get("FOUNDRY_SAMPLES_PREBUILT") or "/opt/foundry-inference/samples")
+
+
+def _prebuilt(name, progress):
+    """The verified prebuilt folder of `name` (samples image), or None when there is none."""
+    folder = prebuilt_dir() / name
+    if name not in RECIPES or not (folder / MANIFEST).is_file():
+        return None
+    problem = verify(folder)
+    if problem:
+        raise SampleError(f"{name}: the prebuilt sample in {folder} is corrupt: {problem}")
+    progress(f"{name}: prebuilt ({folder}, digest verified)")
+    return folder
+
+
 def build(name, dest, progress=None):
     """The operator's builtin-artifact hook: sample `name`'s files in `dest` (a fresh staging folder)."""
     progress = progress or _say
-    folder = prepare(name, progress)
+    folder = _prebuilt(name, progress) or prepare(name, progress)
     _copy_tree(folder, dest)
     problem = verify_copy(folder, dest)
     if problem:

@@ -26,8 +26,11 @@ APT_PACKAGES=(nginx-light)
 # the chat walk-through's audio clip is spoken by espeak-ng and resampled by sox
 [ "$CHAT" = 1 ] && APT_PACKAGES+=(espeak-ng sox)
 # tests: wrk (benchmarks), espeak-ng + sox (speech for the transcription tests), docker-registry + apache2-utils
-# (a real OCI registry with htpasswd logins for bring-your-own models), prometheus (scrapes the metrics ports)
-[ "$TEST" = 1 ] && APT_PACKAGES+=(wrk espeak-ng sox docker-registry apache2-utils prometheus)
+# (a real OCI registry with htpasswd logins for bring-your-own models), prometheus (scrapes the metrics ports); the
+# real single-node cluster of tests/kube/cluster.py: containerd, runc, CNI plugins, iptables, conntrack, iproute2, gcc
+# (the pause image), and buildah + debootstrap (the platform images built from docker/)
+[ "$TEST" = 1 ] && APT_PACKAGES+=(wrk espeak-ng sox docker-registry apache2-utils prometheus containerd runc
+  containernetworking-plugins iptables conntrack iproute2 gcc libc6-dev buildah debootstrap)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -9,6 +9,9 @@ bash tests/kube/build-kube.sh
 # Test models built once and cached under ~/.cache/foundry-inference/models (tiny chat model, SmolLM2 int4,
 # all-MiniLM-L6-v2 ONNX).
 .venv/bin/python tests/support/chat_models.py all
+# The platform images from docker/ for the real-cluster tests (tests/e2e/test_cluster.py, root only): buildah on a
+# debootstrap base, cached by content hash under ~/.cache/foundry-inference/images (cold: about 5 minutes).
+if [ "$(id -u)" = 0 ]; then .venv/bin/python tests/kube/images.py >/dev/null; fi
 # a prerequisite the suite needs and cannot find fails its tests instead of skipping them (tests/support/require.py)
 export FOUNDRY_REQUIRE_ALL=1 FOUNDRY_REQUIRE_KUBE=1 FOUNDRY_REQUIRE_MODELS=1
 set +e

@@ -1,5 +1,5 @@
 # ruff: noqa
-# Verbatim copy of ../shared/bench/fastapi_items_server.py (issue 18): the rival our predictive server is measured
+# Verbatim copy of the team's reference rival (FastAPI + uvicorn doing our /v1/predict work): the rival our predictive server is measured
 # against. Run by benchmarks/bench_predictive.py under the peer interpreter (uvicorn with uvloop + httptools).
 """FastAPI + uvicorn doing the seed's predictive protocol: the rival our predictive server must beat.
 

@@ -118,7 +118,9 @@ def scrape_annotations(resolved):
 
 
 def _https_probe(path, period, failures, timeout=5, initial=0):
-    probe = {"httpGet": {"path": path, "port": "https", "scheme": "HTTPS"}, "periodSeconds": period,
+    # the port by number: a probe's named port resolves only among its OWN container's ports, and "https" is the TLS
+    # sidecar's (a real kubelet fails such a probe with `strconv.Atoi: parsing "https"`, so the pod never turned Ready)
+    probe = {"httpGet": {"path": path, "port": names.TLS_PORT, "scheme": "HTTPS"}, "periodSeconds": period,
              "failureThreshold": failures, "timeoutSeconds": timeout}
     if initial:
         probe["initialDelaySeconds"] = initial

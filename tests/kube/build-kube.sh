@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Build (once) and cache the Kubernetes test binaries: kube-apiserver and kube-controller-manager from Debian's
-# `kubernetes` source package, plus etcd and kubectl from Debian. Idempotent: a cached build is reused.
+# Build (once) and cache the Kubernetes test binaries from Debian's `kubernetes` source package: kube-apiserver and
+# kube-controller-manager (the API-only harness), plus kube-scheduler, kubelet and kube-proxy (the full node of
+# tests/kube/cluster.py); etcd and kubectl from Debian. Idempotent: a cached build is reused.
+# `build-kube.sh api` builds only the first two (what tests/kube/harness.py needs).
 # The vendored github.com/modern-go/reflect2 1.0.1 crashes kube-apiserver under Go >= 1.18 ("fatal error: fault" in
 # map iteration), so it is swapped for Debian's 1.0.2; `make WHAT=...` (not `go build`) runs the code generators.
 set -euo pipefail
@@ -17,7 +19,11 @@ apt_install() {
   fi
 }
 
-if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ] && command -v etcd >/dev/null; then
+WANT=(kube-apiserver kube-controller-manager)
+[ "${1:-all}" = "api" ] || WANT+=(kube-scheduler kubelet kube-proxy)
+have_all=1
+for what in "${WANT[@]}"; do [ -x "$BIN/$what" ] || have_all=0; done
+if [ "$have_all" = 1 ] && command -v etcd >/dev/null; then
   log "cached binaries in $BIN"
   exit 0
 fi
@@ -48,9 +54,9 @@ if [ ! -d tree ]; then
 fi
 cd tree
 export GOFLAGS=-mod=vendor GO111MODULE=on CGO_ENABLED=0 GOCACHE="$CACHE/gocache"
-for what in kube-apiserver kube-controller-manager; do
+for what in "${WANT[@]}"; do
   if [ ! -x "$BIN/$what" ]; then
-    log "building $what (several minutes on 2 cores)"
+    log "building $what (minutes on 2 cores; the Go build cache in $CACHE/gocache makes the next one faster)"
     make WHAT=cmd/$what >"$CACHE/build-$what.log" 2>&1 || { tail -50 "$CACHE/build-$what.log"; exit 1; }
     cp _output/bin/$what "$BIN/$what.tmp" && mv "$BIN/$what.tmp" "$BIN/$what"
   fi

@@ -3,7 +3,8 @@
 Like controller-runtime's envtest: binaries built once by tests/kube/build-kube.sh (cached under
 ~/.cache/foundry-inference/kube/bin), started on free ports, the chart's CRDs installed, an admin kubeconfig and
 static non-admin users (alice in group `devs`, bob with no group) handed to tests. Pods never run (no scheduler or
-kubelet): tests patch Deployment status to simulate readiness.
+kubelet): tests patch Deployment status to simulate readiness. A full node where pods do run (kubelet, containerd,
+kube-proxy) is tests/kube/cluster.py (tests/e2e/test_cluster.py).
 
 Run by hand:  .venv/bin/python tests/kube/harness.py   (prints the admin kubeconfig path; Ctrl-C stops everything)
 """

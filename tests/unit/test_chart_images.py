@@ -19,6 +19,10 @@ pytestmark = pytest.mark.unit
 
 REPO = helm.REPO
 DOCKERFILES = sorted((REPO / "docker").glob("*.Dockerfile"))
+# optional images that run no entrypoint of their own package: the Debian nginx sidecar, and the samples image (the
+# platform image plus the prepared samples, built from a context of its own, not the repository: docs/install.md)
+OPTIONAL = {"nginx.Dockerfile", "samples.Dockerfile"}
+PLATFORM_DOCKERFILES = [p for p in DOCKERFILES if p.name not in OPTIONAL]
 THIRD_PARTY = {"nginxinc/nginx-unprivileged", "vllm/vllm-openai"}     # official upstream images
 
 
@@ -66,7 +70,7 @@ def test_there_is_a_dockerfile_per_image_kind():
     assert {p.name for p in DOCKERFILES} >= {"platform.Dockerfile", "predictive.Dockerfile", "chat.Dockerfile"}
 
 
-@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", PLATFORM_DOCKERFILES, ids=lambda p: p.name)
 def test_dockerfile_entrypoint_exists_in_the_package(path):
     entry = [json.loads(args) for word, args in _instructions(path) if word == "ENTRYPOINT"]
     assert len(entry) == 1, f"{path.name}: one exec-form ENTRYPOINT"
@@ -80,17 +84,20 @@ def test_dockerfile_entrypoint_exists_in_the_package(path):
 def test_dockerfile_sources_exist_and_user_is_not_root(path):
     instructions = _instructions(path)
     for word, args in instructions:
-        if word == "COPY" and "--from=" not in args:
+        if word == "COPY" and "--from=" not in args and path.name != "samples.Dockerfile":
             *sources, _dest = args.split()
             for src in sources:
                 assert (REPO / src).exists(), f"{path.name}: COPY {src}: not in the repository"
     users = [args for word, args in instructions if word == "USER"]
+    if path.name == "samples.Dockerfile":          # FROM the platform image: its USER and ENV carry over
+        assert not users and [a for w, a in instructions if w == "FROM"] == ["${PLATFORM}"]
+        return
     assert users, f"{path.name}: no USER"
     uid = users[-1].split(":")[0]
     # numeric, so that runAsNonRoot can check it; the chart runs its pods as the same user
     assert uid.isdigit() and int(uid) == helm.chart_values()["podSecurity"]["runAsUser"]
     env = " ".join(args for word, args in instructions if word == "ENV")
-    assert "PYTHONSAFEPATH=1" in env
+    assert "PYTHONSAFEPATH=1" in env or path.name == "nginx.Dockerfile"
 
 
 def test_the_console_script_is_declared():
@@ -139,7 +146,7 @@ def test_every_image_the_chart_names_has_a_dockerfile_or_is_upstream():
 def test_images_of_the_roles_run_the_right_server():
     """Chat roles use the chat image (its ENTRYPOINT is chat-server), predictive roles the predictive image."""
     by_image = {}
-    for path in DOCKERFILES:
+    for path in PLATFORM_DOCKERFILES:
         entry = next(json.loads(a) for w, a in _instructions(path) if w == "ENTRYPOINT")
         for name in _image_names(path):
             by_image[name] = entry
@@ -155,7 +162,7 @@ def test_images_of_the_roles_run_the_right_server():
 def test_image_entrypoint_modules_are_in_the_wheel():
     """The images install a wheel, not the source tree: every module they run must be in a listed package."""
     modules = {builders.FETCH_COMMAND[2]}
-    for path in DOCKERFILES:
+    for path in PLATFORM_DOCKERFILES:
         argv = next(json.loads(a) for w, a in _instructions(path) if w == "ENTRYPOINT")
         if len(argv) > 1:
             modules.add(cli.COMPONENTS[argv[1]][0])

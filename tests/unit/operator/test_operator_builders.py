@@ -326,3 +326,20 @@ def test_the_models_volume_size_limit_reaches_the_fetcher_in_bytes(fixed_tls):
     children, _resolved = build(obj)
     pod = next(c for c in children if c["kind"] == "Deployment")["spec"]["template"]["spec"]
     assert not any(e["name"] == "FOUNDRY_FETCH_LIMIT_BYTES" for e in pod["initContainers"][0]["env"])
+
+
+def test_probes_name_only_ports_of_their_own_container(fixed_tls):
+    """A probe's named port resolves among its own container's ports only: the model server's probes go through the
+    TLS sidecar's port, so they must give its number (a real kubelet refused `port: https` there and the model pod
+    never became Ready: tests/e2e/test_cluster.py)."""
+    for workload in (mdep("chat", "team-a"), mdep("iris", "team-a", model={"catalog": {"name": "iris-classifier"}})):
+        children, _resolved = build(owned(workload))
+        pod = next(c for c in children if c["kind"] == "Deployment")["spec"]["template"]["spec"]
+        for container in pod["containers"]:
+            own = {p.get("name") for p in container.get("ports", [])}
+            for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+                probe = container.get(kind)
+                if probe is None:
+                    continue
+                port = (probe.get("httpGet") or probe.get("tcpSocket"))["port"]
+                assert isinstance(port, int) or port in own, (container["name"], kind, port)

@@ -1,0 +1,426 @@
+"""The Helm install on a real single-node Kubernetes (tests/kube/cluster.py: kubelet, containerd, kube-proxy...)
+with the images built from docker/: the platform's pods come up by their own probes and serve models end to end.
+
+Everything a user sees is reached inside the cluster's network namespace, through the Services (kube-proxy), with
+TLS verified against the install's CA. The tests of this module run in order on one cluster and one release.
+Needs root, the cluster's tools (scripts/setup.sh --test) and the Kubernetes binaries (tests/kube/build-kube.sh);
+without them this module skips on a developer machine and fails under CI (tests/support/require.py).
+"""
+import base64
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import require
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(1800)]
+
+NS = "foundry-local-operator"
+RELEASE = "foundry-inference"
+NUMBERS = {}          # measured durations, printed at the end of the module (docs/benchmarks.md)
+
+
+def _prerequisites():
+    if os.geteuid() != 0:
+        require.unavailable("the real cluster needs root (network namespace, containers, cgroups)", topic="kube")
+    from tests.kube import cluster
+    for tool in (*cluster.TOOLS, "buildah", "debootstrap"):
+        require.require_tool(tool, "bash scripts/setup.sh --test", topic="kube")
+
+
+@pytest.fixture(scope="module")
+def node():
+    _prerequisites()
+    from tests.kube.cluster import Cluster
+    state = Path(tempfile.mkdtemp(prefix="fic-", dir="/tmp"))
+    cluster = Cluster(state)
+    started = time.monotonic()
+    try:
+        info = cluster.up()
+    except BaseException:
+        cluster.stop()
+        raise
+    NUMBERS["cluster up (s)"] = round(time.monotonic() - started, 1)
+    for name, image in info["images"].items():
+        NUMBERS[f"image {name} (MB)"] = round(image["bytes"] / 1e6, 1)
+    cluster.info_dict = info
+    yield cluster
+    print("\ncluster numbers: " + json.dumps(NUMBERS), flush=True)
+    if os.environ.get("FOUNDRY_KEEP_CLUSTER") == "1":       # debugging: leave it up, `cluster.py down` removes it
+        print(f"cluster kept: {json.dumps(info)}", flush=True)
+        return
+    cluster.stop()
+    shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def net(node):
+    from tests.kube.client import NetnsClient
+    return NetnsClient(node.info_dict)
+
+
+@pytest.fixture(scope="module")
+def core(node):
+    import kubernetes
+    return kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(node.info_dict["kubeconfig"]))
+
+
+def _live(node):
+    """Fail at once, naming the component, when a process of the cluster died (never hang on a dead kubelet)."""
+    dead = node.health()
+    if dead:
+        logs = "\n".join(f"--- {name}:\n" + node.log_tail(name) for name in dead)
+        pytest.fail(f"cluster component(s) died: {', '.join(dead)}\n{logs}", pytrace=False)
+
+
+def wait_for(node, predicate, timeout, what, interval=0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        _live(node)
+        try:
+            last = predicate()
+        except Exception as exc:  # noqa: BLE001 - "not yet", reported on timeout
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def pods_ready(core, namespace, selector=None):
+    pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+    return pods and all(any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
+                        for p in pods) and pods
+
+
+@pytest.fixture(scope="module")
+def release(node, core):
+    """The chart installed by the Helm SDK with the local-images values; the platform's pods Ready."""
+    import yaml
+
+    from tests.support import helm
+    info = node.info_dict
+    try:
+        core.create_namespace({"metadata": {"name": NS}})
+    except Exception:  # noqa: BLE001 - already there
+        pass
+    values = yaml.safe_load(Path(info["values"]).read_text())
+    started = time.monotonic()
+    helm.install(info["kubeconfig"], values, release=RELEASE, namespace=NS, timeout=300)
+    pods = wait_for(node, lambda: pods_ready(core, NS), 300, "the operator and control-plane pods to be Ready")
+    NUMBERS["helm install -> platform pods Ready (s)"] = round(time.monotonic() - started, 1)
+    yield {"values": values, "installed": started, "pods": [p.metadata.name for p in pods]}
+
+
+@pytest.fixture(scope="module")
+def platform(node, core, net, release, tmp_path_factory):
+    from tests.e2e.quickstart_walkthrough import Platform
+
+    class ClusterPlatform(Platform):
+        def __init__(self, url, admin_key, ca):
+            import requests
+            self.url, self._ca = url, ca
+            self.admin = requests.Session()
+            self.admin.headers["Authorization"] = f"Bearer {admin_key}"
+
+        @property
+        def ca(self):
+            return self._ca
+
+    secret = core.read_namespaced_secret("inference-operator-admin-key", NS)
+    admin_key = base64.b64decode(secret.data["admin-key"]).decode()
+    service = core.read_namespaced_service("inference-operator-api", NS)
+    url = f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}"
+    ca_dir = tmp_path_factory.mktemp("ca")
+
+    def ca_path():
+        ca = core.read_namespaced_secret("foundry-inference-ca", NS)
+        (ca_dir / "ca.crt").write_bytes(base64.b64decode(ca.data["tls.crt"]))
+        return str(ca_dir / "ca.crt")
+    plat = ClusterPlatform(url, admin_key, None)
+    plat.ca_path = ca_path
+    return plat
+
+
+def pod_report(core, namespace=NS):
+    out = []
+    for pod in core.list_namespaced_pod(namespace).items:
+        statuses = (pod.status.init_container_statuses or []) + (pod.status.container_statuses or [])
+        out.append(f"{pod.metadata.name} {pod.status.phase} " + "; ".join(
+            f"{c.name}: ready={c.ready} restarts={c.restart_count} {c.state.to_dict()}" for c in statuses))
+    return "\n".join(out)
+
+
+def wait_state(node, core, net, platform, name, state, timeout, states=None):
+    """Poll the deployment until `state`; an unexpected Error or a timeout fails with the status and the pods."""
+    states = [] if states is None else states
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        _live(node)
+        status = net.call(platform.deployment, name, NS)["status"]
+        if not states or states[-1] != status["state"]:
+            states.append(status["state"])
+        if status["state"] == state:
+            return status
+        if status["state"] == "Error" and state != "Error":
+            break
+        time.sleep(0.5)
+    pytest.fail(f"{name} did not reach {state} (states {states}); status: {json.dumps(status)[:2000]}\n"
+                f"pods:\n{pod_report(core)}", pytrace=False)
+
+
+def expose(core, net, namespace, endpoint):
+    """Map the endpoint's Service name to its ClusterIP for the namespace's threads; returns the endpoint."""
+    host = endpoint.split("://", 1)[1].split("/", 1)[0].split(":")[0]
+    service, svc_ns = host.split(".")[:2]
+    net.hosts[host] = core.read_namespaced_service(service, svc_ns).spec.cluster_ip
+    return endpoint
+
+
+# --- 1. the platform's pods ---------------------------------------------------------------------------------------
+def test_platform_pods_become_ready_by_their_probes(node, core, release):
+    pods = core.list_namespaced_pod(NS).items
+    names = sorted(p.metadata.labels.get("app.kubernetes.io/component", p.metadata.name) for p in pods)
+    assert len(pods) == 2, names
+    for pod in pods:
+        assert pod.status.phase == "Running"
+        assert all(c.ready and c.restart_count == 0 for c in pod.status.container_statuses), pod.status
+        container = pod.spec.containers[0]
+        assert container.readiness_probe is not None and container.image.startswith("localhost/foundry-inference/")
+
+
+# --- 2 + 3. iris: Creating -> Running by itself, predict over TLS with both keys ------------------------------------
+def test_iris_runs_by_itself_and_predicts_over_tls(node, core, net, platform, release):
+    started = time.monotonic()
+    created = net.call(platform.deploy, "iris", {"catalog": {"name": "iris-classifier"}}, namespace=NS)
+    assert created["name"] == "iris", created
+    states = []
+
+    status = wait_state(node, core, net, platform, "iris", "Running", 300, states)
+    NUMBERS["iris create -> Running (s)"] = round(time.monotonic() - started, 1)
+    assert "Creating" in states, states
+
+    pod = core.list_namespaced_pod(NS, label_selector="app.kubernetes.io/component=model-server").items[0]
+    assert [c.name for c in pod.spec.init_containers] == ["model-fetcher"]
+    assert {c.name for c in pod.spec.containers} == {"model-server", "tls-proxy"}
+    assert pod.status.init_container_statuses[0].state.terminated.exit_code == 0
+
+    endpoint = expose(core, net, NS, status["internalEndpoint"])
+    platform._ca = platform.ca_path()
+    primary, secondary = net.call(platform.keys, "iris", NS)
+    outputs = net.call(platform.predict, endpoint, primary)
+    NUMBERS["helm install -> first predict (s)"] = round(time.monotonic() - release["installed"], 1)
+    assert outputs["label_0"] == [0, 1, 2], outputs
+    assert net.call(platform.predict, endpoint, secondary)["label_0"] == [0, 1, 2]
+    no_key = net.call(platform.predict_raw, endpoint, None, [[5.1, 3.5, 1.4, 0.2]])
+    assert no_key.status_code == 401, no_key.text
+    assert no_key.headers["content-type"].startswith("application/json"), no_key.text
+
+
+# --- 4. the chat sample through the official openai client --------------------------------------------------------
+def test_chat_sample_streams_through_the_openai_client(node, core, net, platform):
+    started = time.monotonic()
+    net.call(platform.deploy, "smollm2", {"catalog": {"name": "smollm2-135m-instruct"}}, namespace=NS)
+    status = wait_state(node, core, net, platform, "smollm2", "Running", 600)
+    NUMBERS["smollm2 create -> Running (s)"] = round(time.monotonic() - started, 1)
+    endpoint = expose(core, net, NS, status["internalEndpoint"])
+    key = net.call(platform.keys, "smollm2", NS)[0]
+
+    def chat():
+        client = platform.openai_client(endpoint, key)
+        question = [{"role": "user", "content": "What is the capital of France?"}]
+        stream = client.chat.completions.create(model="smollm2-135m-instruct", stream=True, max_tokens=24,
+                                                messages=question)
+        return [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
+    pieces = net.call(chat)
+    assert len(pieces) > 1 and "".join(pieces).strip(), pieces
+    net.call(platform.delete, "smollm2", NS)
+
+
+# --- 5. key rotation on the real kubelet ----------------------------------------------------------------------------
+def test_rotated_key_is_refused_while_the_other_works(node, core, net, platform):
+    """The Secret volume reaches the pod on the kubelet's own schedule: measured and reported (NUMBERS)."""
+    endpoint = expose(core, net, NS, net.call(platform.deployment, "iris", NS)["status"]["internalEndpoint"])
+    primary, secondary = net.call(platform.keys, "iris", NS)
+    net.call(platform.rotate, "iris", "primary", NS)
+    started = time.monotonic()
+    while True:
+        _live(node)
+        assert net.call(platform.predict_raw, endpoint, secondary, [[5.1, 3.5, 1.4, 0.2]]).status_code == 200
+        code = net.call(platform.predict_raw, endpoint, primary, [[5.1, 3.5, 1.4, 0.2]]).status_code
+        if code == 401:
+            break
+        assert code == 200, code
+        assert time.monotonic() - started < 180, "the rotated-out key still works after 180 s"
+        time.sleep(0.25)
+    NUMBERS["key rotation -> old key refused on the kubelet (s)"] = round(time.monotonic() - started, 1)
+    new = net.call(platform.keys, "iris", NS)[0]
+    assert net.call(platform.predict, endpoint, new)["label_0"] == [0, 1, 2]
+
+
+# --- 6. scale to 2 (kube-proxy spreads), kill a model server (the kubelet restarts it) ------------------------------
+def _sep_packets(node, service):
+    """Packets kube-proxy's iptables rules sent to each endpoint of `service` (KUBE-SEP chains), by endpoint."""
+    out = subprocess.run(node.ns("iptables-save", "-c", "-t", "nat"), capture_output=True, text=True,
+                         check=True).stdout
+    counts = {}
+    for line in out.splitlines():
+        if f"{NS}/{service}" in line and "-j DNAT" in line and line.startswith("["):
+            packets = int(line[1:].split(":")[0])
+            target = line.split("--to-destination ")[1].split()[0]
+            counts[target] = counts.get(target, 0) + packets
+    return counts
+
+
+def test_two_replicas_both_serve_and_a_killed_server_is_restarted(node, core, net, platform):
+    from tests.kube.node import kill_pod_processes_matching
+    endpoint = expose(core, net, NS, net.call(platform.deployment, "iris", NS)["status"]["internalEndpoint"])
+    key = net.call(platform.keys, "iris", NS)[1]
+    net.call(platform.api, "PATCH", f"/namespaces/{NS}/deployments/iris", json={"replicas": 2})
+    wait_state(node, core, net, platform, "iris", "Running", 300)
+    selector = "app.kubernetes.io/component=model-server,foundry.azure.com/deployment=iris"
+    pods = wait_for(node, lambda: (lambda p: len(p) == 2 and p)(pods_ready(core, NS, selector) or []), 120,
+                    "two ready iris pods")
+
+    def both_endpoints():
+        subsets = core.read_namespaced_endpoints("iris", NS).subsets or []
+        return sum(len(s.addresses or []) for s in subsets) == 2
+    wait_for(node, both_endpoints, 60, "both pods in the Service's endpoints")
+    wait_for(node, lambda: len(_sep_packets(node, "iris")) == 2, 60, "kube-proxy's rules for both endpoints")
+    for _attempt in range(3):
+        before = _sep_packets(node, "iris")
+        for _ in range(40):      # a new connection each time: kube-proxy picks an endpoint per connection
+            assert net.call(platform.predict_raw, endpoint, key, [[5.1, 3.5, 1.4, 0.2]]).status_code == 200
+        after = _sep_packets(node, "iris")
+        spread = {ep: after.get(ep, 0) - before.get(ep, 0) for ep in after}
+        if set(after) == set(before) and all(n >= 0 for n in spread.values()):
+            break               # else kube-proxy rewrote its rules in between (counters restart): measure again
+    assert len(spread) == 2 and all(n > 0 for n in spread.values()), spread
+
+    victim = pods[0]
+    assert kill_pod_processes_matching(node, "predictive-server", victim.metadata.uid), "no model server process found"
+    killed = time.monotonic()
+
+    def restarted():
+        pod = core.read_namespaced_pod(victim.metadata.name, NS)
+        server = next(c for c in pod.status.container_statuses if c.name == "model-server")
+        return server.restart_count >= 1 and server.ready and pod
+    wait_for(node, restarted, 180, "the kubelet to restart the killed model server")
+    NUMBERS["killed model server -> Ready again (s)"] = round(time.monotonic() - killed, 1)
+    wait_for(node, both_endpoints, 60, "both pods back in the Service's endpoints")
+    for _ in range(20):      # after the kill window: every request with a valid key succeeds
+        assert net.call(platform.predict_raw, endpoint, key, [[5.1, 3.5, 1.4, 0.2]]).status_code == 200
+    wait_state(node, core, net, platform, "iris", "Running", 120)
+
+
+# --- 8. delete (garbage collector), helm upgrade (rolls the platform), helm uninstall (nothing left) ---------------
+CHILD_KINDS = [("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Secret"), ("v1", "ConfigMap"),
+               ("networking.k8s.io/v1", "Ingress"), ("v1", "Pod"), ("apps/v1", "ReplicaSet")]
+
+
+def _children(node, name):
+    import kubernetes
+
+    from tests.support import helm
+    api = kubernetes.config.new_client_from_config(node.info_dict["kubeconfig"])
+    return helm.labelled(api, f"foundry.azure.com/deployment={name}", CHILD_KINDS)
+
+
+def test_delete_upgrade_and_uninstall_leave_nothing_behind(node, core, net, platform, release):
+    import kubernetes
+
+    from tests.support import helm
+    info = node.info_dict
+    assert _children(node, "iris")
+    net.call(platform.delete, "iris", NS)
+    wait_for(node, lambda: net.call(platform.gone, "iris", NS), 120, "iris to be deleted")
+    wait_for(node, lambda: not _children(node, "iris"), 120, "every child of iris to be collected")
+
+    before = {p.metadata.name for p in core.list_namespaced_pod(NS).items}
+    values = {**release["values"], "operator": {"logLevel": "debug"}, "api": {"logLevel": "debug"}}
+    helm.upgrade(info["kubeconfig"], values, release=RELEASE, namespace=NS, timeout=300)
+
+    def rolled():
+        pods = pods_ready(core, NS) or []
+        names = {p.metadata.name for p in pods}
+        return len(pods) == 2 and not (names & before) and names
+    wait_for(node, rolled, 300, "the platform pods to be replaced by the upgrade")
+
+    helm.uninstall(info["kubeconfig"], release=RELEASE, namespace=NS)
+    api = kubernetes.config.new_client_from_config(info["kubeconfig"])
+    kinds = [*CHILD_KINDS, ("v1", "ServiceAccount"), ("rbac.authorization.k8s.io/v1", "Role"),
+             ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+             ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")]
+
+    def leftovers():
+        left = helm.labelled(api, f"app.kubernetes.io/instance={RELEASE}", kinds)
+        # documented as kept after uninstall (docs/install.md "Uninstall"): the admin key, the catalog, the CA
+        kept = {("Secret", NS, "inference-operator-admin-key"), ("ConfigMap", NS, "foundry-local-catalog"),
+                ("Secret", NS, "foundry-inference-ca")}
+        return left - kept
+    wait_for(node, lambda: not leftovers(), 120, "nothing of the release to be left")
+    ext = kubernetes.client.ApiextensionsV1Api(api)
+    assert "modeldeployments.foundrylocal.azure.com" in {c.metadata.name for c in
+                                                         ext.list_custom_resource_definition().items}
+
+
+# --- the harness itself: a used state directory, a dead component, down leaves nothing ------------------------------
+def _traces(state, netns):
+    from tests.kube.node import CGROUP_ROOT
+    procs = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                alive = (proc / "stat").read_text().split()[2] != "Z"
+                if alive and str(state).encode() in (proc / "cmdline").read_bytes():
+                    procs.append(proc.name)
+            except OSError:
+                pass
+    mounts = [line for line in Path("/proc/mounts").read_text().splitlines() if str(state) in line]
+    return {"processes": procs, "mounts": mounts, "netns": Path(f"/run/netns/{netns}").exists(),
+            "cgroups": [str(p) for p in CGROUP_ROOT.glob(f"*/{netns}")], "state": Path(state).exists()}
+
+
+def test_second_up_on_a_used_state_dir_a_dead_kubelet_and_down(tmp_path):
+    """Runs after the release is gone (module order): its own small cluster, no images."""
+    _prerequisites()
+    from tests.kube.cluster import Cluster, down
+    state = Path(tempfile.mkdtemp(prefix="fic2-", dir="/tmp"))
+    first = Cluster(state)
+    first.up(images=False)
+    os.kill(first.pids["kubelet"], 9)                        # a crashed run: nothing stopped cleanly
+    second = Cluster(state)
+    try:
+        info = second.up(images=False)                       # cleans the previous run, then starts afresh
+        assert Path(info["kubeconfig"]).exists() and second.health() == []
+        os.kill(second.pids["kubelet"], 9)
+        time.sleep(0.5)
+        assert second.health() == ["kubelet"]
+        with pytest.raises(pytest.fail.Exception, match="cluster component.*kubelet"):
+            _live(second)                                    # a test waiting on the node fails at once, clearly
+    finally:
+        down(state)
+    assert _traces(state, second.netns) == {"processes": [], "mounts": [], "netns": False, "cgroups": [],
+                                            "state": False}
+
+
+def test_an_image_build_without_the_package_mirror_fails_naming_the_step(tmp_path):
+    _prerequisites()
+    import sys
+    env = {**os.environ, "FOUNDRY_IMAGE_CACHE": str(tmp_path / "images"),
+           "FOUNDRY_DEBIAN_MIRROR": "http://127.0.0.1:9/debian"}        # nothing listens: no network to the mirror
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "kube" / "images.py")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "error: image build step 'debootstrap (needs the Debian mirror)' failed" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "images").glob("*.tar"))
