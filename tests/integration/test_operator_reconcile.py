@@ -228,7 +228,7 @@ def test_drift_on_an_owned_field_is_reverted_and_foreign_metadata_kept(env):
     dep = env.store.get("Deployment", env.ns, "phi")
     assert dep["spec"]["replicas"] == 2
     assert dep["metadata"]["annotations"]["someone/else"] == "keep-me"
-    assert "listen 8443 ssl;" in env.store.get("ConfigMap", env.ns, "phi-nginx")["data"]["nginx.conf"]
+    assert "listen 8443 ssl" in env.store.get("ConfigMap", env.ns, "phi-nginx")["data"]["nginx.conf"]
 
 
 def test_disabling_the_endpoint_prunes_the_ingress_only(env):
