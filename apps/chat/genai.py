@@ -34,6 +34,7 @@ import numpy as np
 
 from foundry_inference.apps.chat import logprobs as lp
 from foundry_inference.apps.chat.engine import ChatEngine, DoneEvent, Generation, QueueFull, TextEvent
+from foundry_inference.apps.chat.memory import fit_context
 from foundry_inference.apps.chat.sampling import Sampler
 from foundry_inference.apps.chat.template import ChatTemplate, load_template
 from foundry_inference.apps.chat.textstream import StopMatcher
@@ -187,6 +188,8 @@ class GenaiChatEngine(ChatEngine):
         self.uses_positions = bool(cfg.position_ids) and cfg.position_ids in inputs
         outputs = {o.name: o for o in self.session.get_outputs()}
         self._logits_dtype = np.float16 if "float16" in outputs[cfg.logits].type else np.float32
+        per_token = 2 * cfg.layers * cfg.kv_heads * cfg.head_size * np.dtype(self.kv_dtype).itemsize
+        self.context_length = fit_context(self.context_length, self.max_batch, per_token)
         shape = (self.max_batch, cfg.kv_heads, self.context_length, cfg.head_size)
         # np.zeros -> calloc: untouched pages cost no resident memory, so a long context costs only what is used
         self.keys = [np.zeros(shape, self.kv_dtype) for _ in range(cfg.layers)]
