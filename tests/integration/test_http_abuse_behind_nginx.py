@@ -2,22 +2,20 @@
 rendered for loopback with a certificate from the operator's CA) in front of the httptools front end. Whatever nginx
 lets through, the front end must frame exactly as nginx did: each request reaches a handler once, a smuggled one
 never, and both keep serving other clients."""
-import asyncio
 import datetime
 import json
 import os
 import socket
 import ssl
 import subprocess
-import threading
 import time
 
 import pytest
 import tornado.web
 
-from foundry_inference.apps.fasthttp import HttpToolsServer
 from foundry_inference.operator.builders import nginx as nginx_builder
 from foundry_inference.operator.builders import tls
+from tests.support.fasthttp_server import recording_handler, serving
 from tests.support.procs import free_port
 from tests.support.require import require_tool
 from tests.unit.test_fasthttp import read_response
@@ -27,12 +25,7 @@ pytestmark = pytest.mark.integration
 HITS = []
 
 
-class Record(tornado.web.RequestHandler):
-    def _record(self):
-        HITS.append((self.request.method, self.request.path, self.request.body))
-        self.finish({"path": self.request.path, "body": self.request.body.decode("latin1")})
-
-    get = post = _record
+Record = recording_handler(HITS)
 
 
 @pytest.fixture(scope="module")
@@ -46,44 +39,29 @@ def sidecar(tmp_path_factory):
     (tmp / "tls.key").write_bytes(key)
     (tmp / "ca.crt").write_bytes(ca_cert)
     app_port, tls_port = free_port(), free_port()
-    state, ready = {}, threading.Event()
-
-    def run():
-        async def main():
-            srv = HttpToolsServer(tornado.web.Application([(r"/.*", Record)]), max_body_bytes=4096,
-                                  header_timeout_s=1.0, body_timeout_s=1.0)
-            await srv.listen(app_port, "127.0.0.1")
-            state["loop"], state["stop"] = asyncio.get_running_loop(), asyncio.Event()
-            ready.set()
-            await state["stop"].wait()
-            await srv.shutdown(2)
-        asyncio.run(main())
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    ready.wait(10)
-    conf = tmp / "nginx.conf"
-    conf.write_text(nginx_builder.render(nginx_builder.NginxParams(
-        listen=f"127.0.0.1:{tls_port}", app_ports=(app_port,), cert_path=str(tmp / "tls.crt"),
-        key_path=str(tmp / "tls.key"), temp_dir=str(tmp), pid_path=str(tmp / "nginx.pid"))))
-    # as root, nginx's workers would run as `nobody` and could not use the temp dirs (as in the node agent)
-    directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
-    proc = subprocess.Popen([binary, "-e", "stderr", "-c", str(conf), "-p", str(tmp), "-g", directives],
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", tls_port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()
-            time.sleep(0.1)
-    context = ssl.create_default_context(cafile=str(tmp / "ca.crt"))
-    context.check_hostname = False
-    yield ("127.0.0.1", tls_port), context
-    proc.terminate()
-    proc.wait(10)
-    state["loop"].call_soon_threadsafe(state["stop"].set)
-    thread.join(10)
+    with serving(tornado.web.Application([(r"/.*", Record)]), port=app_port, max_body_bytes=4096,
+                 header_timeout_s=1.0, body_timeout_s=1.0):
+        conf = tmp / "nginx.conf"
+        conf.write_text(nginx_builder.render(nginx_builder.NginxParams(
+            listen=f"127.0.0.1:{tls_port}", app_ports=(app_port,), cert_path=str(tmp / "tls.crt"),
+            key_path=str(tmp / "tls.key"), temp_dir=str(tmp), pid_path=str(tmp / "nginx.pid"))))
+        # as root, nginx's workers would run as `nobody` and could not use the temp dirs (as in the node agent)
+        directives = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+        proc = subprocess.Popen([binary, "-e", "stderr", "-c", str(conf), "-p", str(tmp), "-g", directives],
+                                stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", tls_port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()
+                time.sleep(0.1)
+        context = ssl.create_default_context(cafile=str(tmp / "ca.crt"))
+        context.check_hostname = False
+        yield ("127.0.0.1", tls_port), context
+        proc.terminate()
+        proc.wait(10)
 
 
 @pytest.fixture(autouse=True)

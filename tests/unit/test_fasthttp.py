@@ -9,7 +9,7 @@ import time
 import pytest
 import tornado.web
 
-from foundry_inference.apps.fasthttp import HttpToolsServer
+from tests.support.fasthttp_server import serving
 
 pytestmark = pytest.mark.unit
 
@@ -48,25 +48,8 @@ class Hello(tornado.web.RequestHandler):
 @pytest.fixture(scope="module")
 def server():
     app = tornado.web.Application([(r"/stream", Streaming), (r"/echo", Echo), (r"/slow", Slow), (r"/.*", Hello)])
-    state = {}
-    ready = threading.Event()
-
-    def run():
-        async def main():
-            srv = HttpToolsServer(app, max_body_bytes=4096, keep_alive_timeout_s=1.0)
-            state["address"] = (await srv.listen(0, "127.0.0.1"))[0]
-            state["loop"] = asyncio.get_running_loop()
-            state["stop"] = asyncio.Event()
-            ready.set()
-            await state["stop"].wait()
-            await srv.shutdown(2)
-        asyncio.run(main())
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    ready.wait(10)
-    yield state["address"]
-    state["loop"].call_soon_threadsafe(state["stop"].set)
-    thread.join(10)
+    with serving(app, max_body_bytes=4096, keep_alive_timeout_s=1.0) as address:
+        yield address
 
 
 def connect(address):

@@ -1,7 +1,6 @@
 """The HTTP/1.1 front end as a parser facing the network: request smuggling, malformed framing, header floods, slow
 clients and oversized bodies, on raw sockets. Every handler call is recorded: nothing may reach a handler twice or
 across requests, and the server keeps answering other clients throughout."""
-import asyncio
 import json
 import socket
 import threading
@@ -10,7 +9,7 @@ import time
 import pytest
 import tornado.web
 
-from foundry_inference.apps.fasthttp import HttpToolsServer
+from tests.support.fasthttp_server import recording_handler, serving
 from tests.unit.test_fasthttp import read_response
 
 pytestmark = pytest.mark.unit
@@ -18,35 +17,14 @@ pytestmark = pytest.mark.unit
 HITS = []
 
 
-class Record(tornado.web.RequestHandler):
-    def _record(self):
-        HITS.append((self.request.method, self.request.path, self.request.body))
-        self.finish({"path": self.request.path, "body": self.request.body.decode("latin1")})
-
-    get = post = _record
+Record = recording_handler(HITS)
 
 
 @pytest.fixture(scope="module")
 def address():
-    app = tornado.web.Application([(r"/.*", Record)])
-    state, ready = {}, threading.Event()
-
-    def run():
-        async def main():
-            srv = HttpToolsServer(app, max_body_bytes=4096, keep_alive_timeout_s=5.0, header_timeout_s=1.0,
-                                  body_timeout_s=1.0)
-            state["address"] = (await srv.listen(0, "127.0.0.1"))[0]
-            state["loop"], state["stop"] = asyncio.get_running_loop(), asyncio.Event()
-            ready.set()
-            await state["stop"].wait()
-            await srv.shutdown(2)
-        asyncio.run(main())
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    ready.wait(10)
-    yield state["address"]
-    state["loop"].call_soon_threadsafe(state["stop"].set)
-    thread.join(10)
+    with serving(tornado.web.Application([(r"/.*", Record)]), max_body_bytes=4096, keep_alive_timeout_s=5.0,
+                 header_timeout_s=1.0, body_timeout_s=1.0) as addr:
+        yield addr
 
 
 @pytest.fixture(autouse=True)
