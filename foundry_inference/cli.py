@@ -17,7 +17,7 @@ COMPONENTS = {
     "chat-server": ("foundry_inference.apps.chat.server", "serve one generative model, OpenAI-compatible (port 5000)"),
     "registry-secret": ("foundry_inference.registry_secret", "store private registry credentials (embedded mode)"),
     "auth-proxy": ("foundry_inference.apps.authproxy", "API-key/Entra check in front of a vLLM server (in its pod)"),
-    "models": ("foundry_inference.operator.model_import", "import models for offline use (`models import DIR`)"),
+    "models": ("foundry_inference.operator.model_import", "offline models: `models import DIR`, `models push DIR REF`"),
 }
 
 

@@ -49,6 +49,7 @@ stderr otherwise.
 import json
 import os
 import shutil
+import ssl
 import sys
 import tarfile
 import tempfile
@@ -356,6 +357,9 @@ def fetch(artifact, dest, username=None, password=None, allow_private=False, ins
         os.replace(tmp, _digests_path(dest))
     except KeyError as exc:
         raise FetchError(f"the {artifact.get('type')} artifact has no {exc.args[0]!r}") from None
+    except ssl.SSLCertVerificationError as exc:
+        raise FetchError(f"the registry's TLS certificate is not trusted ({exc.verify_message}); a private "
+                         "registry's CA goes in the chart value registryTrust.caBundles") from None
     except (OSError, urllib.error.URLError, tarfile.TarError, ValueError, HTTPException) as exc:
         raise FetchError(f"{type(exc).__name__}: {getattr(exc, 'reason', None) or exc}") from None
     finally:

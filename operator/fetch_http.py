@@ -38,6 +38,33 @@ def _allowlist(env=None):
     return ssrf.parse_allowlist((os.environ if env is None else env).get("FOUNDRY_REGISTRY_ALLOWLIST") or "")
 
 
+def registry_cas(env=None):
+    """FOUNDRY_REGISTRY_CAS: `{"host[:port]": "<PEM CA bundle>"}` (JSON, from the operator's `registryCAs` setting):
+    private certificate authorities, each trusted for its own registry only, in addition to the system's."""
+    raw = ((os.environ if env is None else env).get("FOUNDRY_REGISTRY_CAS") or "").strip()
+    if not raw:
+        return {}
+    try:
+        cas = json.loads(raw)
+    except ValueError:
+        raise FetchError("FOUNDRY_REGISTRY_CAS is not JSON") from None
+    if not isinstance(cas, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in cas.items()):
+        raise FetchError("FOUNDRY_REGISTRY_CAS: expected a JSON object of host[:port] to PEM bundle")
+    return {k.strip().lower(): v for k, v in cas.items()}
+
+
+def tls_context(pem=None, where="registry"):
+    """The system's trust store, plus the PEM bundle `pem` (a private registry CA) when given. Verification is never
+    turned off: a bundle that holds no certificate is an error, not a reason to skip checking."""
+    context = ssl.create_default_context()
+    if pem:
+        try:
+            context.load_verify_locations(cadata=pem)
+        except (ssl.SSLError, ValueError) as exc:
+            raise FetchError(f"{where}: the CA bundle is not a PEM certificate bundle ({exc})") from None
+    return context
+
+
 def _host_port(netloc, default_port):
     parts = urllib.parse.urlsplit(f"//{netloc}")
     try:
@@ -77,15 +104,18 @@ def _origin(url):
 
 class Http:
     """GETs for the fetcher. Every connection goes to an address the SSRF guard checked for that very host (each
-    redirect hop is checked again, the name is never resolved a second time). At most MAX_REDIRECTS redirects are
-    followed, to https only (plain http too in insecure mode, never a downgrade), and the registry's credentials go
-    only to the origin they were meant for: a redirect to another host (object storage) is followed without them."""
+    redirect hop is checked again, the name is never resolved a second time). TLS is always verified: against the
+    system's store, plus, for a registry named in `cas` (FOUNDRY_REGISTRY_CAS), that registry's own CA. At most
+    MAX_REDIRECTS redirects are followed, to https only (plain http too in insecure mode, never a downgrade), and the
+    registry's credentials go only to the origin they were meant for: a redirect to another host (object storage) is
+    followed without them."""
 
     MAX_REDIRECTS = 5
 
     def __init__(self, username=None, password=None, insecure=False, allow_private=False, timeout=60,
-                 allowlist=None, resolver=ssrf.system_resolver):
+                 allowlist=None, resolver=ssrf.system_resolver, cas=None):
         self.username, self.password = username, password
+        self.cas = registry_cas() if cas is None else {k.lower(): v for k, v in cas.items()}
         self.insecure, self.allow_private, self.timeout = insecure, allow_private, timeout
         self.allowlist = _allowlist() if allowlist is None else allowlist
         self.resolver = resolver
@@ -101,7 +131,7 @@ class Http:
         addresses = check_host(parts.netloc, self.allow_private, self.allowlist, self.resolver,
                                443 if parts.scheme == "https" else 80)
         if parts.scheme == "https":
-            conn = http_client.HTTPSConnection(host, port, timeout=self.timeout, context=ssl.create_default_context())
+            conn = http_client.HTTPSConnection(host, port, timeout=self.timeout, context=self._tls(host, port))
         else:
             conn = http_client.HTTPConnection(host, port, timeout=self.timeout)
 
@@ -115,6 +145,12 @@ class Http:
             raise last
         conn._create_connection = pinned         # TLS still verifies the certificate against `host` (SNI too)
         return conn, urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+
+    def _tls(self, host, port):
+        """A registry's own CA (FOUNDRY_REGISTRY_CAS) for that host and port only; the system's store elsewhere."""
+        named = f"[{host}]" if ":" in host else host
+        pem = self.cas.get(f"{named}:{port}") or (self.cas.get(named) if port == 443 else None)
+        return tls_context(pem, f"{named}:{port}")
 
     def _open(self, url, headers, auth=None):
         origin = _origin(url)

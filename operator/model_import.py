@@ -1,4 +1,5 @@
-"""`foundry-inference models import DIR`: register Foundry catalog models from a folder, for sites without network.
+"""`foundry-inference models import DIR`: register Foundry catalog models from a folder, for sites without network
+(`models push`, for a cluster's registry, is model_push.py).
 
 DIR is one model folder (as our fetcher or Foundry Local leaves it: `genai_config.json`, the .onnx files, the
 tokenizer, `inference_model.json`), a model's download folder (`<name>-<version>/v5/...`), or a whole Foundry Local
@@ -124,9 +125,14 @@ def add_parser(sub):
     imp.add_argument("--cache", help="the model cache directory itself (a node's FOUNDRY_FETCH_CACHE)")
     imp.add_argument("--name", help="the model name (default: from inference_model.json or the folder name)")
     imp.add_argument("--version", help="the model version (default: from inference_model.json or the folder name)")
+    from . import model_push
+    model_push.add_parser(verbs)
 
 
 def main(args):
+    if args.verb == "push":
+        from . import model_push
+        return model_push.main(args)
     from foundry_inference.store.factory import default_data_dir
     cache_dir = args.cache or os.path.join(args.data_dir or str(default_data_dir()), "cache")
     cache = BlobCache(cache_dir, log=print)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from foundry_inference.catalog import task_workload_type
 
+from . import catalog_mirror
+
 
 class ResolutionError(Exception):
     def __init__(self, state, reason, message):
@@ -98,9 +100,14 @@ def _from_catalog(spec, settings, catalog, name, version, model_cr=None):
     workload = task_workload_type(entry.get("task"), spec.workload_type)
     framework = (variant.get("framework") or entry.get("framework") or "").lower()
     runtime = "vllm" if spec.runtime == "vllm" or framework == "vllm" else spec.runtime
+    artifact = _catalog_artifact(variant, entry, catalog.doc.get("region"))
+    try:
+        artifact = catalog_mirror.artifact(artifact.get("uri", ""), settings.catalog) or artifact
+    except catalog_mirror.MirrorError as exc:
+        raise ResolutionError("Error", "MirrorNameInvalid", str(exc)) from None
     return _finish(spec, settings, name=variant["id"], variant=variant.get("name") or variant["id"],
                    source=entry["source"], workload=workload, runtime=runtime, byo=False,
-                   artifact=_catalog_artifact(variant, entry, catalog.doc.get("region")), entry=entry,
+                   artifact=artifact, entry=entry,
                    catalog_variant=variant, model_cr=model_cr)
 
 

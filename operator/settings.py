@@ -62,11 +62,14 @@ class CatalogSettings:
     azureCatalogUrl: str = "https://ai.azure.com/api/{region}/ux/v1.0"
     azureRegistryUrl: str = "https://{region}.api.azureml.ms"
     azureRegion: str = None           # default centralus
+    mirrorRegistry: str = None        # host[:port]: azureml:// variants are pulled from this OCI registry instead
+    mirrorRepositoryPrefix: str = "foundry-models"
 
 
 # environment variables that override catalog settings (embedded `up` reads them; docs/catalog.md)
 CATALOG_ENV = {"FOUNDRY_CATALOG_SOURCE": "sourceType", "FOUNDRY_AZURE_CATALOG_URL": "azureCatalogUrl",
-               "FOUNDRY_AZUREML_REGISTRY_URL": "azureRegistryUrl", "FOUNDRY_AZURE_REGION": "azureRegion"}
+               "FOUNDRY_AZUREML_REGISTRY_URL": "azureRegistryUrl", "FOUNDRY_AZURE_REGION": "azureRegion",
+               "FOUNDRY_CATALOG_MIRROR": "mirrorRegistry"}
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class OperatorSettings:
     progressDeadlineSeconds: int = 300                # docs/api.md decision 12: Error within 5 minutes
     imagePullPolicy: str = "IfNotPresent"
     registryAllowlist: tuple = ()                    # registries on private addresses the fetcher may pull from
+    registryCAs: dict = field(default_factory=dict)   # host[:port] -> PEM bundle of that registry's private CA
     images: dict = field(default_factory=lambda: dict(DEFAULT_IMAGES))
     tls: TlsSettings = field(default_factory=TlsSettings)
     ingress: IngressSettings = field(default_factory=IngressSettings)
@@ -165,6 +169,26 @@ def _section(where, cls, raw):
     return cls(**values)
 
 
+def _registry_cas(raw):
+    """registryCAs: {host[:port]: PEM bundle}; each bundle must load as certificates (checked at start-up)."""
+    from .fetch_http import FetchError, tls_context
+    if not isinstance(raw, dict):
+        raise SettingsError("registryCAs: expected a mapping of host[:port] to a PEM CA bundle")
+    cas = {}
+    for registry, pem in raw.items():
+        where = f"registryCAs.{registry}"
+        if not isinstance(registry, str) or not registry.strip() or any(c in registry for c in "/@ ,"):
+            raise SettingsError(f"{where}: the key must be a registry host[:port]")
+        if not isinstance(pem, str) or "-----BEGIN CERTIFICATE-----" not in pem:
+            raise SettingsError(f"{where}: expected a PEM bundle (-----BEGIN CERTIFICATE-----)")
+        try:
+            tls_context(pem, where)
+        except FetchError as exc:
+            raise SettingsError(str(exc)) from None
+        cas[registry.strip().lower()] = pem
+    return cas
+
+
 def from_mapping(raw):
     """Build and validate settings from a parsed document (camelCase keys, the chart's values layout)."""
     if raw is None:
@@ -202,6 +226,9 @@ def from_mapping(raw):
         if not isinstance(allow, list) or not all(isinstance(a, str) and a.strip() and "," not in a for a in allow):
             raise SettingsError("registryAllowlist: expected a list of host[:port] names")
         values["registryAllowlist"] = tuple(a.strip().lower() for a in allow)
+    cas = raw.pop("registryCAs", None)
+    if cas is not None:
+        values["registryCAs"] = _registry_cas(cas)
     for key, cls in _SECTIONS.items():
         if key in raw:
             values[key] = _section(key, cls, raw.pop(key))
@@ -247,6 +274,12 @@ def validate(s):
     for key in ("azureCatalogUrl", "azureRegistryUrl"):
         if urlparse(getattr(s.catalog, key)).scheme not in ("http", "https"):
             raise SettingsError(f"catalog.{key}: {getattr(s.catalog, key)!r} must be an http(s):// URL")
+    mirror = s.catalog.mirrorRegistry
+    if mirror is not None and (any(c in mirror for c in "/@ ,?#") or "://" in mirror):
+        raise SettingsError(f"catalog.mirrorRegistry: {mirror!r} must be a registry host[:port] (no scheme or path)")
+    if not names.OCI_PATH.fullmatch(s.catalog.mirrorRepositoryPrefix):
+        raise SettingsError(f"catalog.mirrorRepositoryPrefix: {s.catalog.mirrorRepositoryPrefix!r} must be a "
+                            "lower-case repository path such as foundry-models")
     if s.catalog.azureRegion is not None and not names.DNS_LABEL.match(s.catalog.azureRegion):
         raise SettingsError(f"catalog.azureRegion: {s.catalog.azureRegion!r} is not a region name such as eastus")
     auth = s.authentication

@@ -197,13 +197,20 @@ def tls_proxy(settings):
     }
 
 
-def artifact_env(artifact, allowlist=()):
-    """The fetcher's environment: the artifact as JSON (no secrets) and registry credentials by reference."""
+def artifact_env(artifact, allowlist=(), cas=None):
+    """The fetcher's environment: the artifact as JSON (no secrets), the registries admitted on private addresses,
+    the private CA of the artifact's registry (only that one) and registry credentials by reference."""
     public = {k: v for k, v in artifact.items() if k != "credentials"}
     env = [{"name": "FOUNDRY_FETCH_ARTIFACT", "value": json.dumps(public, sort_keys=True, separators=(",", ":"))},
            {"name": "FOUNDRY_FETCH_DEST", "value": MODEL_PATH}]
+    if artifact.get("mirrorOf"):            # the admin's own catalog mirror (catalog.mirrorRegistry) is admitted
+        allowlist = (*allowlist, artifact["registry"])
     if allowlist:
-        env.append({"name": "FOUNDRY_REGISTRY_ALLOWLIST", "value": ",".join(allowlist)})
+        env.append({"name": "FOUNDRY_REGISTRY_ALLOWLIST", "value": ",".join(dict.fromkeys(allowlist))})
+    registry = str(artifact.get("registry") or "").lower()
+    own = {k: v for k, v in (cas or {}).items() if registry and k in (registry, registry.removesuffix(":443"))}
+    if own:
+        env.append({"name": "FOUNDRY_REGISTRY_CAS", "value": json.dumps(own, sort_keys=True)})
     creds = artifact.get("credentials")
     if creds:
         for var, key in (("FOUNDRY_REGISTRY_USERNAME", creds["usernameKey"]),
@@ -232,7 +239,8 @@ def models_size_limit(spec, resolved, settings):
 def model_fetcher(resolved, settings, size_limit=None):
     """The init container. With a models volume sizeLimit the fetcher gets it in bytes (FOUNDRY_FETCH_LIMIT_BYTES):
     a model that would not fit fails with a clear message instead of the kubelet evicting the pod."""
-    env = artifact_env(resolved.artifact, settings.registryAllowlist) + azureml_env(resolved.artifact, settings)
+    env = artifact_env(resolved.artifact, settings.registryAllowlist, settings.registryCAs) + \
+        azureml_env(resolved.artifact, settings)
     try:
         limit = parse_size(size_limit) if size_limit else None
     except ValueError:

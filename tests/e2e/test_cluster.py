@@ -322,6 +322,75 @@ def test_two_replicas_both_serve_and_a_killed_server_is_restarted(node, core, ne
     wait_state(node, core, net, platform, "iris", "Running", 120)
 
 
+# --- bring-your-own from the cluster's registry, and the catalog mirror: https with the registry's own CA ------------
+def _push(node, *args):
+    """`foundry-inference models push ...` from inside the cluster's network, trusting the registry's CA."""
+    from tests.support.procs import CLI
+    done = subprocess.run(node.ns(CLI, "models", "push", *args, "--ca-file", node.info_dict["registry_ca"]),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _fetcher_log(core, name):
+    pod = core.list_namespaced_pod(NS, label_selector=f"foundry.azure.com/deployment={name}").items[0]
+    return core.read_namespaced_pod_log(pod.metadata.name, NS, container="model-fetcher")
+
+
+def test_byo_model_from_the_clusters_registry_over_tls(node, core, net, platform):
+    """Pushed with `models push` to the cluster's registry (https, a CA of its own, a private address allow-listed
+    by the values), deployed by its OCI reference through the control plane, answered through the Service."""
+    from foundry_inference import samples
+    registry = node.info_dict["registry"]
+    out = _push(node, str(samples.prepare("iris-classifier", progress=lambda m: None)), f"{registry}/byo/iris:v1")
+    assert f"pushed {registry}/byo/iris:v1" in out, out
+    started = time.monotonic()
+    net.call(platform.deploy, "iris-byo", {"custom": {"registry": registry, "repository": "byo/iris", "tag": "v1"}},
+             namespace=NS, workloadType="predictive")
+    status = wait_state(node, core, net, platform, "iris-byo", "Running", 300)
+    NUMBERS["BYO iris from the cluster's registry create -> Running (s)"] = round(time.monotonic() - started, 1)
+    log = _fetcher_log(core, "iris-byo")
+    assert f"pulling {registry}/byo/iris:v1" in log and "model ready" in log, log
+    endpoint = expose(core, net, NS, status["internalEndpoint"])
+    platform._ca = platform.ca_path()
+    key = net.call(platform.keys, "iris-byo", NS)[0]
+    assert net.call(platform.predict, endpoint, key)["label_0"] == [0, 1, 2]
+    net.call(platform.delete, "iris-byo", NS)
+
+
+def test_catalog_model_from_the_mirror_registry_without_internet(node, core, net, platform, tmp_path):
+    """An air-gapped cluster (no route out of the namespace): a Foundry catalog variant laid out as in a Foundry
+    Local cache (the SmolLM2 ONNX GenAI folder under the qwen2.5-coder-0.5b cpu variant's name) is pushed with
+    `models push --mirror`; deploying the catalog model pulls it from the mirror (catalog.mirror.registry)."""
+    from tests.support import chat_models
+    smollm2 = chat_models.require(chat_models.smollm2_model)
+    registry = node.info_dict["registry"]
+    name, version = "qwen2.5-coder-0.5b-instruct-generic-cpu", "4"
+    shutil.copytree(smollm2, tmp_path / "foundry" / "Microsoft" / f"{name}-{version}" / f"v{version}")
+    out = _push(node, str(tmp_path / "foundry"), "--mirror", registry)
+    uri = f"azureml://registries/azureml/models/{name}/versions/{version}"
+    assert f"{uri} -> {registry}/foundry-models/azureml/{name}:{version}" in out, out
+    started = time.monotonic()
+    net.call(platform.deploy, "qwen-mirror", {"catalog": {"name": "qwen2.5-coder-0.5b"}}, namespace=NS)
+    status = wait_state(node, core, net, platform, "qwen-mirror", "Running", 600)
+    NUMBERS["catalog model from the mirror create -> Running (s)"] = round(time.monotonic() - started, 1)
+    log = _fetcher_log(core, "qwen-mirror")
+    assert f"pulling {registry}/foundry-models/azureml/{name}:{version}" in log, log
+    assert "azureml.ms" not in log, log
+    endpoint = expose(core, net, NS, status["internalEndpoint"])
+    platform._ca = platform.ca_path()
+    key = net.call(platform.keys, "qwen-mirror", NS)[0]
+
+    def chat():
+        client = platform.openai_client(endpoint, key)
+        stream = client.chat.completions.create(model="qwen2.5-coder-0.5b", stream=True, max_tokens=16,
+                                                messages=[{"role": "user", "content": "Say hello."}])
+        return [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
+    pieces = net.call(chat)
+    assert len(pieces) > 1 and "".join(pieces).strip(), pieces
+    net.call(platform.delete, "qwen-mirror", NS)
+
+
 # --- 8. delete (garbage collector), helm upgrade (rolls the platform), helm uninstall (nothing left) ---------------
 CHILD_KINDS = [("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Secret"), ("v1", "ConfigMap"),
                ("networking.k8s.io/v1", "Ingress"), ("v1", "Pod"), ("apps/v1", "ReplicaSet")]

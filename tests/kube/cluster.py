@@ -6,9 +6,10 @@
 `up` prints one JSON object: `kubeconfig` (admin, reaches the apiserver from the host through a loopback port),
 `kubeconfig_in_netns` (the same inside the namespace), `netns` (use as `nsenter --net=<netns>`), `values` (Helm values
 pointing the chart at the locally built images and the sample models), `registry` (host:port of the cluster's OCI
-registry, reachable from inside the namespace), `node_ip`, `state`. A second `up` on a used state directory stops
-what is left of the previous run first (also after a crash). `down` removes every process, container, mount, cgroup,
-the network namespace (with every iptables rule, which only ever lived there) and the state directory.
+registry, reachable from inside the namespace; https with a CA of its own, `registry_ca`), `node_ip`, `state`. A
+second `up` on a used state directory stops what is left of the previous run first (also after a crash). `down`
+removes every process, container, mount, cgroup, the network namespace (with every iptables rule, which only ever
+lived there) and the state directory.
 
 Components: etcd, kube-apiserver, kube-controller-manager (all controllers), kube-scheduler, containerd + runc with
 the CNI bridge/host-local/portmap plugins, kubelet (cgroupfs), kube-proxy (iptables mode), docker-registry. All of
@@ -83,7 +84,8 @@ class Cluster(Node):
     def info(self):
         return {"kubeconfig": str(self.state / "admin.kubeconfig"),
                 "kubeconfig_in_netns": str(self.state / "netns.kubeconfig"), "netns": self.netns_path,
-                "registry": f"{NODE_IP}:{REGISTRY_PORT}", "node_ip": NODE_IP, "state": str(self.state),
+                "registry": f"{NODE_IP}:{REGISTRY_PORT}", "registry_ca": str(self.state / "pki" / "registry-ca.crt"),
+                "node_ip": NODE_IP, "state": str(self.state),
                 "ca": str(self.state / "pki" / "ca.crt"), "containerd": str(self.sock)}
 
     def prerequisites(self):
@@ -229,13 +231,15 @@ state = "{s}/containerd/state"
             "--metrics-bind-address=127.0.0.1:10249", "--healthz-bind-address=127.0.0.1:10256"])
 
     def start_registry(self):
+        """docker-registry on https with a CA of its own (not the cluster's), as an on-prem registry has."""
         (self.state / "registry").mkdir()
+        _ca, cert, key = pki.write_ca_and_cert(self.state / "pki", "registry", [NODE_IP], [])
         config = self.state / "registry.yml"
         config.write_text(json.dumps({
             "version": 0.1, "log": {"level": "warn"}, "storage": {"filesystem": {"rootdirectory":
                                                                                  str(self.state / "registry")},
                                                                   "delete": {"enabled": True}},
-            "http": {"addr": f"{NODE_IP}:{REGISTRY_PORT}"}}))
+            "http": {"addr": f"{NODE_IP}:{REGISTRY_PORT}", "tls": {"certificate": cert, "key": key}}}))
         self.spawn("registry", ["docker-registry", "serve", config])
 
     def wait_node_ready(self, timeout=120):

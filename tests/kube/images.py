@@ -234,7 +234,8 @@ def ensure(node):
 
 
 def write_values(node, built):
-    """A Helm values file pointing the chart at the imported images; returns its path."""
+    """A Helm values file pointing the chart at the imported images and at the cluster's registry (BYO models and
+    the catalog mirror); returns its path."""
     import yaml
     refs = {name: image["ref"] for name, image in built.items()}
     values = {"images": {
@@ -243,6 +244,12 @@ def write_values(node, built):
                   "generative-cpu-byo": refs["foundry-inference-chat"],
                   "predictive-cpu-byo": refs["foundry-inference-predictive"],
                   "nginx": refs["foundry-inference-nginx"], "model-fetcher": refs[SAMPLES]}}}
+    # the cluster's own registry, as an on-prem admin declares theirs: allow-listed (a private address), its CA
+    # trusted for it alone, and used as the catalog mirror (azureml:// variants are pulled from it: no internet)
+    registry = node.info()["registry"]
+    values["api"] = {"config": {"registryAllowlist": [registry]}}
+    values["registryTrust"] = {"caBundles": {registry: Path(node.info()["registry_ca"]).read_text()}}
+    values["catalog"] = {"mirror": {"registry": registry}}
     path = node.state / "local-images-values.yaml"
     path.write_text(yaml.safe_dump(values, sort_keys=False))
     return str(path)

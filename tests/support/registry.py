@@ -86,17 +86,27 @@ def model_targz(files):
 
 
 class DockerRegistry:
-    def __init__(self, username=None, password=None):
+    """`tls=True`: https with a CA of its own (`self.ca`, a PEM file), as an on-prem registry has."""
+
+    def __init__(self, username=None, password=None, tls=False):
         self.username, self.password = username, password
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.dir = tempfile.mkdtemp(prefix="foundry-registry-")
         self.proc = None
+        self.ca = None
+        self.scheme = "https" if tls else "http"
+        if tls:
+            from tests.kube import pki
+            self.ca, self.cert, self.key = pki.write_ca_and_cert(os.path.join(self.dir, "pki"), "registry",
+                                                                 ["127.0.0.1"], [])
 
     def _config(self):
         lines = ["version: 0.1", "log:", "  level: warn", "storage:", "  filesystem:",
                  f"    rootdirectory: {self.dir}/data", "  delete:", "    enabled: true",
                  "http:", f"  addr: 127.0.0.1:{self.port}", f"  secret: {os.urandom(8).hex()}"]
+        if self.ca:
+            lines += ["  tls:", f"    certificate: {self.cert}", f"    key: {self.key}"]
         if self.username:
             path = os.path.join(self.dir, "htpasswd")
             with open(path, "w") as fh:
@@ -122,7 +132,8 @@ class DockerRegistry:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"docker-registry exited: {self.log()}")
             try:
-                if requests.get(f"http://{self.address}/v2/", timeout=1).status_code in (200, 401):
+                if requests.get(f"{self.scheme}://{self.address}/v2/", timeout=1,
+                                verify=self.ca or True).status_code in (200, 401):
                     return self
             except requests.RequestException:
                 pass

@@ -130,6 +130,10 @@ out: the operator then uses its own default.
 {{- with .registryUrl }}{{ $_ := set $catalog "azureRegistryUrl" . }}{{ end -}}
 {{- with .region }}{{ $_ := set $catalog "azureRegion" . }}{{ end -}}
 {{- end -}}
+{{- with $v.catalog.mirror -}}
+{{- with .registry }}{{ $_ := set $catalog "mirrorRegistry" . }}{{ end -}}
+{{- with .repositoryPrefix }}{{ $_ := set $catalog "mirrorRepositoryPrefix" . }}{{ end -}}
+{{- end -}}
 {{- $store := dict "enabled" $v.storeModel.enabled -}}
 {{- with $v.storeModel.storageClassName }}{{ $_ := set $store "storageClassName" . }}{{ end -}}
 {{- with $v.storeModel.modelsVolumeSizeLimit }}{{ $_ := set $store "modelsVolumeSizeLimit" . }}{{ end -}}
@@ -151,6 +155,8 @@ out: the operator then uses its own default.
       "catalog" $catalog
       "storeModel" $store
       "authentication" $auth -}}
+{{- with $v.api.config.registryAllowlist }}{{ $_ := set $cfg "registryAllowlist" . }}{{ end -}}
+{{- with $v.registryTrust.caBundles }}{{ $_ := set $cfg "registryCAs" . }}{{ end -}}
 {{- toYaml $cfg -}}
 {{- end }}
 
