@@ -22,12 +22,11 @@ import re
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from http.client import HTTPException
 from xml.etree import ElementTree
 
-from .fetch_http import FetchError, check_host, log
+from .fetch_http import FetchError, Http, log
 
 USER_AGENT = "AzureAiStudio"
 DEFAULT_REGISTRY_URL = "https://{region}.api.azureml.ms"
@@ -127,14 +126,6 @@ def _region(value):
     return value if re.fullmatch(r"[a-z0-9]{1,40}", value) else DEFAULT_REGION
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None                  # a 3xx surfaces as an HTTPError: nothing is followed past the SSRF guard
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
 def retry_after(headers, default, limit):
     """Seconds to wait from a Retry-After header (seconds or an HTTP date), within [0, limit]."""
     raw = (headers or {}).get("Retry-After") if headers is not None else None
@@ -154,6 +145,9 @@ class Client:
     def __init__(self, settings, sleep=time.sleep):
         self.settings = settings
         self.sleep = sleep
+        # connections go to the addresses the SSRF guard checked (no second lookup: no DNS-rebinding window)
+        self.http = Http(insecure=settings.insecure, allow_private=settings.allow_private,
+                         timeout=settings.timeout_s, allowlist=settings.allowlist)
 
     def _check(self, url):
         parts = urllib.parse.urlsplit(url)
@@ -161,14 +155,12 @@ class Client:
             raise FetchError(f"{redact(url)}: not an http(s) URL")
         if parts.scheme == "http" and not self.settings.insecure:
             raise FetchError(f"{redact(url)}: plain http is refused (https only; FOUNDRY_FETCH_INSECURE=1 allows it)")
-        check_host(parts.netloc, self.settings.allow_private, self.settings.allowlist)
 
     def open(self, url, headers=None, method="GET", data=None):
-        """One request (no retry); the caller closes the response. Raises HTTPError/URLError/OSError."""
+        """One request (no retry, no redirect followed: a 3xx is an HTTPError); the caller closes the response.
+        Raises FetchError (refused by the SSRF guard), HTTPError, OSError."""
         self._check(url)
-        req = urllib.request.Request(url, data=data, method=method,
-                                     headers={**(headers or {}), "User-Agent": USER_AGENT})
-        return _OPENER.open(req, timeout=self.settings.timeout_s)
+        return self.http.request(method, url, {**(headers or {}), "User-Agent": USER_AGENT}, data)
 
     def retrying(self, what, attempt_fn):
         """Run `attempt_fn()` until it succeeds, retrying network errors and RETRY_STATUSES with backoff (Retry-After

@@ -146,6 +146,20 @@ class Http:
         conn._create_connection = pinned         # TLS still verifies the certificate against `host` (SNI too)
         return conn, urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
 
+    def request(self, method, url, headers=None, data=None):
+        """One request to an address the SSRF guard checked for the URL's host (pinned: the name is not resolved
+        again), sending `headers` as given; no redirect is followed - a 3xx, like a 4xx/5xx, raises HTTPError."""
+        conn, path = self._connection(url)
+        try:
+            conn.request(method, path, body=data, headers={**(headers or {}), "Connection": "close"})
+            resp = conn.getresponse()
+        except BaseException:
+            conn.close()
+            raise
+        if resp.status >= 300:
+            raise urllib.error.HTTPError(url, resp.status, resp.reason, resp.headers, resp)
+        return resp
+
     def _tls(self, host, port):
         """A registry's own CA (FOUNDRY_REGISTRY_CAS) for that host and port only; the system's store elsewhere."""
         named = f"[{host}]" if ":" in host else host
