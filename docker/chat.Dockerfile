@@ -24,12 +24,10 @@ ARG ACCELERATOR=cpu
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 HOME=/tmp \
     PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl faster-whisper \
+RUN pip install --no-cache-dir "$(ls /wheels/*.whl)[chat]" \
  && if [ "$ACCELERATOR" = "cuda" ]; then \
-      pip uninstall -y onnxruntime \
+      pip uninstall -y onnxruntime onnxruntime-genai \
       && pip install --no-cache-dir onnxruntime-genai-cuda "onnxruntime-gpu[cuda,cudnn]" nvidia-cublas-cu12; \
-    else \
-      pip install --no-cache-dir onnxruntime-genai; \
     fi \
  && rm -rf /wheels
 USER 65532:65532

@@ -21,6 +21,7 @@ FROM ${BASE}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 HOME=/tmp \
     PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /wheels
+# install_requires only: the operator, control plane, model fetcher and auth proxy need no inference runtime
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 # the sample catalog and the CRDs, where the package looks for them outside a source tree
 COPY charts/foundry-inference/files/catalog.json /opt/foundry-inference/catalog.json

@@ -24,7 +24,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 HOME=/tmp \
 COPY --from=build /wheels /wheels
 # image decoding (Pillow) and the fast HTTP path (httptools, uvloop, orjson); CUDA builds swap in onnxruntime-gpu
 # with its CUDA/cuDNN runtime wheels
-RUN pip install --no-cache-dir /wheels/*.whl pillow orjson httptools uvloop \
+RUN pip install --no-cache-dir "$(ls /wheels/*.whl)[predictive]" uvloop \
  && if [ "$ACCELERATOR" = "cuda" ]; then \
       pip uninstall -y onnxruntime && pip install --no-cache-dir "onnxruntime-gpu[cuda,cudnn]"; \
     fi \

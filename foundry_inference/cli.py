@@ -1,6 +1,7 @@
 """The `foundry-inference` console script: one subcommand per component (the same commands a pod runs)."""
 import argparse
 import importlib
+import importlib.util
 import sys
 
 from foundry_inference import logs, registry_secret
@@ -19,6 +20,28 @@ COMPONENTS = {
     "auth-proxy": ("foundry_inference.apps.authproxy", "API-key/Entra check in front of a vLLM server (in its pod)"),
     "models": ("foundry_inference.operator.model_import", "offline models: `models import DIR`, `models push DIR REF`"),
 }
+
+
+# subcommand -> (extra, the modules it installs): a command whose extra is missing says so instead of a traceback
+EXTRAS = {
+    "predictive-server": ("predictive", ("onnxruntime", "numpy")),
+    "chat-server": ("chat", ("onnxruntime_genai", "faster_whisper", "numpy", "jinja2")),
+    "up": ("all", ("onnxruntime", "numpy", "onnxruntime_genai", "faster_whisper", "jinja2")),
+}
+
+
+def missing_extra(command):
+    """None, or the message naming the extra `command` needs and the module that is missing."""
+    extra, modules = EXTRAS.get(command, (None, ()))
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return (f"foundry-inference {command}: needs the `{extra}` extra (pip install "
+                    f"'foundry-inference[{extra}]'); module {module} is missing")
+    return None
 
 
 def _store_options(parser, default="kubernetes"):
@@ -66,6 +89,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     logs.setup(args.log_level, args.log_format)
     module_name = COMPONENTS[args.command][0]
+    problem = missing_extra(args.command)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

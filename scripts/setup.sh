@@ -57,7 +57,7 @@ pip_install() {
   [ "$status" = 0 ] || fail "pip install $* (exit $status; pip's reason is above)"
 }
 
-EXTRAS=()
+EXTRAS=(all)     # every model server (embedded mode runs them all); the images install only their own extra
 [ "$SAMPLES" = 1 ] && EXTRAS+=(samples)
 [ "$CHAT" = 1 ] && EXTRAS+=(chat-build)
 [ "$TEST" = 1 ] && EXTRAS+=(test)

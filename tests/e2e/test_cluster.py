@@ -7,6 +7,7 @@ Needs root, the cluster's tools (scripts/setup.sh --test) and the Kubernetes bin
 without them this module skips on a developer machine and fails under CI (tests/support/require.py).
 """
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -332,9 +333,23 @@ def _push(node, *args):
     return done.stdout
 
 
-def _fetcher_log(core, name):
+def _fetched_from(core, name):
+    """The artifact the deployment's fetcher pulled (its environment) and its registry CAs; the fetcher finished.
+    (Its log is not asserted on: the kubelet may have collected the exited init container's log by then.)"""
     pod = core.list_namespaced_pod(NS, label_selector=f"foundry.azure.com/deployment={name}").items[0]
-    return core.read_namespaced_pod_log(pod.metadata.name, NS, container="model-fetcher")
+    fetcher = pod.status.init_container_statuses[0]
+    assert fetcher.state.terminated and fetcher.state.terminated.exit_code == 0, pod_report(core)
+    env = {e.name: e.value for e in pod.spec.init_containers[0].env}
+    return json.loads(env["FOUNDRY_FETCH_ARTIFACT"]), json.loads(env.get("FOUNDRY_REGISTRY_CAS") or "{}"), env
+
+
+@contextlib.contextmanager
+def _deleted_after(net, platform, name):
+    """Delete the deployment whatever happens: a leftover would hold up the later tests of the module."""
+    try:
+        yield
+    finally:
+        net.call(platform.delete, name, NS)
 
 
 def test_byo_model_from_the_clusters_registry_over_tls(node, core, net, platform):
@@ -347,15 +362,16 @@ def test_byo_model_from_the_clusters_registry_over_tls(node, core, net, platform
     started = time.monotonic()
     net.call(platform.deploy, "iris-byo", {"custom": {"registry": registry, "repository": "byo/iris", "tag": "v1"}},
              namespace=NS, workloadType="predictive")
-    status = wait_state(node, core, net, platform, "iris-byo", "Running", 300)
-    NUMBERS["BYO iris from the cluster's registry create -> Running (s)"] = round(time.monotonic() - started, 1)
-    log = _fetcher_log(core, "iris-byo")
-    assert f"pulling {registry}/byo/iris:v1" in log and "model ready" in log, log
-    endpoint = expose(core, net, NS, status["internalEndpoint"])
-    platform._ca = platform.ca_path()
-    key = net.call(platform.keys, "iris-byo", NS)[0]
-    assert net.call(platform.predict, endpoint, key)["label_0"] == [0, 1, 2]
-    net.call(platform.delete, "iris-byo", NS)
+    with _deleted_after(net, platform, "iris-byo"):
+        status = wait_state(node, core, net, platform, "iris-byo", "Running", 300)
+        NUMBERS["BYO iris from the cluster's registry create -> Running (s)"] = round(time.monotonic() - started, 1)
+        artifact, cas, _env = _fetched_from(core, "iris-byo")
+        assert artifact == {"type": "oci", "registry": registry, "repository": "byo/iris", "tag": "v1"}, artifact
+        assert list(cas) == [registry], cas                     # the registry's own CA, for it alone
+        endpoint = expose(core, net, NS, status["internalEndpoint"])
+        platform._ca = platform.ca_path()
+        key = net.call(platform.keys, "iris-byo", NS)[0]
+        assert net.call(platform.predict, endpoint, key)["label_0"] == [0, 1, 2]
 
 
 def test_catalog_model_from_the_mirror_registry_without_internet(node, core, net, platform, tmp_path):
@@ -372,23 +388,24 @@ def test_catalog_model_from_the_mirror_registry_without_internet(node, core, net
     assert f"{uri} -> {registry}/foundry-models/azureml/{name}:{version}" in out, out
     started = time.monotonic()
     net.call(platform.deploy, "qwen-mirror", {"catalog": {"name": "qwen2.5-coder-0.5b"}}, namespace=NS)
-    status = wait_state(node, core, net, platform, "qwen-mirror", "Running", 600)
-    NUMBERS["catalog model from the mirror create -> Running (s)"] = round(time.monotonic() - started, 1)
-    log = _fetcher_log(core, "qwen-mirror")
-    assert f"pulling {registry}/foundry-models/azureml/{name}:{version}" in log, log
-    assert "azureml.ms" not in log, log
-    endpoint = expose(core, net, NS, status["internalEndpoint"])
-    platform._ca = platform.ca_path()
-    key = net.call(platform.keys, "qwen-mirror", NS)[0]
+    with _deleted_after(net, platform, "qwen-mirror"):
+        status = wait_state(node, core, net, platform, "qwen-mirror", "Running", 600)
+        NUMBERS["catalog model from the mirror create -> Running (s)"] = round(time.monotonic() - started, 1)
+        artifact, cas, env = _fetched_from(core, "qwen-mirror")
+        assert artifact == {"type": "oci", "registry": registry, "repository": f"foundry-models/azureml/{name}",
+                            "tag": version, "mirrorOf": uri}, artifact
+        assert list(cas) == [registry] and "FOUNDRY_AZUREML_REGISTRY_URL" not in env, env
+        endpoint = expose(core, net, NS, status["internalEndpoint"])
+        platform._ca = platform.ca_path()
+        key = net.call(platform.keys, "qwen-mirror", NS)[0]
 
-    def chat():
-        client = platform.openai_client(endpoint, key)
-        stream = client.chat.completions.create(model="qwen2.5-coder-0.5b", stream=True, max_tokens=16,
-                                                messages=[{"role": "user", "content": "Say hello."}])
-        return [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
-    pieces = net.call(chat)
-    assert len(pieces) > 1 and "".join(pieces).strip(), pieces
-    net.call(platform.delete, "qwen-mirror", NS)
+        def chat():
+            client = platform.openai_client(endpoint, key)
+            stream = client.chat.completions.create(model="qwen2.5-coder-0.5b", stream=True, max_tokens=16,
+                                                    messages=[{"role": "user", "content": "Say hello."}])
+            return [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
+        pieces = net.call(chat)
+        assert len(pieces) > 1 and "".join(pieces).strip(), pieces
 
 
 # --- 8. delete (garbage collector), helm upgrade (rolls the platform), helm uninstall (nothing left) ---------------

@@ -11,7 +11,8 @@
 
 Cache (~/.cache/foundry-inference/images): an archive is named by a hash of its Dockerfile, the base's key and the
 package source it copies (pyproject.toml, setup.cfg, README.md, the Python packages, the chart's catalog and CRDs);
-an archive already there is imported without a build. `python tests/kube/images.py` builds them all (progress on
+an archive already there is imported without a build; superseded archives of an image (other keys, unused for an
+hour) are removed after each build (`prune`). `python tests/kube/images.py` builds them all (progress on
 stderr) and prints {name: {ref, archive, bytes, seconds}}. FOUNDRY_DEBIAN_MIRROR overrides the mirror taken from the
 apt sources.
 A build step that fails names the step and shows its output's tail (e.g. no network to the Debian mirror or PyPI).
@@ -179,7 +180,42 @@ def build_all():
         out[name] = {"ref": ref, "archive": str(archive), "bytes": archive.stat().st_size, "cached": cached,
                      "seconds": round(time.monotonic() - started, 1)}
     out[SAMPLES] = build_samples(out["foundry-inference"])
+    in_use = [Path(image["archive"]) for image in out.values()]
+    in_use += [CACHE / f"debian-base-{base_key}.tar"]
+    prune(CACHE, in_use)
     return out
+
+
+_ARCHIVE = re.compile(r"^(?P<name>[a-z0-9-]+?)-(?P<key>[0-9a-f]{12}|[0-9a-f]{16})\.tar$")
+PRUNE_GRACE_S = 60 * 60
+
+
+def prune(cache, in_use, now=None):
+    """Remove superseded archives (each source change leaves ~1.3 GB behind): of each image, every archive but the
+    one in use - which is touched, so its mtime is its last use - except those used in the last PRUNE_GRACE_S
+    (another session on this machine, working on other sources, may be about to use it again). Other files stay. Returns the
+    removed paths."""
+    now = time.time() if now is None else now
+    keep = {Path(p).name for p in in_use}
+    for path in in_use:
+        if Path(path).exists():
+            os.utime(path)
+    names = {*IMAGES, SAMPLES, "debian-base"}
+    removed = []
+    for path in sorted(Path(cache).glob("*.tar")):
+        match = _ARCHIVE.match(path.name)
+        if not match or match["name"] not in names or path.name in keep:
+            continue
+        try:
+            if now - path.stat().st_mtime < PRUNE_GRACE_S:
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    if removed:
+        log("removed superseded image archives", archives=[p.name for p in removed])
+    return removed
 
 
 def _in_buildah(ref, archive):

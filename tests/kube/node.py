@@ -202,9 +202,12 @@ class Node:
         for _ in range(20):
             pids = set()
             for root in self._kubepods():
-                for procs in root.rglob("cgroup.procs"):
+                # os.walk, not rglob: a container's cgroup vanishes while it is walked (it exits as we kill)
+                for current, _dirs, files in os.walk(root):
+                    if "cgroup.procs" not in files:
+                        continue
                     try:
-                        pids.update(int(p) for p in procs.read_text().split())
+                        pids.update(int(p) for p in Path(current, "cgroup.procs").read_text().split())
                     except OSError:
                         pass
             if not pids:
