@@ -193,8 +193,8 @@ PRUNE_GRACE_S = 60 * 60
 def prune(cache, in_use, now=None):
     """Remove superseded archives (each source change leaves ~1.3 GB behind): of each image, every archive but the
     one in use - which is touched, so its mtime is its last use - except those used in the last PRUNE_GRACE_S
-    (another session on this machine, working on other sources, may be about to use it again). Other files stay. Returns the
-    removed paths."""
+    (another session on this machine, working on other sources, may be about to use it again). Other files stay.
+    Returns the removed paths."""
     now = time.time() if now is None else now
     keep = {Path(p).name for p in in_use}
     for path in in_use:
