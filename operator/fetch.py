@@ -41,7 +41,9 @@ Cache and limits (all optional):
 SSRF guard (docs/api.md, decision 11): the registry or URI host is resolved and refused when any address is not global
 (private, loopback, link-local, reserved, multicast), unless it is in FOUNDRY_REGISTRY_ALLOWLIST (`host[:port],...`,
 the control plane's list, passed on by the operator) or FOUNDRY_FETCH_ALLOW_PRIVATE=1 (tests). Plain http needs
-FOUNDRY_FETCH_INSECURE=1. A finished fetch leaves `.foundry-artifact` (the artifact JSON) so a restarted pod or
+FOUNDRY_FETCH_INSECURE=1; https is always verified, against the system's CAs plus, for a private registry,
+FOUNDRY_REGISTRY_CAS (`{"host[:port]": PEM}`, that registry's own CA, from the chart's registryTrust.caBundles).
+A finished fetch leaves `.foundry-artifact` (the artifact JSON) so a restarted pod or
 agent does not download again, and beside the folder `.<dest name>.foundry-digests.json` (each file's sha256): a
 copy that no longer matches (corrupted on disk) is fetched again. Exit status 0 on success, 1 with the reason on
 stderr otherwise.
