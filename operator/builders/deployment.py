@@ -286,7 +286,7 @@ def deployment(owner, spec, resolved, settings, *, tls_secret_name, config_hash,
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": metadata(owner, owner.name, "model-server"),
         "spec": {
-            "replicas": spec.replicas,
+            "replicas": spec.autoscaling.initial_replicas if spec.autoscaling else spec.replicas,
             "revisionHistoryLimit": 3,
             "progressDeadlineSeconds": settings.progressDeadlineSeconds,
             "selector": {"matchLabels": names.child_labels(owner.name)},
