@@ -1,0 +1,140 @@
+"""Scale to zero and back in embedded mode, with real parts: the operator and node agent (run_embedded) on the
+embedded store, the real predictive server on the iris model fetched from a real registry, the real nginx sidecar,
+the activator with the deployment's real API keys.
+
+After scaleToZeroAfterSeconds without requests the model server stops (ScaledToZero, no process left but nginx); the
+endpoint keeps answering through the activator: a bad key is refused there and starts nothing, a good one starts the
+model and is answered; a model that cannot start answers held requests 503 with the cause."""
+import base64
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from foundry_inference.operator.main import run_embedded
+from foundry_inference.store.embedded import EmbeddedStore
+from tests.e2e.quickstart_walkthrough import processes_under
+from tests.support.require import require_module
+from tests.unit.operator.factories import decoded, settings
+
+from .test_operator_embedded import NS, Registry, byo, creds, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nginx")]
+SCALING = {"minReplicas": 0, "maxReplicas": 1, "scaleToZeroAfterSeconds": 3}
+
+
+def state(store, name="iris"):
+    return (store.get("ModelDeployment", NS, name).get("status") or {}).get("state")
+
+
+def model_servers(data):
+    """PIDs of the deployment's model-server processes (not nginx)."""
+    out = []
+    for pid in processes_under(data):
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        if "predictive-server" in cmd or "predictive" in cmd and "nginx" not in cmd:
+            out.append(pid)
+    return out
+
+
+class Iris:
+    def __init__(self, built):
+        self.built = built
+        row = [float(v) for v in built.X[0]]
+        self.row = row
+        self.body = {"items": [{"content_type": "application/json", "encoder": "base64",
+                                "data": base64.b64encode(json.dumps([row]).encode()).decode()}]}
+
+    def label(self, resp):
+        return int(json.loads(base64.b64decode(resp.json()["items"][0]["data"]))["label_0"][0])
+
+
+@pytest.fixture
+def iris_up(tmp_path, monkeypatch):
+    """run_embedded with the iris model in a registry; yields (store, data, iris, registry)."""
+    require_module("foundry_inference.apps.predictive.server")
+    built = require_module("tests.support.models").iris_logreg()
+    monkeypatch.setenv("FOUNDRY_FETCH_ALLOW_PRIVATE", "1")
+    monkeypatch.setenv("FOUNDRY_FETCH_INSECURE", "1")
+    data = tmp_path / "data"
+    store = EmbeddedStore.with_chart_crds(data / "store.db")
+    stop = threading.Event()
+    conf = settings(NS, autoscaling={"periodSeconds": 0.5, "stableWindowSeconds": 4, "panicWindowSeconds": 1,
+                                     "maxHeldRequests": 8, "holdTimeoutSeconds": 60})
+    thread = threading.Thread(target=run_embedded, args=(store, data, stop, conf), daemon=True)
+    with Registry(files={"iris.onnx": Path(built.path).read_bytes()}) as reg:
+        thread.start()
+        try:
+            store.create(creds())
+            yield store, data, Iris(built), reg
+        finally:
+            stop.set()
+            thread.join(60)
+            store.close()
+    assert processes_under(data) == [], "processes outlived embedded mode"
+
+
+def endpoint_of(store, data, name="iris"):
+    st = store.get("ModelDeployment", NS, name)["status"]
+    return st["internalEndpoint"], str(data / "tls" / "ca.crt")
+
+
+def test_scale_to_zero_then_a_request_brings_it_back(iris_up):
+    store, data, iris, reg = iris_up
+    store.create(byo("iris", reg, autoscaling=SCALING))
+    wait_for(lambda: state(store) == "Running", 90, "Running")
+    url, ca = endpoint_of(store, data)
+    key = decoded(store.get("Secret", NS, "iris-api-keys"), "primary-key")
+    resp = requests.post(f"{url}/v1/predict", json=iris.body, verify=ca, timeout=30, headers={"api-key": key})
+    assert resp.status_code == 200 and iris.label(resp) == int(iris.built.estimator.predict([iris.row])[0])
+
+    wait_for(lambda: state(store) == "ScaledToZero", 60, "ScaledToZero")
+    st = store.get("ModelDeployment", NS, "iris")["status"]
+    assert st["desiredReplicas"] == 0 and st["lastScaling"]["replicas"] == 0
+    assert "idle" in st["lastScaling"]["reason"]
+    wait_for(lambda: model_servers(data) == [], 30, "the model server stopped")
+    assert requests.get(f"{url}/health", verify=ca, timeout=10).status_code == 200   # a probe wakes nothing
+
+    # bad credentials are refused by the activator, in the predictive envelope, and start nothing
+    bad = requests.post(f"{url}/v1/predict", json=iris.body, verify=ca, timeout=30, headers={"api-key": "wrong"})
+    assert bad.status_code == 401 and bad.json()["code"] == "invalid_api_key"
+    none = requests.post(f"{url}/v1/predict", json=iris.body, verify=ca, timeout=30)
+    assert none.status_code == 401
+    time.sleep(1.5)
+    assert model_servers(data) == [] and state(store) == "ScaledToZero"
+
+    # the first request after scale to zero is held, starts the model, and is answered; so are those beside it
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _i: requests.post(f"{url}/v1/predict", json=iris.body, verify=ca, timeout=60,
+                                                         headers={"api-key": key}), range(4)))
+    cold = time.monotonic() - started
+    assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
+    assert all(iris.label(a) == iris.label(resp) for a in answers)
+    assert cold < 30
+    st = store.get("ModelDeployment", NS, "iris")["status"]
+    assert st["lastScaling"]["replicas"] == 1 and "scaled to zero" in st["lastScaling"]["reason"]
+    assert len(model_servers(data)) == 1
+    wait_for(lambda: state(store) == "Running", 30, "Running again")
+
+
+def test_attack_a_model_that_cannot_start_answers_held_requests_503_with_the_cause(iris_up, monkeypatch):
+    store, data, iris, reg = iris_up
+    store.create(byo("iris", reg, autoscaling=SCALING))
+    wait_for(lambda: state(store) == "Running", 90, "Running")
+    wait_for(lambda: state(store) == "ScaledToZero", 60, "ScaledToZero")
+    url, ca = endpoint_of(store, data)
+    key = decoded(store.get("Secret", NS, "iris-api-keys"), "primary-key")
+    model = next((data / "workloads" / NS / "iris").rglob("iris.onnx"))
+    model.write_bytes(b"not an onnx model")          # the next start fails to load it
+    started = time.monotonic()
+    resp = requests.post(f"{url}/v1/predict", json=iris.body, verify=ca, timeout=60, headers={"api-key": key})
+    assert resp.status_code == 503, resp.text
+    assert "could not start" in resp.json()["detail"] and time.monotonic() - started < 30
