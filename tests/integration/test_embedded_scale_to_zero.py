@@ -32,14 +32,14 @@ def state(store, name="iris"):
 
 
 def model_servers(data):
-    """PIDs of the deployment's model-server processes (not nginx)."""
+    """PIDs of the deployments' model-server processes (not nginx, not a fetcher)."""
     out = []
     for pid in processes_under(data):
         try:
             cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
         except OSError:
             continue
-        if "predictive-server" in cmd or "predictive" in cmd and "nginx" not in cmd:
+        if "predictive-server" in cmd or "chat-server" in cmd:
             out.append(pid)
     return out
 
@@ -138,3 +138,109 @@ def test_attack_a_model_that_cannot_start_answers_held_requests_503_with_the_cau
     resp = requests.post(f"{url}/v1/predict", json=iris.body, verify=ca, timeout=60, headers={"api-key": key})
     assert resp.status_code == 503, resp.text
     assert "could not start" in resp.json()["detail"] and time.monotonic() - started < 30
+
+
+def scaled_to_zero(store, data, reg, name="iris", model=None):
+    store.create(model or byo(name, reg, autoscaling=SCALING))
+    wait_for(lambda: state(store, name) == "ScaledToZero", 120, "ScaledToZero")
+    wait_for(lambda: model_servers(data) == [], 30, "the model server stopped")
+    url, ca = endpoint_of(store, data, name)
+    return url, ca, decoded(store.get("Secret", NS, f"{name}-api-keys"), "primary-key")
+
+
+def test_attack_held_requests_beyond_the_bound_are_429_with_retry_after(iris_up):
+    store, data, iris, reg = iris_up
+    url, ca, key = scaled_to_zero(store, data, reg)
+    with ThreadPoolExecutor(14) as pool:
+        answers = list(pool.map(lambda _i: requests.post(f"{url}/v1/predict", json=iris.body, verify=ca, timeout=60,
+                                                         headers={"api-key": key}), range(14)))
+    codes = sorted(a.status_code for a in answers)
+    assert set(codes) == {200, 429} and codes.count(200) >= 8, codes     # maxHeldRequests 8 in the fixture
+    refused = next(a for a in answers if a.status_code == 429)
+    assert refused.headers["Retry-After"] == "2"
+    assert refused.json()["error"].startswith("Queue full") and refused.json()["retry_after"] == 2
+    assert len(model_servers(data)) == 1
+
+
+def test_attack_an_oversized_body_is_refused_before_anything_starts(iris_up):
+    store, data, iris, reg = iris_up
+    url, ca, key = scaled_to_zero(store, data, reg)
+    resp = requests.post(f"{url}/v1/predict", data=b"0" * (51 << 20), verify=ca, timeout=60,
+                         headers={"api-key": key, "Content-Type": "application/json"})
+    assert resp.status_code == 413
+    time.sleep(1.5)
+    assert model_servers(data) == [] and state(store) == "ScaledToZero"
+
+
+def test_streaming_chat_through_the_activator_with_the_openai_client(iris_up):
+    import ssl
+
+    import openai
+
+    from tests.support.chat_models import require, tiny_chat_model
+    store, data, _iris, reg = iris_up
+    tiny = Path(require(tiny_chat_model))
+    reg.server.push_model({f.name: f.read_bytes() for f in tiny.iterdir() if f.is_file() and f.name[0] != "."},
+                          repository="models/tiny", tag="v1")
+    chat = byo("tiny", reg, autoscaling=SCALING)
+    chat["spec"].update(workloadType="generative", port=5000)
+    chat["spec"]["model"]["custom"]["repository"] = "models/tiny"
+    url, ca, key = scaled_to_zero(store, data, reg, "tiny", model=chat)
+    http = openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=ca))
+    bad = openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0, http_client=http)
+    with pytest.raises(openai.AuthenticationError) as refused:
+        bad.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+    assert refused.value.code == "invalid_api_key"
+    assert model_servers(data) == []
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, http_client=http)
+    stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                            max_tokens=8, stream=True, extra_body={"min_tokens": 8})
+    chunks = [c for c in stream]
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 4
+    assert chunks[-1].choices == [] or chunks[-1].choices[0].finish_reason is not None or len(chunks) > 4
+    assert len(model_servers(data)) == 1
+
+
+def test_restart_during_a_scale_up_leaves_one_replica_and_answers_or_refuses_held_requests(tmp_path, monkeypatch):
+    require_module("foundry_inference.apps.predictive.server")
+    built = require_module("tests.support.models").iris_logreg()
+    monkeypatch.setenv("FOUNDRY_FETCH_ALLOW_PRIVATE", "1")
+    monkeypatch.setenv("FOUNDRY_FETCH_INSECURE", "1")
+    data = tmp_path / "data"
+    store = EmbeddedStore.with_chart_crds(data / "store.db")
+    conf = settings(NS, autoscaling={"periodSeconds": 0.5, "stableWindowSeconds": 4, "panicWindowSeconds": 1})
+    iris = Iris(built)
+
+    def start():
+        stop = threading.Event()
+        thread = threading.Thread(target=run_embedded, args=(store, data, stop, conf), daemon=True)
+        thread.start()
+        return stop, thread
+
+    with Registry(files={"iris.onnx": Path(built.path).read_bytes()}) as reg:
+        stop, thread = start()
+        try:
+            store.create(creds())
+            url, ca, key = scaled_to_zero(store, data, reg)
+            with ThreadPoolExecutor(2) as pool:
+                held = pool.submit(requests.post, f"{url}/v1/predict", json=iris.body, verify=ca, timeout=60,
+                                   headers={"api-key": key})
+                wait_for(lambda: store.get("Deployment", NS, "iris")["spec"]["replicas"] == 1, 10, "the wake-up")
+                stop.set()                                   # `up` stops in the middle of the scale-up
+                thread.join(60)
+                answer = held.result()
+            assert answer.status_code in (200, 503), answer.text
+            if answer.status_code == 503:
+                assert "stopping" in answer.json()["detail"]
+            assert processes_under(data) == []
+            stop, thread = start()                           # the next life: the decision (1 replica) stands
+            wait_for(lambda: state(store) == "Running", 90, "Running after the restart")
+            assert len(model_servers(data)) == 1
+            url, ca = endpoint_of(store, data)
+            resp = requests.post(f"{url}/v1/predict", json=iris.body, verify=ca, timeout=30, headers={"api-key": key})
+            assert resp.status_code == 200
+        finally:
+            stop.set()
+            thread.join(60)
+            store.close()
+    assert processes_under(data) == []
