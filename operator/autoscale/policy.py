@@ -7,8 +7,9 @@ replica could not be read: missing data), and whether any request was answered s
 - Panic mode: entered when the panic window's average wants >= panicThreshold x the current replicas; then
   replicas = max(current, ceil(panic average / target)) (never down) until the panic window's wish has stayed below
   the threshold for a whole stable window (as Knative's KPA).
-- Down: only to the highest count wanted over the last scaleDownDelaySeconds (Knative's scale-down-delay), and only
-  when every sample of that window is complete; so after a change the count never reverses within the delay.
+- Down: only to the highest count wanted over the last scaleDownDelaySeconds (Knative's scale-down-delay), only
+  when every sample of that window is complete, and never within a stable window of the last scale-up: the count
+  changes direction at most once per stable window (no flapping).
 - To zero: only with minReplicas 0, after scaleToZeroAfterSeconds with complete samples, zero concurrency and no
   request answered; missing data never scales to zero (nor down), it holds the current count.
 """
@@ -23,6 +24,7 @@ class Policy:
         self.last_activity = now         # a request answered, in flight, or held by the activator
         self.panic_until = None          # time panic mode ends unless renewed
         self.last_missing = None         # time of the last incomplete sample
+        self.last_up = None              # time of the last scale-up this policy decided
 
     def touch(self, now):
         """Activity seen elsewhere (the activator holding a request)."""
@@ -40,7 +42,7 @@ class Policy:
             self.samples.popleft()
 
     def _average(self, now, window):
-        values = [c for t, c, ok in self.samples if ok and t >= now - window]
+        values = [c for t, c, ok in self.samples if ok and now - window <= t <= now]
         return sum(values) / len(values) if values else None
 
     def _wanted(self, average):
@@ -68,6 +70,7 @@ class Policy:
         if self.panic_until is not None:
             target = p.clamp(max(current, want_panic or 0, 1))
             if target > current:
+                self.last_up = now
                 return target, (f"panic: {panic:.1f} in flight over {p.panic_window_s:g} s, target "
                                 f"{p.target_concurrency} per replica")
             return None
@@ -77,11 +80,14 @@ class Policy:
             return 0, f"idle {idle_for:.0f} s (scaleToZeroAfterSeconds {p.scale_to_zero_after_s:g})"
         target = p.clamp(max(want_stable, 1 if current > 0 or stable > 0 else p.min_replicas))
         if target > current:
+            self.last_up = now
             return target, f"load {stable:.1f} in flight over {p.stable_window_s:g} s, target " \
                            f"{p.target_concurrency} per replica"
         if target < current:
             if self.last_missing is not None and self.last_missing >= now - p.scale_down_delay_s:
                 return None                               # missing data: never down
+            if self.last_up is not None and now - self.last_up < p.stable_window_s:
+                return None                               # no reversal within a stable window
             target = p.clamp(max(target, self._max_wanted_since(now, p.scale_down_delay_s), 1))
             if target < current:
                 return target, (f"load {stable:.1f} in flight over {p.stable_window_s:g} s for "
