@@ -177,15 +177,8 @@ def test_streaming_chat_through_the_activator_with_the_openai_client(iris_up):
 
     import openai
 
-    from tests.support.chat_models import require, tiny_chat_model
     store, data, _iris, reg = iris_up
-    tiny = Path(require(tiny_chat_model))
-    reg.server.push_model({f.name: f.read_bytes() for f in tiny.iterdir() if f.is_file() and f.name[0] != "."},
-                          repository="models/tiny", tag="v1")
-    chat = byo("tiny", reg, autoscaling=SCALING)
-    chat["spec"].update(workloadType="generative", port=5000)
-    chat["spec"]["model"]["custom"]["repository"] = "models/tiny"
-    url, ca, key = scaled_to_zero(store, data, reg, "tiny", model=chat)
+    url, ca, key = scaled_to_zero(store, data, reg, "tiny", model=tiny_chat(reg))
     http = openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=ca))
     bad = openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0, http_client=http)
     with pytest.raises(openai.AuthenticationError) as refused:
@@ -244,3 +237,44 @@ def test_restart_during_a_scale_up_leaves_one_replica_and_answers_or_refuses_hel
             thread.join(60)
             store.close()
     assert processes_under(data) == []
+
+
+def tiny_chat(reg, name="tiny", **scaling):
+    from tests.support.chat_models import require, tiny_chat_model
+    tiny = Path(require(tiny_chat_model))
+    reg.server.push_model({f.name: f.read_bytes() for f in tiny.iterdir() if f.is_file() and f.name[0] != "."},
+                          repository="models/tiny", tag="v1")
+    chat = byo(name, reg, autoscaling=scaling or SCALING)
+    chat["spec"].update(workloadType="generative", port=5000)
+    chat["spec"]["model"]["custom"]["repository"] = "models/tiny"
+    return chat
+
+
+def test_load_adds_replicas_behind_the_sidecar_and_they_go_when_it_ends(iris_up):
+    """More model-server processes while streams pile up (the chat server's running + waiting gauges), every one
+    answered (new replicas join nginx only once ready), back to the minimum after the load."""
+    store, data, _iris, reg = iris_up
+    store.create(tiny_chat(reg, minReplicas=1, maxReplicas=3, targetConcurrency=1, scaleDownDelaySeconds=2))
+    wait_for(lambda: state(store, "tiny") == "Running", 120, "Running")
+    url, ca = endpoint_of(store, data, "tiny")
+    key = decoded(store.get("Secret", NS, "tiny-api-keys"), "primary-key")
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 64, "min_tokens": 64}
+    deadline = time.monotonic() + 12
+    codes, peak = [], [1]
+
+    def user(_i):
+        with requests.Session() as http:
+            while time.monotonic() < deadline:
+                codes.append(http.post(f"{url}/v1/chat/completions", json=body, verify=ca, timeout=60,
+                                       headers={"api-key": key}).status_code)
+                peak.append(len(model_servers(data)))
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(user, range(6)))
+    assert codes and set(codes) == {200}, sorted(set(codes))
+    st = store.get("ModelDeployment", NS, "tiny")["status"]
+    assert max(peak) >= 2, "no replica was added under load"
+    assert st["lastScaling"]["replicas"] >= 2 or st["desiredReplicas"] >= 2
+    wait_for(lambda: store.get("ModelDeployment", NS, "tiny")["status"]["desiredReplicas"] == 1, 60,
+             "back to minReplicas after the load")
+    wait_for(lambda: len(model_servers(data)) == 1, 30, "the extra processes stopped")
