@@ -97,6 +97,8 @@ class Scaler:
                 concurrency, answered = self._load(workload)
                 policy.observe(now, concurrency, answered)
                 decision = policy.decide(now, workload.replicas)
+                if decision is not None and decision[0] == 0 and not workload.activator_port:
+                    continue             # nothing would answer the endpoint (no sidecar, or no activator yet)
                 if decision is not None:
                     self.write(workload, *decision)
             for uid in [u for u in self.policies if u not in seen]:

@@ -55,7 +55,7 @@ def setup(embedded_store):
                                     "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [
                                         {"name": "c", "image": "i"}]}}}})
     metrics = Metrics()
-    workload = SimpleNamespace(uid="u1", namespace="ns", name="chat", replicas=1,
+    workload = SimpleNamespace(uid="u1", namespace="ns", name="chat", replicas=1, activator_port=9,
                                scaling=params(min_replicas=0, max_replicas=4, target_concurrency=1,
                                               scale_down_delay_s=2.0, scale_to_zero_after_s=3.0, period_s=1.0,
                                               stable_window_s=4.0, panic_window_s=1.0))
@@ -96,7 +96,11 @@ def test_a_lost_metrics_source_holds_the_count(setup):
 
 def test_idle_goes_to_zero_and_a_wake_up_comes_back_at_once(setup):
     store, metrics, workload, scaler, clock, kicks = setup
+    workload.activator_port = None                      # nothing could answer at zero: it stays at one
     steps(scaler, clock, 6)
+    assert workload.replicas == 1
+    workload.activator_port = 9
+    steps(scaler, clock, 1)
     assert workload.replicas == 0 and store.get("Deployment", "ns", "chat")["spec"]["replicas"] == 0
     scaler.wake(workload)
     assert store.get("Deployment", "ns", "chat")["spec"]["replicas"] == 1 and kicks
