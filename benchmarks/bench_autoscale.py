@@ -7,9 +7,12 @@ run:
 2. --cycles of zero -> one -> zero with --in-flight requests sent at once into each wake-up: 5xx, lost requests
    (no answer at all) and orphan processes counted;
 3. the activator's overhead while a replica is ready (the activator is then only nginx's backup): latency of one
-   request to an autoscaled deployment vs a fixed one, interleaved, --requests each.
+   request to an autoscaled deployment vs a fixed one, interleaved, --requests each;
+4. --ramp: closed-loop chat users (the tiny test model) stepping 1, 2, 4, 8 for --step seconds each, against an
+   autoscaled deployment (1..4 replicas, target 1) and then a fixed single replica: latency p50/p99, the replica
+   count over time, its direction reversals, and the time back to one replica after the load.
 
-    .venv/bin/python benchmarks/bench_autoscale.py [--chat] [--rounds 5] [--cycles 20] [--json out.json]
+    .venv/bin/python benchmarks/bench_autoscale.py [--chat] [--ramp] [--rounds 5] [--cycles 20] [--json out.json]
 
 Reported in docs/benchmarks.md and docs/autoscaling.md. Needs nginx and Debian's docker-registry; --chat needs the
 converted SmolLM2 in the test model cache (python tests/support/chat_models.py smollm2).
@@ -166,6 +169,49 @@ def overhead(p, auto, fixed, kind, body, n, ca):
             "autoscaled_p99_ms": pct(lat_a, 99) * 1e3, "fixed_p99_ms": pct(lat_f, 99) * 1e3, "requests": n}
 
 
+def ramp(p, auto, fixed, ca, step_s, users=(1, 2, 4, 8)):
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 32, "min_tokens": 32}
+    out = {}
+    for name in (auto, fixed):
+        url, key = p.ready(name)
+        timeline, lat, codes, stop = [], [], {}, threading.Event()
+
+        def watch(name=name, timeline=timeline, stop=stop):
+            while not stop.is_set():
+                timeline.append((time.monotonic(), p.status(name).get("desiredReplicas")))
+                time.sleep(0.5)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        started = time.monotonic()
+        for count in users:
+            deadline = time.monotonic() + step_s
+
+            def user(_i, url=url, key=key, deadline=deadline, lat=lat, codes=codes):
+                with requests.Session() as http:
+                    while time.monotonic() < deadline:
+                        t0 = time.perf_counter()
+                        code = call(http, url, key, "chat", body, ca).status_code
+                        lat.append(time.perf_counter() - t0)
+                        codes[code] = codes.get(code, 0) + 1
+
+            with ThreadPoolExecutor(count) as pool:
+                list(pool.map(user, range(count)))
+        load_end = time.monotonic()
+        if name == auto:
+            wait(lambda name=name: p.status(name).get("desiredReplicas") == 1, 300, "back to one replica")
+        back = time.monotonic() - load_end
+        stop.set()
+        watcher.join()
+        counts = [c for _t, c in timeline if c is not None]
+        moves = [b - a for a, b in zip(counts, counts[1:], strict=False) if b != a]
+        reversals = sum(1 for a, b in zip(moves, moves[1:], strict=False) if (a > 0) != (b > 0))
+        out[name] = {"p50_s": statistics.median(lat), "p99_s": pct(lat, 99), "requests": len(lat), "codes": codes,
+                     "max_replicas": max(counts or [1]), "reversals": reversals,
+                     "load_s": load_end - started, "back_to_one_s": back if name == auto else None}
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -173,6 +219,9 @@ def main(argv=None):
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--chat", action="store_true", help="also SmolLM2 (cold start only)")
+    parser.add_argument("--ramp", action="store_true", help="the load ramp (tiny chat model)")
+    parser.add_argument("--step", type=float, default=15.0, help="seconds per ramp step")
+    parser.add_argument("--skip-iris", action="store_true", help="only what --chat/--ramp ask for")
     parser.add_argument("--data", default=None, help="data directory (default: a temporary one)")
     parser.add_argument("--json", help="write the results here too")
     args = parser.parse_args(argv)
@@ -194,27 +243,42 @@ def main(argv=None):
             folder = Path(smollm2_model())
             registry.push_model({f.name: f.read_bytes() for f in folder.iterdir() if f.is_file() and f.name[0] != "."},
                                 repository="models/smollm2", tag="v1")
+        if args.ramp:
+            from tests.support.chat_models import tiny_chat_model
+            folder = Path(tiny_chat_model())
+            registry.push_model({f.name: f.read_bytes() for f in folder.iterdir() if f.is_file() and f.name[0] != "."},
+                                repository="models/tiny", tag="v1")
         p = Platform(data, registry)
         ca = str(data / "tls" / "ca.crt")
-        p.deploy("iris-zero", "models/iris", "predictive", 8000, ZERO)
-        p.deploy("iris-fixed", "models/iris", "predictive", 8000)
-        p.deploy("iris-auto", "models/iris", "predictive", 8000, {"minReplicas": 1, "maxReplicas": 1})
+        if not args.skip_iris:
+            p.deploy("iris-zero", "models/iris", "predictive", 8000, ZERO)
+            p.deploy("iris-fixed", "models/iris", "predictive", 8000)
+            p.deploy("iris-auto", "models/iris", "predictive", 8000, {"minReplicas": 1, "maxReplicas": 1})
         if args.chat:
             p.deploy("chat-zero", "models/smollm2", "generative", 5000, ZERO)
             p.deploy("chat-fixed", "models/smollm2", "generative", 5000)
+        if args.ramp:
+            p.deploy("tiny-auto", "models/tiny", "generative", 5000,
+                     {"minReplicas": 1, "maxReplicas": 4, "targetConcurrency": 1, "scaleDownDelaySeconds": 5})
+            p.deploy("tiny-fixed", "models/tiny", "generative", 5000)
         try:
-            print("cold start, iris", file=sys.stderr, flush=True)
-            results["iris_cold_start"] = cold_starts(p, "iris-zero", "iris-fixed", "predictive", predict,
-                                                     args.rounds, ca)
+            if args.ramp:
+                print("ramp", file=sys.stderr, flush=True)
+                results["ramp"] = ramp(p, "tiny-auto", "tiny-fixed", ca, args.step)
+            if not args.skip_iris:
+                print("cold start, iris", file=sys.stderr, flush=True)
+                results["iris_cold_start"] = cold_starts(p, "iris-zero", "iris-fixed", "predictive", predict,
+                                                         args.rounds, ca)
             if args.chat:
                 print("cold start, SmolLM2", file=sys.stderr, flush=True)
                 results["smollm2_cold_start"] = cold_starts(p, "chat-zero", "chat-fixed", "chat", chat_body,
                                                             args.rounds, ca)
-            print("overhead", file=sys.stderr, flush=True)
-            results["activator_overhead"] = overhead(p, "iris-auto", "iris-fixed", "predictive", predict,
-                                                     args.requests, ca)
-            print("cycles", file=sys.stderr, flush=True)
-            results["cycles"] = cycles(p, "iris-zero", "predictive", predict, args.cycles, args.in_flight, ca)
+            if not args.skip_iris:
+                print("overhead", file=sys.stderr, flush=True)
+                results["activator_overhead"] = overhead(p, "iris-auto", "iris-fixed", "predictive", predict,
+                                                         args.requests, ca)
+                print("cycles", file=sys.stderr, flush=True)
+                results["cycles"] = cycles(p, "iris-zero", "predictive", predict, args.cycles, args.in_flight, ca)
         finally:
             left = p.close()
             results["processes_left_after_stop"] = len(left)
