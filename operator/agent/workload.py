@@ -419,8 +419,10 @@ class Workload:
         return [port for proc, port in self.apps if proc.running() and (_probe(port, path) if path else True)]
 
     def replica_ports(self):
-        """Ports of the replicas whose process runs (ready or not): where the activator looks for a ready one."""
-        return [port for proc, port in list(self.apps) if proc.running()]
+        """(port, keyless metrics URL or None) of each replica whose process runs (ready or not): where the
+        activator looks for a ready one."""
+        return [(port, f"http://127.0.0.1:{m}{names.METRICS_PATH}" if m else None)
+                for (proc, port), m in zip(list(self.apps), list(self.metrics_ports), strict=False) if proc.running()]
 
     def metrics_urls(self):
         """The keyless metrics URL of each ready replica (the autoscaler reads their gauges)."""

@@ -40,6 +40,7 @@ log = logging.getLogger("foundry_inference.operator.activator")
 HELD_BYTES = 128 << 20            # bodies held per deployment at once
 RETRY_AFTER_S = 2
 POLL_S = 0.05
+_MODEL_READY = re.compile(rb"^foundry_model_ready 1(\.0)?$", re.MULTILINE)
 _OPENAI = re.compile(nginx_builder._OPENAI_PATHS.lstrip("~"))  # the sidecar's split between the two envelopes
 
 
@@ -69,15 +70,24 @@ class Gate:
         self.closing = None             # a message once the agent stops
         self.probe_client = probe_client
 
+    async def _get(self, url):
+        try:
+            return await self.probe_client.fetch(url, request_timeout=1.0, connect_timeout=0.5, raise_error=False)
+        except (OSError, tornado.httpclient.HTTPClientError):
+            return None
+
     async def _ready_port(self):
+        """A replica that passes its readiness probe. Where the replica has a metrics port, its quiet
+        `foundry_model_ready` gauge is watched first, so a loading model is not asked (and does not log) a 503 /ready
+        every poll."""
         path = self.workload.readiness_path() or "/health"
-        for port in self.workload.replica_ports():
-            try:
-                resp = await self.probe_client.fetch(f"http://127.0.0.1:{port}{path}", request_timeout=1.0,
-                                                     connect_timeout=0.5, raise_error=False)
-            except (OSError, tornado.httpclient.HTTPClientError):
-                continue
-            if 200 <= resp.code < 400:
+        for port, metrics in self.workload.replica_ports():
+            if metrics:
+                resp = await self._get(metrics)
+                if resp is None or resp.code != 200 or not _MODEL_READY.search(resp.body or b""):
+                    continue
+            resp = await self._get(f"http://127.0.0.1:{port}{path}")
+            if resp is not None and 200 <= resp.code < 400:
                 return port
         return None
 

@@ -54,7 +54,7 @@ class Workload:
         return "/ready"
 
     def replica_ports(self):
-        return [int(self.replica.url.rsplit(":", 1)[1])] if self.replica else []
+        return [(int(self.replica.url.rsplit(":", 1)[1]), None)] if self.replica else []
 
     def start_failure(self):
         return self.fails
