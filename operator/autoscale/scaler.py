@@ -82,19 +82,20 @@ class Scaler:
         return concurrency, changed
 
     def step(self):
+        workloads = [w for w in self.workloads() if w.scaling is not None]
+        # the replicas are read outside the lock: a wake-up never waits for a slow metrics endpoint
+        loads = {w.uid: self._load(w) for w in workloads if w.replicas > 0}
         with self._lock:
             now = self.clock()
             seen = set()
-            for workload in self.workloads():
-                if workload.scaling is None:
-                    continue
+            for workload in workloads:
                 seen.add(workload.uid)
                 policy = self._policy(workload, now)
                 if self.held(workload.uid):
                     policy.touch(now)
-                if workload.replicas == 0:
+                if workload.replicas == 0 or workload.uid not in loads:
                     continue             # only a request (the activator) brings a deployment back from zero
-                concurrency, answered = self._load(workload)
+                concurrency, answered = loads[workload.uid]
                 policy.observe(now, concurrency, answered)
                 decision = policy.decide(now, workload.replicas)
                 if decision is not None and decision[0] == 0 and not workload.activator_port:
