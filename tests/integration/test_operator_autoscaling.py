@@ -9,7 +9,7 @@ import pytest
 from foundry_inference.operator import names
 from tests.unit.operator.factories import converge, mdep
 
-from .test_operator_reconcile import STORES, Env, status_of
+from .test_operator_reconcile import STORES, Env, status_of, wait_for
 
 
 @pytest.fixture(params=STORES)
@@ -27,6 +27,21 @@ def scale(env, replicas, reason):
         "metadata": {"annotations": {names.LAST_SCALING: json.dumps(
             {"replicas": replicas, "reason": reason, "time": "2026-12-02T00:00:00Z"})}},
         "spec": {"replicas": replicas}})
+
+
+def settle_at_zero(env):
+    """No replica left, as the node agent (embedded) or the deployment controller (kube) reports it."""
+    if env.kind == "embedded":
+        env.make_ready("phi")
+        return
+
+    def settled():
+        dep = env.store.get("Deployment", env.ns, "phi")
+        st = dep.get("status") or {}
+        return (st.get("observedGeneration", 0) >= dep["metadata"]["generation"] and not st.get("replicas")
+                and not st.get("readyReplicas"))
+
+    wait_for(settled, 60, "the Deployment at zero replicas")
 
 
 def test_the_autoscaler_owns_replicas_and_scaled_to_zero_is_ready(env):
@@ -52,7 +67,7 @@ def test_the_autoscaler_owns_replicas_and_scaled_to_zero_is_ready(env):
                                  "time": "2026-12-02T00:00:00Z"}
 
     scale(env, 0, "idle 60 s")
-    env.make_ready("phi")
+    settle_at_zero(env)
     converge(op)
     st = status_of(env, "phi")
     assert st["state"] == "ScaledToZero" and st["desiredReplicas"] == 0 and st["readyReplicas"] == 0
