@@ -45,6 +45,7 @@ class Forward(AuthMixin, BaseHandler):
     """Every method of every path: authorized like any data-plane route, then forwarded."""
     envelope = staticmethod(openai_envelope)
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+    strip_credentials = True      # vLLM has no auth; a server that checks again needs them (the activator)
 
     @property
     def upstream(self):
@@ -58,8 +59,9 @@ class Forward(AuthMixin, BaseHandler):
             raise ApiError(413, "invalid_request_error", f"Request body exceeds {self.upstream.max_body_bytes} bytes",
                            code="payload_too_large")
         headers = tornado.httputil.HTTPHeaders()
+        dropped = _HOP | _CREDENTIALS if self.strip_credentials else _HOP
         for name, value in self.request.headers.get_all():
-            if name.lower() not in _HOP and name.lower() not in _CREDENTIALS:
+            if name.lower() not in dropped:
                 headers.add(name, value)
         self._status, self._headers_in, self._started = None, tornado.httputil.HTTPHeaders(), False
         request = tornado.httpclient.HTTPRequest(

@@ -24,7 +24,9 @@ PRIMARY_CREATED = "foundry.azure.com/primary-key-created-at"
 SECONDARY_CREATED = "foundry.azure.com/secondary-key-created-at"
 KEYS_GENERATED = "foundry.azure.com/keys-generated-at"   # the operator's own first-generation time (rotation = later)
 LOCAL_ENDPOINT = "foundry.azure.com/local-endpoint"      # embedded node agent: where the TLS sidecar listens
-LOCAL_METRICS = "foundry.azure.com/local-metrics-endpoint"  # embedded node agent: the first replica's metrics URL
+LOCAL_METRICS = "foundry.azure.com/local-metrics-endpoint"
+# the autoscaler's last decision on a Deployment it scales: JSON {"replicas", "reason", "time"} (status.lastScaling)
+LAST_SCALING = "foundry.azure.com/last-scaling"  # embedded node agent: the first replica's metrics URL
 DEPRECATED_FROM = "foundry.azure.com/legacy-kind"
 
 # catalog ConfigMap

@@ -58,6 +58,19 @@ def _mine(obj, owner):
     return False
 
 
+def _keep_scaled_replicas(children, autoscaling, current):
+    """With spec.autoscaling the autoscaler owns the Deployment's replicas (as an HPA does): keep its count, within
+    the current bounds; the hash covers the initial count only, so a scaling decision is no spec change."""
+    if current is None:
+        return
+    wanted = (current.get("spec") or {}).get("replicas")
+    if wanted is None:
+        return
+    for child in children:
+        if child["kind"] == "Deployment":
+            child["spec"]["replicas"] = autoscaling.clamp(wanted)
+
+
 def fingerprint(obj, kids, snapshot, ctx):
     """Everything a reconcile reads, as resourceVersions: if none moved since a reconcile that found nothing to do,
     this one would find nothing either. The hour is in it so certificate expiry is still looked at regularly."""
@@ -105,7 +118,10 @@ class DeploymentReconciler:
         children.append(service.service(owner))
         if spec.endpoint.get("enabled"):
             children.append(ingress.ingress(owner, spec.endpoint, self.settings))
-        return [common.with_hash(c) for c in children]
+        children = [common.with_hash(c) for c in children]
+        if spec.autoscaling is not None:
+            _keep_scaled_replicas(children, spec.autoscaling, existing.get(("Deployment", owner.name)))
+        return children
 
     # --- the reconcile ---------------------------------------------------------------------------------------------
     def reconcile(self, obj, snapshot, ctx):

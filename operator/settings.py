@@ -95,6 +95,20 @@ class AuthenticationSettings:
 
 
 @dataclass(frozen=True)
+class AutoscalingSettings:
+    """Defaults of spec.autoscaling and the autoscaler's own numbers (docs/autoscaling.md)."""
+    targetConcurrency: int = 4               # in-flight + queued requests per replica
+    scaleDownDelaySeconds: int = 30          # a lower count must be wanted this long before replicas go
+    scaleToZeroAfterSeconds: int = 300       # idle time before the last replica stops (minReplicas 0)
+    periodSeconds: float = 2.0               # how often each replica's gauges are read
+    stableWindowSeconds: float = 60.0        # the averaging window of normal decisions
+    panicWindowSeconds: float = 6.0          # the short window that reacts to bursts
+    panicThreshold: float = 2.0              # panic when the short window wants this many times the replicas
+    maxHeldRequests: int = 64                # requests the activator holds per deployment while it starts
+    holdTimeoutSeconds: float = 120.0        # how long the activator holds one request
+
+
+@dataclass(frozen=True)
 class OperatorSettings:
     namespaces: tuple = (names.OPERATOR_NAMESPACE,)   # None: every namespace (embedded mode, docs/api.md decision 6)
     operatorNamespace: str = names.OPERATOR_NAMESPACE
@@ -113,6 +127,7 @@ class OperatorSettings:
     catalog: CatalogSettings = field(default_factory=CatalogSettings)
     storeModel: StoreModelSettings = field(default_factory=StoreModelSettings)
     authentication: AuthenticationSettings = field(default_factory=AuthenticationSettings)
+    autoscaling: AutoscalingSettings = field(default_factory=AutoscalingSettings)
     embedded: bool = False                            # set by the embedded entry point, not by the file
 
     def image(self, role):
@@ -124,7 +139,8 @@ class OperatorSettings:
 
 
 _SECTIONS = {"tls": TlsSettings, "ingress": IngressSettings, "catalog": CatalogSettings,
-             "storeModel": StoreModelSettings, "authentication": AuthenticationSettings}
+             "storeModel": StoreModelSettings, "authentication": AuthenticationSettings,
+             "autoscaling": AutoscalingSettings}
 
 
 def _typed(where, value, expected, default):
@@ -282,11 +298,24 @@ def validate(s):
                             "lower-case repository path such as foundry-models")
     if s.catalog.azureRegion is not None and not names.DNS_LABEL.match(s.catalog.azureRegion):
         raise SettingsError(f"catalog.azureRegion: {s.catalog.azureRegion!r} is not a region name such as eastus")
+    _validate_autoscaling(s.autoscaling)
     auth = s.authentication
     if not (auth.apiKeyEnabled or auth.entraEnabled):
         raise SettingsError("authentication: enable apiKeyEnabled, entraEnabled or both")
     if auth.entraEnabled and not (auth.tenantId and auth.clientId):
         raise SettingsError("authentication.entraEnabled needs tenantId and clientId")
+
+
+def _validate_autoscaling(a):
+    ranges = {"targetConcurrency": (1, 1000), "scaleDownDelaySeconds": (0, 3600),
+              "scaleToZeroAfterSeconds": (1, 86400), "periodSeconds": (0.1, 60), "stableWindowSeconds": (1, 3600),
+              "panicWindowSeconds": (0.1, 600), "panicThreshold": (1, 100), "maxHeldRequests": (1, 100000),
+              "holdTimeoutSeconds": (1, 3600)}
+    for key, (low, high) in ranges.items():
+        if not low <= getattr(a, key) <= high:
+            raise SettingsError(f"autoscaling.{key}: must be between {low} and {high}")
+    if a.panicWindowSeconds > a.stableWindowSeconds:
+        raise SettingsError("autoscaling.panicWindowSeconds: must not exceed stableWindowSeconds")
 
 
 def with_env(settings, env):

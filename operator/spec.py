@@ -51,6 +51,33 @@ class Owner:
 
 
 @dataclass(frozen=True)
+class Autoscaling:
+    """spec.autoscaling; None fields take the operator settings' defaults (docs/autoscaling.md)."""
+    min_replicas: int = 1
+    max_replicas: int = 1
+    target_concurrency: int = None
+    scale_down_delay_s: int = None
+    scale_to_zero_after_s: int = None
+
+    @classmethod
+    def of(cls, raw):
+        if not isinstance(raw, dict):
+            return None
+        low = raw.get("minReplicas")
+        return cls(min_replicas=int(1 if low is None else low), max_replicas=int(raw.get("maxReplicas") or 1),
+                   target_concurrency=raw.get("targetConcurrency"), scale_down_delay_s=raw.get("scaleDownDelaySeconds"),
+                   scale_to_zero_after_s=raw.get("scaleToZeroAfterSeconds"))
+
+    @property
+    def initial_replicas(self):
+        """Replicas of a new deployment: one even with minReplicas 0, so the model is loaded (and checked) once."""
+        return max(1, self.min_replicas)
+
+    def clamp(self, replicas):
+        return min(self.max_replicas, max(self.min_replicas, int(replicas)))
+
+
+@dataclass(frozen=True)
 class DeploymentSpec:
     model: dict
     compute: str
@@ -60,6 +87,7 @@ class DeploymentSpec:
     vllm_cache_gi: int = 100
     skip_gpu_resource: bool = False
     replicas: int = 1
+    autoscaling: Autoscaling = None  # None: `replicas`, fixed
     port: int = 5000
     display_name: str = None
     env: tuple = ()
@@ -114,6 +142,7 @@ def _common(spec, model, compute, workload, endpoint):
         runtime=spec.get("runtime") or "onnx-genai", vllm_preferences=prefs,
         vllm_cache_gi=int((spec.get("vllm") or {}).get("modelCacheStorageGi") or 100),
         skip_gpu_resource=bool(spec.get("skipGpuResource", False)), replicas=int(spec.get("replicas") or 1),
+        autoscaling=Autoscaling.of(spec.get("autoscaling")),
         port=int(spec.get("port") or 5000), display_name=spec.get("displayName"), env=tuple(env),
         resources=_resources(spec.get("resources")), node_selector=dict(spec.get("nodeSelector") or {}),
         tolerations=tuple(copy.deepcopy(spec.get("tolerations") or [])), endpoint=_endpoint(endpoint),
@@ -159,6 +188,11 @@ def validate(spec, prefix="spec"):
                                                             "and skipGpuResource is false")
     if spec.skip_gpu_resource and not spec.node_selector:
         raise InvalidSpec(f"{prefix}.skipGpuResource", "requires nodeSelector (to land on a GPU node)")
+    scale = spec.autoscaling
+    if scale is not None and scale.max_replicas < max(1, scale.min_replicas):
+        raise InvalidSpec(f"{prefix}.autoscaling.maxReplicas", "must be at least max(1, minReplicas)")
+    if scale is not None and scale.scale_to_zero_after_s is not None and scale.min_replicas != 0:
+        raise InvalidSpec(f"{prefix}.autoscaling.scaleToZeroAfterSeconds", "only allowed with minReplicas 0")
     path = spec.endpoint.get("path")
     if path and (not path.startswith("/") or any(c.isspace() for c in path)):
         raise InvalidSpec(f"{prefix}.endpoint.path", "must be an absolute path without spaces")

@@ -1,12 +1,14 @@
 """Status of a ModelDeployment / InferenceService, computed as pure data from what one reconcile saw and did.
 
 State: Pending (waiting on something that may appear by itself: the catalog), Creating (children exist, never ready
-yet), Running (every replica ready on the current template), Updating (was running, a rollout or scale is under way),
-Error (invalid spec, unresolvable model, a child refused, or the rollout stopped progressing), Terminating (being
-deleted). Conditions keep their lastTransitionTime unless their status flips; every field of the CRD's status is
-written, null while unknown (docs/api.md, decision 4), so a merge patch of the whole status is exact.
+yet), Running (every replica ready on the current template), ScaledToZero (spec.autoscaling stopped the last
+replica after an idle time; a ready state: the next request starts one), Updating (was running, a rollout or scale
+is under way), Error (invalid spec, unresolvable model, a child refused, or the rollout stopped progressing),
+Terminating (being deleted). Conditions keep their lastTransitionTime unless their status flips; every field of the
+CRD's status is written, null while unknown (docs/api.md, decision 4), so a merge patch of the whole status is exact.
 """
 import datetime
+import json
 
 from . import names
 from .builders import deployment as deployment_builder
@@ -14,7 +16,8 @@ from .builders import ingress as ingress_builder
 from .builders import keys as keys_builder
 from .builders import service as service_builder
 
-FIELDS = ("state", "message", "readyReplicas", "deploymentReady", "serviceReady", "internalEndpoint",
+FIELDS = ("state", "message", "replicas", "desiredReplicas", "selector", "lastScaling", "readyReplicas",
+          "deploymentReady", "serviceReady", "internalEndpoint",
           "metricsEndpoint", "externalEndpoint", "resolvedModel", "authentication", "conditions", "observedGeneration")
 
 
@@ -59,6 +62,36 @@ def _child_condition(deployment, type_):
                  if c.get("type") == type_ and c.get("status") == "True"), None)
 
 
+def desired_replicas(deployment, spec):
+    """spec.replicas; with spec.autoscaling the autoscaler's count on the child Deployment (initially the first)."""
+    if spec is None:
+        return 1
+    if spec.autoscaling is None:
+        return spec.replicas
+    current = ((deployment or {}).get("spec") or {}).get("replicas")
+    return spec.autoscaling.initial_replicas if current is None else int(current)
+
+
+def selector(owner):
+    """The model-server pods' label selector as a string (the scale subresource's labelSelectorPath)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(names.child_labels(owner.name).items()))
+
+
+def last_scaling(deployment):
+    """The autoscaler's last decision ({replicas, reason, time}) from the child Deployment, None when unreadable."""
+    raw = (((deployment or {}).get("metadata") or {}).get("annotations") or {}).get(names.LAST_SCALING)
+    try:
+        found = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    if not isinstance(found, dict):
+        return None
+    replicas = found.get("replicas")
+    return {"replicas": replicas if isinstance(replicas, int) and not isinstance(replicas, bool) else None,
+            "reason": str(found["reason"])[:512] if found.get("reason") is not None else None,
+            "time": str(found["time"])[:64] if found.get("time") is not None else None}
+
+
 def compute(obj, outcome, settings, now=None):
     """The whole status object for `obj` given a ReconcileOutcome (see reconcile_deployment)."""
     now = now or now_utc()
@@ -67,7 +100,8 @@ def compute(obj, outcome, settings, now=None):
     previous = obj.get("status") or {}
     prev_conditions = previous.get("conditions") or []
     owner, spec, resolved = outcome.owner, outcome.spec, outcome.resolved
-    replicas = spec.replicas if spec else 1
+    autoscaled = spec is not None and spec.autoscaling is not None
+    replicas = desired_replicas(outcome.deployment, spec)
     ready, complete, failure = rollout(outcome.deployment, replicas)
     conds = []
 
@@ -80,6 +114,8 @@ def compute(obj, outcome, settings, now=None):
         state, reason, message = outcome.error
     elif failure:
         state, reason, message = "Error", "RolloutFailed", failure
+    elif complete and autoscaled and replicas == 0:
+        state, reason, message = "ScaledToZero", "ScaledToZero", "no replica runs (idle); the next request starts one"
     elif complete:
         state, reason, message = "Running", "Running", f"{ready}/{replicas} replicas ready"
     elif (_child_condition(outcome.deployment, "Progressing") or {}).get("reason") == names.NODE_RESTART_REASON:
@@ -121,7 +157,7 @@ def compute(obj, outcome, settings, now=None):
         add("SettingsIgnored", "True", "BlockedOrReserved", "ignored: " + ", ".join(spec.dropped))
     if obj["kind"] == "InferenceService":
         add("Deprecated", "True", "LegacyKind", "InferenceService is deprecated; use Model + ModelDeployment")
-    add("Ready", "True" if state == "Running" else "False", reason, message)
+    add("Ready", "True" if state in ("Running", "ScaledToZero") else "False", reason, message)
 
     service_ready = outcome.service is not None
     dep_annotations = (outcome.deployment or {}).get("metadata", {}).get("annotations") or {}
@@ -138,6 +174,11 @@ def compute(obj, outcome, settings, now=None):
     return {
         "state": state,
         "message": message,
+        "replicas": int(((outcome.deployment or {}).get("status") or {}).get("replicas") or 0)
+        if outcome.deployment is not None else None,
+        "desiredReplicas": replicas if spec is not None else None,
+        "selector": selector(owner) if owner is not None else None,
+        "lastScaling": last_scaling(outcome.deployment) if autoscaled else None,
         "readyReplicas": ready if outcome.deployment is not None else None,
         "deploymentReady": complete if outcome.deployment is not None else None,
         "serviceReady": service_ready if outcome.deployment is not None or service_ready else None,

@@ -58,10 +58,20 @@ class Condition(Out):
     observedGeneration = fields.Integer(allow_none=True)  # noqa: N815
 
 
+class ScalingDecision(Out):
+    replicas = fields.Integer(allow_none=True)
+    reason = fields.String(allow_none=True)
+    time = fields.String(allow_none=True)
+
+
 class WorkloadStatus(Out):
     state = fields.String(required=True, allow_none=True, metadata={"enum": [
-        "Pending", "Creating", "Running", "Updating", "Error", "Terminating", None]})
+        "Pending", "Creating", "Running", "ScaledToZero", "Updating", "Error", "Terminating", None]})
     message = fields.String(required=True, allow_none=True)
+    replicas = fields.Integer(required=True, allow_none=True, metadata={"description": "replicas that exist now"})
+    desiredReplicas = fields.Integer(required=True, allow_none=True, metadata={  # noqa: N815
+        "description": "spec.replicas, or the autoscaler's last decision"})
+    lastScaling = fields.Nested(ScalingDecision, required=True, allow_none=True)  # noqa: N815
     readyReplicas = fields.Integer(required=True, allow_none=True)  # noqa: N815
     deploymentReady = fields.Boolean(required=True, allow_none=True)  # noqa: N815
     serviceReady = fields.Boolean(required=True, allow_none=True)  # noqa: N815

@@ -177,6 +177,30 @@ class VllmSchema(StrictSchema):
                                   "docs/operator.md lists the vLLM options a deployment may set)", "preferences")
 
 
+class AutoscalingPatchSchema(StrictSchema):
+    """spec.autoscaling in a PATCH: any subset (the merged spec is validated whole afterwards)."""
+    minReplicas = StrictInteger(validate=validate.Range(0, 100))  # noqa: N815
+    maxReplicas = StrictInteger(validate=validate.Range(1, 100))  # noqa: N815
+    targetConcurrency = StrictInteger(validate=validate.Range(1, 1000))  # noqa: N815
+    scaleDownDelaySeconds = StrictInteger(validate=validate.Range(0, 3600))  # noqa: N815
+    scaleToZeroAfterSeconds = StrictInteger(validate=validate.Range(1, 86400))  # noqa: N815
+
+
+class AutoscalingSchema(AutoscalingPatchSchema):
+    """spec.autoscaling (docs/autoscaling.md); the cross-field rules a CRD schema cannot express are here."""
+    maxReplicas = StrictInteger(required=True, validate=validate.Range(1, 100))  # noqa: N815
+
+    @validates_schema
+    def bounds(self, data, **kwargs):
+        low, found = data.get("minReplicas", 1), {}
+        if "maxReplicas" in data and data["maxReplicas"] < max(1, low):
+            found["maxReplicas"] = [f"must be at least max(1, minReplicas) = {max(1, low)}"]
+        if "scaleToZeroAfterSeconds" in data and low != 0:
+            found["scaleToZeroAfterSeconds"] = ["only allowed with minReplicas 0 (scale to zero)"]
+        if found:
+            raise ValidationError(found)
+
+
 class WorkloadSpecSchema(StrictSchema):
     """Fields shared by ModelDeployment and the legacy InferenceService."""
 
@@ -184,6 +208,7 @@ class WorkloadSpecSchema(StrictSchema):
     vllm = fields.Nested(VllmSchema)
     skipGpuResource = StrictBoolean()  # noqa: N815
     replicas = StrictInteger(validate=validate.Range(1, 100))
+    autoscaling = fields.Nested(AutoscalingSchema)
     port = StrictInteger(validate=validate.Range(1024, 65535))
     displayName = fields.String(validate=validate.Length(0, 256))  # noqa: N815
     env = fields.List(fields.Nested(EnvVarSchema), validate=validate.Length(0, 256))
@@ -224,6 +249,7 @@ class DeploymentSchema(StrictSchema):
 
 class DeploymentPatchSchema(StrictSchema):
     replicas = StrictInteger(validate=validate.Range(1, 100))
+    autoscaling = fields.Nested(AutoscalingPatchSchema, allow_none=True)  # null: back to fixed replicas
     env = fields.List(fields.Nested(EnvVarSchema), validate=validate.Length(0, 256))
     resources = fields.Nested(ResourcesSchema)
     endpoint = fields.Nested(EndpointSchema)
@@ -261,6 +287,7 @@ class InferenceServiceSchema(StrictSchema):
 
 class InferenceServicePatchSchema(StrictSchema):
     replicas = StrictInteger(validate=validate.Range(1, 100))
+    autoscaling = fields.Nested(AutoscalingPatchSchema, allow_none=True)  # null: back to fixed replicas
     env = fields.List(fields.Nested(EnvVarSchema), validate=validate.Length(0, 256))
     resources = fields.Nested(ResourcesSchema)
     ingress = fields.Nested(EndpointSchema)

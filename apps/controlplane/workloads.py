@@ -14,7 +14,8 @@ from . import validation
 from .admission import admit_deployment_spec
 from .handler import ControlPlaneHandler
 
-STATUS_FIELDS = ("state", "message", "readyReplicas", "deploymentReady", "serviceReady", "internalEndpoint",
+STATUS_FIELDS = ("state", "message", "replicas", "desiredReplicas", "lastScaling", "readyReplicas",
+                 "deploymentReady", "serviceReady", "internalEndpoint",
                  "externalEndpoint", "resolvedModel", "authentication", "observedGeneration")
 DEFAULT_PAGE = 500
 MAX_PAGE = 500
@@ -134,7 +135,10 @@ class ItemHandler(WorkloadHandler):
             current = await self.store.get(self.workload.kind, ns, name)
             spec = dict(current.get("spec") or {})
             for key, value in changes.items():
-                spec[key] = merge_patch(spec.get(key), value) if isinstance(value, dict) else value
+                if value is None:
+                    spec.pop(key, None)         # `"autoscaling": null` removes it (RFC 7386)
+                else:
+                    spec[key] = merge_patch(spec.get(key), value) if isinstance(value, dict) else value
             full = validation.load(self.workload.schema(), {"name": name, "spec": spec})
             obj = self.workload.to_object(ns, name, full["spec"], current["metadata"])
             try:

@@ -8,6 +8,10 @@ conditions; a fetch failure or a crash loop as Progressing=False with the reason
 `<data-dir>/cache` (FOUNDRY_FETCH_CACHE), limited to FOUNDRY_MODEL_CACHE_LIMIT (a size such as 20Gi; `up
 --model-cache-limit`) when that is set. A Deployment that disappears has its processes stopped and its
 directory (keys, TLS key) removed; shutdown() stops everything it ever started.
+
+Autoscaled Deployments (docs/autoscaling.md): the autoscaler (its own thread) writes their replicas; one that can
+scale to zero gets an activator listener, the backup of its nginx upstream; a request held there wakes the agent at
+once (kick) instead of at the next tick.
 """
 import base64
 import logging
@@ -20,6 +24,9 @@ from foundry_inference.config import ConfigurationError
 from foundry_inference.store import errors
 
 from .. import names
+from ..autoscale import params as scaling_params
+from ..autoscale.activator import Activator
+from ..autoscale.scaler import Scaler
 from ..blobcache import parse_size
 from ..status import changed as status_changed
 from .workload import Workload
@@ -50,7 +57,11 @@ class NodeAgent:
         self.interval = interval
         self.nginx = nginx_binary if nginx_binary is not None else shutil.which("nginx")
         self.workloads = {}           # uid -> Workload
+        self.current = ()             # the workloads after the last tick (read by the autoscaler's thread)
         self._lock = threading.Lock()
+        self._kick = threading.Event()
+        self.scaler = Scaler(store, lambda: self.current, self.kick, held=lambda uid: self.activator.held(uid))
+        self.activator = Activator(self.scaler.wake)
         self._ca = None
         if not self.nginx:
             logs.event(log, "nginx is not installed: deployments are served over plain HTTP on 127.0.0.1 without "
@@ -113,14 +124,38 @@ class NodeAgent:
                     logs.event(log, "realising deployment", namespace=workload.namespace, name=workload.name)
                 try:
                     workload.sync(dep, secrets, configmaps)
+                    self._activator_for(workload, dep)
                 except Exception:  # noqa: BLE001 - one broken workload must not stop the others
                     log.exception("node agent: %s/%s failed", workload.namespace, workload.name)
                     workload.problem = ("AgentError", "the node agent could not run this deployment; see its log")
                 self._report(dep, workload)
             for uid in [u for u in self.workloads if u not in seen]:
+                self.activator.unregister(uid)
                 workload = self.workloads.pop(uid)
                 logs.event(log, "stopping deleted deployment", namespace=workload.namespace, name=workload.name)
                 workload.stop(remove=True)
+
+            self.current = tuple(self.workloads.values())
+
+    def kick(self):
+        """Run the next tick now (a request waits for a replica)."""
+        self._kick.set()
+
+    def _activator_for(self, workload, dep):
+        """An activator listener while the Deployment can scale to zero (and the sidecar exists to route to it)."""
+        params = scaling_params.of_deployment(dep)
+        if params is not None and params.scales_to_zero and self.nginx:
+            if workload.activator_port is None and workload.template is not None:
+                try:
+                    workload.activator_port = self.activator.register(workload, params)
+                except (LookupError, ConfigurationError) as exc:
+                    workload.problem = ("ActivatorError", f"the activator cannot check this deployment's "
+                                                          f"credentials: {exc}")
+                    return
+            self.activator.update(workload, params)
+        elif workload.activator_port is not None:
+            self.activator.unregister(workload.uid, "the deployment no longer scales to zero")
+            workload.activator_port = None
 
     def _report(self, dep, workload):
         meta = dep["metadata"]
@@ -140,14 +175,19 @@ class NodeAgent:
         logs.event(log, "node agent started", data_dir=self.data_dir, nginx=self.nginx or "missing",
                    model_cache=self.fetch_env["FOUNDRY_FETCH_CACHE"],
                    model_cache_limit=self.fetch_env["FOUNDRY_FETCH_CACHE_LIMIT_BYTES"] or "none")
+        scaler = threading.Thread(target=self.scaler.run, args=(stop_event, self.settings.autoscaling.periodSeconds),
+                                  name="autoscaler", daemon=True)
+        scaler.start()
         try:
             while not stop_event.is_set():
                 try:
                     self.tick()
                 except errors.StoreError as exc:
                     logs.event(log, "node agent tick failed", level=logging.WARNING, error=exc.message)
-                stop_event.wait(self.interval)
+                self._kick.wait(self.interval)
+                self._kick.clear()
         finally:
+            scaler.join(10)
             self.shutdown()
             logs.event(log, "node agent stopped")
 
@@ -157,6 +197,7 @@ class NodeAgent:
 
     def shutdown(self):
         """Stop every process this agent started (idempotent). Workload directories stay for the next start."""
+        self.activator.stop()            # held requests are answered (503) before their replicas go
         with self._lock:
             for workload in self.workloads.values():
                 workload.stop()

@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 
 from .. import names
+from ..autoscale import params as scaling_params
 from ..blobcache import format_size
 from ..builders import nginx as nginx_builder
 from .process import Process
@@ -132,6 +133,10 @@ class Workload:
         self.fetch_next = 0.0
         self.apps = []                # [(Process, port)]
         self.metrics_ports = []       # per replica: its keyless metrics port, or None
+        self.draining = []            # [(Process, port, metrics port, since)]: out of nginx, stopped once idle
+        self.scaling = None           # ScalingParams with spec.autoscaling, else None
+        self.activator_port = None    # set by the agent for a deployment that can scale to zero
+        self.ready_ports = ()         # replicas that passed their readiness probe at the last sync
         self.proxy = None
         preferred = None
         endpoint = (meta.get("annotations") or {}).get(names.LOCAL_ENDPOINT) or ""
@@ -224,8 +229,11 @@ class Workload:
     def stop(self, remove=False):
         for proc, _port in self.apps:
             proc.stop()
+        for proc, *_rest in self.draining:
+            proc.stop()
         self.apps = []
         self.metrics_ports = []
+        self.draining = []
         if self.proxy:
             self.proxy.stop()
             self.proxy = None
@@ -236,7 +244,8 @@ class Workload:
             shutil.rmtree(self.dir, ignore_errors=True)     # keys and TLS keys do not linger on disk
 
     def pids(self):
-        procs = [p for p, _ in self.apps] + [p for p in (self.proxy, self.fetcher) if p]
+        procs = [p for p, _ in self.apps] + [d[0] for d in self.draining] + [p for p in (self.proxy, self.fetcher)
+                                                                               if p]
         return [p.pid for p in procs if p.running()]
 
     def sync(self, deployment, secrets, configmaps):
@@ -263,6 +272,7 @@ class Workload:
                                            f"{', '.join(extra)} (vLLM deployments need a cluster)")
             return
         self.replicas = int(spec.get("replicas", 1))
+        self.scaling = scaling_params.of_deployment(deployment)
         problem = self._materialise(secrets, configmaps)
         if problem:
             self.problem = ("VolumeMissing", problem)
@@ -271,7 +281,9 @@ class Workload:
             if not self._run_init(init_containers):
                 return
         self._run_apps(app)
+        self.ready_ports = tuple(self._probe_ready(app)) if self.scaling else ()
         self._run_proxy(proxy)
+        self._drain()
         self.problem = self._crash_problem()
 
     def _run_init(self, init_containers):
@@ -327,9 +339,12 @@ class Workload:
 
     def _run_apps(self, app):
         while len(self.apps) > self.replicas:
-            proc, _port = self.apps.pop()
-            self.metrics_ports.pop()
-            proc.stop()
+            proc, port = self.apps.pop()
+            metrics_port = self.metrics_ports.pop()
+            if self.scaling and proc.running():
+                self.draining.append((proc, port, metrics_port, time.monotonic()))   # nginx forgets it first
+            else:
+                proc.stop()
         while len(self.apps) < self.replicas:
             index = len(self.apps)
             port = free_port()
@@ -351,8 +366,13 @@ class Workload:
         tls_dir = self._vol_dir("tls")
         run = os.path.join(self.dir, "nginx")
         os.makedirs(run, exist_ok=True)
+        ports = tuple(port for _p, port in self.apps)
+        if self.scaling:
+            # an autoscaled deployment's nginx sends only to ready replicas (a loading one would answer 503), the
+            # activator catching the rest; without an activator and no replica ready yet, all of them as before
+            ports = self.ready_ports or (ports if not self.activator_port else ())
         params = nginx_builder.NginxParams(
-            listen=f"127.0.0.1:{self.proxy_port}", app_ports=tuple(port for _p, port in self.apps),
+            listen=f"127.0.0.1:{self.proxy_port}", app_ports=ports, activator_port=self.activator_port,
             cert_path=os.path.join(tls_dir, "tls.crt"), key_path=os.path.join(tls_dir, "tls.key"), temp_dir=run,
             pid_path=os.path.join(run, "nginx.pid"), error_log="stderr", access_log="off", workers="1")
         path = os.path.join(run, "nginx.conf")
@@ -364,7 +384,7 @@ class Workload:
         return path, changed
 
     def _run_proxy(self, proxy):
-        if proxy is None or not self.nginx or not self.apps:
+        if proxy is None or not self.nginx or not (self.apps or self.activator_port):
             return
         conf, changed = self._nginx_config()
         if self.proxy is None:
@@ -388,6 +408,55 @@ class Workload:
             return ("CrashLoopBackOff", f"nginx keeps exiting ({self.proxy.last_exit}): "
                                         f"{self.proxy.log_tail().strip().splitlines()[-1:]}")
         return None
+
+    # --- autoscaling -----------------------------------------------------------------------------------------------
+    def readiness_path(self):
+        _init, app, _proxy = self._containers() if self.template else ([], {}, None)
+        return ((app.get("readinessProbe") or {}).get("httpGet") or {}).get("path")
+
+    def _probe_ready(self, app):
+        path = ((app.get("readinessProbe") or {}).get("httpGet") or {}).get("path")
+        return [port for proc, port in self.apps if proc.running() and (_probe(port, path) if path else True)]
+
+    def replica_ports(self):
+        """(port, keyless metrics URL or None) of each replica whose process runs (ready or not): where the
+        activator looks for a ready one."""
+        return [(port, f"http://127.0.0.1:{m}{names.METRICS_PATH}" if m else None)
+                for (proc, port), m in zip(list(self.apps), list(self.metrics_ports), strict=False) if proc.running()]
+
+    def metrics_urls(self):
+        """The keyless metrics URL of each ready replica (the autoscaler reads their gauges)."""
+        ready = set(self.ready_ports)
+        return [f"http://127.0.0.1:{m}{names.METRICS_PATH}" if m else None
+                for (_proc, port), m in zip(list(self.apps), list(self.metrics_ports), strict=False) if port in ready]
+
+    def start_failure(self):
+        """Why a replica cannot come up now (a fetch failure, a model server that exited), else None."""
+        if self.problem and self.problem[0] not in ("Restarting",):
+            return self.problem[1]
+        for proc, _port in list(self.apps):
+            if proc.last_exit and not proc.running():
+                tail = [line for line in proc.log_tail().splitlines() if line.strip() and not line.startswith("---")]
+                return f"the model server {proc.last_exit}" + (f": {tail[-1][:300]}" if tail else "")
+        return None
+
+    def app_env(self):
+        """The model server's environment as it runs here (the activator builds the same auth from it)."""
+        _init, app, _proxy = self._containers()
+        return self._env(app)
+
+    def _drain(self, grace_s=2.0, limit_s=300.0):
+        """Stop a removed replica once nginx has forgotten it (a reload ago) and it has nothing in flight."""
+        from ..autoscale import gauges
+        keep = []
+        for proc, port, metrics_port, since in self.draining:
+            waited = time.monotonic() - since
+            idle = metrics_port is None or gauges.read(f"http://127.0.0.1:{metrics_port}{names.METRICS_PATH}")[0] == 0
+            if not proc.running() or waited >= limit_s or (waited >= grace_s and idle):
+                proc.stop()
+            else:
+                keep.append((proc, port, metrics_port, since))
+        self.draining = keep
 
     # --- what it reports -------------------------------------------------------------------------------------------
     def ready_count(self):

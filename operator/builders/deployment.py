@@ -17,6 +17,7 @@
 import json
 
 from .. import names
+from ..autoscale import params as scaling_params
 from ..blobcache import parse_size
 from .common import metadata
 
@@ -290,11 +291,13 @@ def deployment(owner, spec, resolved, settings, *, tls_secret_name, config_hash,
     # one GPU node cannot hold an old and a new pod at once: replace instead of surging
     strategy = ({"type": "Recreate"} if spec.compute == "gpu" else
                 {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})
+    scaling = ({scaling_params.ANNOTATION: scaling_params.resolve(spec.autoscaling, settings).to_annotation()}
+               if spec.autoscaling else None)
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": metadata(owner, owner.name, "model-server"),
+        "metadata": metadata(owner, owner.name, "model-server", scaling),
         "spec": {
-            "replicas": spec.replicas,
+            "replicas": spec.autoscaling.initial_replicas if spec.autoscaling else spec.replicas,
             "revisionHistoryLimit": 3,
             "progressDeadlineSeconds": settings.progressDeadlineSeconds,
             "selector": {"matchLabels": names.child_labels(owner.name)},

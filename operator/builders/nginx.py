@@ -129,10 +129,21 @@ class NginxParams:
     error_log: str = "stderr"
     access_log: str = "off"
     workers: str = "1"
+    activator_port: int = None    # embedded scale to zero: the activator, a backup behind the replicas
+
+
+def _upstreams(params):
+    """The replicas; with an activator it is their backup (nginx tries it when no replica accepts the connection),
+    and the only server while no replica is ready (docs/autoscaling.md)."""
+    lines = [f"        server 127.0.0.1:{port} max_fails=0;" for port in params.app_ports]
+    if params.activator_port:
+        backup = " backup" if lines else ""
+        lines.append(f"        server 127.0.0.1:{params.activator_port} max_fails=0{backup};")
+    return "\n".join(lines)
 
 
 def render(params):
-    upstreams = "\n".join(f"        server 127.0.0.1:{port} max_fails=0;" for port in params.app_ports)
+    upstreams = _upstreams(params)
     text = _TEMPLATE.format(workers=params.workers, pid_path=params.pid_path, error_log=params.error_log,
                             access_log=params.access_log, temp_dir=params.temp_dir, max_body=MAX_BODY,
                             timeout=TIMEOUT_S, upstreams=upstreams, listen=params.listen,

@@ -39,3 +39,36 @@ def test_modeldeployment_table_has_state_ready_endpoint_age(kube, kube_store, ku
     assert columns[1:] == ["State", "Ready", "Endpoint", "Age"]
     row = table["rows"][0]["cells"]
     assert row[:4] == ["phi", "Running", 1, "https://phi:8443"]
+
+
+def _scale_call(kube, method, path, body=None):
+    client = kube.api_client()
+    method, url, headers, body, _post = client.param_serialize(
+        method, path, body=body, header_params={"Accept": "application/json", "Content-Type": "application/json"},
+        auth_settings=["BearerToken"])
+    return json.loads(client.call_api(method, url, header_params=headers, body=body).read())
+
+
+@pytest.mark.parametrize("kind, plural, spec", [
+    ("ModelDeployment", "modeldeployments", {"model": {"ref": "phi"}, "compute": "cpu", "replicas": 1}),
+    ("InferenceService", "inferenceservices", {"modelSource": {"foundry": {"name": "phi"}}, "hardware": "cpu"}),
+])
+def test_scale_subresource_reads_status_and_writes_spec_replicas(kube, kube_store, kube_namespace, kind, plural,
+                                                                  spec):
+    """What `kubectl scale` and an HPA call: GET/PUT .../scale on the real apiserver."""
+    kube_store.create({"apiVersion": "foundrylocal.azure.com/v1", "kind": kind,
+                       "metadata": {"name": "phi", "namespace": kube_namespace}, "spec": spec})
+    selector = "app.kubernetes.io/managed-by=foundry-local-operator"
+    kube_store.patch_status(kind, kube_namespace, "phi", {"replicas": 1, "selector": selector})
+    path = f"/apis/foundrylocal.azure.com/v1/namespaces/{kube_namespace}/{plural}/phi/scale"
+    scale = _scale_call(kube, "GET", path)
+    assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 1
+    assert scale["status"] == {"replicas": 1, "selector": selector}
+    scale["spec"]["replicas"] = 4
+    assert _scale_call(kube, "PUT", path, scale)["spec"]["replicas"] == 4
+    assert kube_store.get(kind, kube_namespace, "phi")["spec"]["replicas"] == 4
+    scale["spec"]["replicas"] = 101
+    scale["metadata"].pop("resourceVersion")
+    refused = _scale_call(kube, "PUT", path, scale)     # the CRD's bounds hold through the subresource too
+    assert refused["code"] == 422 and refused["details"]["causes"][0]["field"] == "spec.replicas"
+    assert kube_store.get(kind, kube_namespace, "phi")["spec"]["replicas"] == 4

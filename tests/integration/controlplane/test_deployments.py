@@ -21,7 +21,8 @@ REFERENCE_PATCH = """{
     "limits": { "cpu": "8000m", "memory": "16Gi" }
   }
 }"""
-STATUS_FIELDS = {"state", "message", "readyReplicas", "deploymentReady", "serviceReady", "internalEndpoint",
+STATUS_FIELDS = {"state", "message", "replicas", "desiredReplicas", "lastScaling", "readyReplicas", "deploymentReady",
+                 "serviceReady", "internalEndpoint",
                  "externalEndpoint", "resolvedModel", "authentication", "conditions", "observedGeneration"}
 JSON = {"Content-Type": "application/json"}
 
