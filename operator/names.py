@@ -26,6 +26,10 @@ KEYS_GENERATED = "foundry.azure.com/keys-generated-at"   # the operator's own fi
 LOCAL_ENDPOINT = "foundry.azure.com/local-endpoint"      # embedded node agent: where the TLS sidecar listens
 LOCAL_METRICS = "foundry.azure.com/local-metrics-endpoint"  # embedded node agent: the first replica's metrics URL
 DEPRECATED_FROM = "foundry.azure.com/legacy-kind"
+# on a model pod (cluster): digest of the API keys its Secret volume should hold. Written by the operator on pods that
+# started before a key rotation: a pod update makes the kubelet sync the pod at once, which refreshes its Secret
+# volumes (instead of the kubelet's periodic sync, up to a minute or more)
+KEYS_DIGEST = "foundry.azure.com/api-keys-digest"
 
 # catalog ConfigMap
 CATALOG_CONFIGMAP = "foundry-local-catalog"
@@ -89,4 +93,6 @@ RESTARTS_CONDITION = "ModelServerRestarts"
 # Progressing reason of a Deployment whose processes a freshly started node agent has not brought up yet: whatever an
 # earlier life of `up` reported is void, so the deployment is not Running until this life's processes answer.
 NODE_RESTART_REASON = "NodeAgentRestarted"
+# exits of a model server after which a deployment whose server keeps exiting is in Error (both modes)
+CRASH_LOOP_RESTARTS = 3
 DOWNLOAD_CONDITION = "ModelDownloading"       # embedded node agent: the fetcher's progress (bytes done / total)
