@@ -351,7 +351,16 @@ def test_status_shows_the_restart_and_two_replicas_refuse_a_rotated_key(node, co
         return found and found[0]
     cond = wait_for(node, restart_condition, 60, "the ModelServerRestarted condition on iris")
     assert cond["status"] == "True" and cond["reason"] == "ProcessExited", cond
+    print(f"\nrestart condition: {cond['message']}", flush=True)
     assert "model-server restarted 1 time(s), last exited with" in cond["message"], cond
+    # the store's log read (how the operator follows a fetcher's progress) through the apiserver and the kubelet
+    from foundry_inference.store.kube import KubernetesStore
+    pod = core.list_namespaced_pod(NS, label_selector="foundry.azure.com/deployment=iris").items[0]
+    store = KubernetesStore(kubeconfig=node.info_dict["kubeconfig"])
+    try:
+        assert "model-fetcher: " in store.pod_log(NS, pod.metadata.name, "model-fetcher")
+    finally:
+        store.close()
     endpoint = expose(core, net, NS, net.call(platform.deployment, "iris", NS)["status"]["internalEndpoint"])
     took = _rotate_and_time(node, net, platform, endpoint, "primary", samples=10)
     NUMBERS["key rotation, 2 replicas -> old key refused by both (s)"] = took
@@ -368,6 +377,7 @@ def test_unfetchable_model_and_missing_image_are_errors_with_their_cause(node, c
     NUMBERS["unfetchable model -> Error (s)"] = round(time.monotonic() - started, 1)
     assert "model fetch failed" in status["message"] and "registry.example.com" in status["message"], status
     assert "progress deadline" not in status["message"], status
+    print(f"\nunfetchable model: {status['message']}", flush=True)
     net.call(platform.delete, "unfetchable", NS)
 
     # the fetcher's image missing on the node (pull policy Never here: ErrImageNeverPull; from a registry the kubelet
@@ -382,6 +392,7 @@ def test_unfetchable_model_and_missing_image_are_errors_with_their_cause(node, c
         status = wait_state(node, core, net, platform, "noimage", "Error", 180)
         NUMBERS["missing image -> Error (s)"] = round(time.monotonic() - started, 1)
         assert "ErrImageNeverPull" in status["message"] and missing in status["message"], status
+        print(f"\nmissing image: {status['message']}", flush=True)
         net.call(platform.delete, "noimage", NS)
     finally:
         _upgrade_operator(node, core, release["values"])
