@@ -194,8 +194,8 @@ def test_the_keys_watch_starts_a_pass_at_once_after_a_rotation(env):
         started = time.monotonic()
         digest = pod_status.keys_digest(secret)
         wait_for(lambda: all((p["metadata"].get("annotations") or {}).get(names.KEYS_DIGEST) == digest
-                             for p in _pods(env, "phi")), 10, "the pod annotated after the rotation")
-        assert time.monotonic() - started < 3, time.monotonic() - started
+                             for p in _pods(env, "phi")), 20, "the pod annotated after the rotation")
+        assert time.monotonic() - started < 8, time.monotonic() - started       # not the 60 s poll
         assert op.passes > passes
     finally:
         stop.set()
