@@ -124,9 +124,9 @@ def test_restarts_show_on_status_and_a_crash_loop_is_an_error(env):
     crash = {"exitCode": 1, "reason": "Error", "message": "loading model.onnx\nInvalidProtobuf: model.onnx\n"}
     _set(env, pod, init={"state": {"terminated": {"exitCode": 0}}}, app={
         "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "restartCount": 3, "lastState": {"terminated": crash}})
-    op.run_pass()
-    st = _status(env, "phi")
-    assert st["state"] == "Error", st
+    # once the deployment controller has seen the pod unready (until then the Deployment still counts it ready)
+    st = wait_for(lambda: op.run_pass() and (lambda s: s["state"] == "Error" and s)(_status(env, "phi")), 30,
+                  "the crash loop on status")
     assert st["message"] == "model-server keeps exiting (exited with 1 (Error), 3 restarts): InvalidProtobuf: " \
                             "model.onnx", st
 
