@@ -39,6 +39,12 @@ def list_all(store, kind, namespace, selector, page_size):
     return []
 
 
+def _from_replicaset_of(pod, deployment):
+    """A pod of the Deployment's own ReplicaSets (`<deployment>-<hash>`), not just any pod wearing its labels."""
+    ref = next((r for r in pod["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
+    return ref is not None and ref.get("kind") == "ReplicaSet" and (ref.get("name") or "").startswith(f"{deployment}-")
+
+
 def take(store, namespaces, page_size=500, pool=None, pods=False):
     """`namespaces`: a list of names, or None for every namespace. With a thread pool the lists run concurrently
     (the apiserver serialises one while the operator decodes another). `pods`: list the children's pods too (on a
@@ -65,7 +71,8 @@ def take(store, namespaces, page_size=500, pool=None, pods=False):
                 meta = obj["metadata"]
                 owner = (meta.get("labels") or {}).get(names.DEPLOYMENT_LABEL)
                 if owner and kind == "Pod":
-                    snap.pods.setdefault((meta["namespace"], owner), []).append(obj)
+                    if _from_replicaset_of(obj, owner):
+                        snap.pods.setdefault((meta["namespace"], owner), []).append(obj)
                 elif owner:
                     snap.children.setdefault((meta["namespace"], owner), {})[(obj["kind"], meta["name"])] = obj
     return snap

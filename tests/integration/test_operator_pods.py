@@ -217,3 +217,19 @@ def test_a_running_fetcher_whose_log_cannot_be_read_leaves_the_deployment_creati
         assert report.failed == 0 and report.unchanged == 0, report
     st = _status(env, "phi")
     assert st["state"] == "Creating" and not [c for c in st["conditions"] if c["type"] == "ModelDownloading"], st
+
+
+def test_attack_a_pod_that_only_wears_the_labels_cannot_put_a_cause_on_the_status(env):
+    """Someone who may create pods in the namespace labels one like a deployment's pod: it is not one of the
+    Deployment's ReplicaSet's pods, so its status is not reported and it is never annotated."""
+    env.store.create(mdep("phi", env.ns))
+    op = env.operator()
+    converge(op)
+    labels = {**names.child_labels("phi"), names.COMPONENT_LABEL: "model-server"}
+    fake = env.store.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "phi-fake", "namespace": env.ns, "labels": labels},
+        "spec": {"containers": [{"name": "model-server", "image": "server:1"}]}})
+    _set(env, fake, app={"state": {"waiting": {"reason": "ImagePullBackOff", "message": "planted"}}})
+    converge(op)
+    st = _status(env, "phi")
+    assert st["state"] == "Creating" and "planted" not in st["message"], st
