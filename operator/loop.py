@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from foundry_inference import logs
 from foundry_inference.store import errors
 
-from . import reconcile_model, snapshot
+from . import keys_watch, reconcile_model, snapshot
 from .backoff import Backoff
 from .ca import CertificateAuthority
 from .catalog_sync import CatalogSync
@@ -61,6 +61,8 @@ class Operator:
         self.last_attempt_at = None
         self.last_error = None
         self.metrics = OperatorMetrics()   # served at /metrics on the probe port (health.py)
+        self.wake = threading.Event()      # set by the keys watch (keys_watch.py): start the next pass now
+        self._watches = []
 
     # --- one pass --------------------------------------------------------------------------------------------------
     def run_pass(self):
@@ -70,7 +72,8 @@ class Operator:
         report = PassReport()
         catalog = self.catalog.tick(now)
         ca_cert, ca_key = self.ca.ensure()
-        snap = snapshot.take(self.store, self.settings.namespaces, self.settings.pageSize, self._pool)
+        snap = snapshot.take(self.store, self.settings.namespaces, self.settings.pageSize, self._pool,
+                             pods=self.store.runs_pods)
         ctx = PassContext(catalog=catalog, ca_cert=ca_cert, ca_key=ca_key, now=now, catalog_token=self.catalog.token)
         alive = set()
         for models in snap.models.values():
@@ -144,7 +147,10 @@ class Operator:
         logs.event(log, "operator started", namespaces=list(self.settings.namespaces or ["*"]),
                    poll_interval_s=self.settings.pollIntervalSeconds, embedded=self.settings.embedded)
         self.started_at = time.monotonic()
+        if self.store.runs_pods:
+            self._watches = keys_watch.start(self.store.store, self.settings.namespaces, self.wake, stop_event)
         while not stop_event.is_set():
+            self.wake.clear()
             try:
                 report = self.run_pass()
             except errors.StoreError as exc:
@@ -167,10 +173,21 @@ class Operator:
                                seconds=round(report.seconds, 3))
                 if on_pass:
                     on_pass(report)
-            stop_event.wait(wait)
+            self._sleep(stop_event, wait)
         logs.event(log, "operator stopped")
 
+    def _sleep(self, stop_event, seconds):
+        """Wait `seconds`, less when stopped or woken (a wake during the pass starts the next one at once)."""
+        deadline = time.monotonic() + seconds
+        while not stop_event.is_set() and not self.wake.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.wake.wait(min(left, 0.25))
+
     def close(self):
+        for watch in self._watches:
+            watch.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 

@@ -28,6 +28,10 @@ LOCAL_METRICS = "foundry.azure.com/local-metrics-endpoint"
 # the autoscaler's last decision on a Deployment it scales: JSON {"replicas", "reason", "time"} (status.lastScaling)
 LAST_SCALING = "foundry.azure.com/last-scaling"  # embedded node agent: the first replica's metrics URL
 DEPRECATED_FROM = "foundry.azure.com/legacy-kind"
+# on a model pod (cluster): digest of the API keys its Secret volume should hold. Written by the operator on pods that
+# started before a key rotation: a pod update makes the kubelet sync the pod at once, which refreshes its Secret
+# volumes (instead of the kubelet's periodic sync, up to a minute or more)
+KEYS_DIGEST = "foundry.azure.com/api-keys-digest"
 
 # catalog ConfigMap
 CATALOG_CONFIGMAP = "foundry-local-catalog"
@@ -93,4 +97,6 @@ RESTARTS_CONDITION = "ModelServerRestarts"
 # Progressing reason of a Deployment whose processes a freshly started node agent has not brought up yet: whatever an
 # earlier life of `up` reported is void, so the deployment is not Running until this life's processes answer.
 NODE_RESTART_REASON = "NodeAgentRestarted"
+# exits of a model server after which a deployment whose server keeps exiting is in Error (both modes)
+CRASH_LOOP_RESTARTS = 3
 DOWNLOAD_CONDITION = "ModelDownloading"       # embedded node agent: the fetcher's progress (bytes done / total)

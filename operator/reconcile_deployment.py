@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from foundry_inference.store import errors
 
-from . import apply, names
+from . import apply, names, pod_status
 from . import spec as spec_mod
 from . import status as status_mod
 from .builders import common, ingress, keys, nginx, service, tls
@@ -36,6 +36,8 @@ class Outcome:
     service: dict = None
     ingress: dict = None
     keys_secret: dict = None
+    pod_conditions: list = field(default_factory=list)   # cluster: what the pods say (pod_status.conditions)
+    fetching: bool = False         # a fetcher is running: its progress moves without any resourceVersion moving
     actions: list = field(default_factory=list)   # (action, kind, name)
     status_written: bool = False
     skipped: bool = False          # nothing moved since the last reconcile found it in order
@@ -79,7 +81,9 @@ def fingerprint(obj, kids, snapshot, ctx):
     model = snapshot.models_in(meta["namespace"]).get(ref) if ref else None
     return (meta.get("resourceVersion"), ctx.catalog_token, ctx.now.strftime("%Y%m%d%H"),
             (model or {}).get("metadata", {}).get("resourceVersion"),
-            tuple(sorted((k, n, o["metadata"].get("resourceVersion")) for (k, n), o in kids.items())))
+            tuple(sorted((k, n, o["metadata"].get("resourceVersion")) for (k, n), o in kids.items())),
+            tuple(sorted((p["metadata"]["name"], p["metadata"].get("resourceVersion"))
+                         for p in snapshot.pods_of(meta["namespace"], meta["name"]))))
 
 
 class DeploymentReconciler:
@@ -135,7 +139,7 @@ class DeploymentReconciler:
         self._quiet.pop(uid, None)
         out = self._reconcile(obj, snapshot, ctx)
         conflict = out.error is not None and out.error[1] == "NameConflict"   # a foreign object may go unseen
-        if not out.actions and not out.status_written and not conflict:
+        if not out.actions and not out.status_written and not conflict and not out.fetching:
             self._quiet[uid] = mark
         return out
 
@@ -153,6 +157,11 @@ class DeploymentReconciler:
         keys_obj = snapshot.children_of(owner.namespace, owner.name).get(("Secret", names.keys_secret(owner.name)))
         if keys_obj is not None and _mine(keys_obj, owner):
             out.keys_secret = keys_obj
+        pods = snapshot.pods_of(owner.namespace, owner.name)
+        if pods:
+            out.pod_conditions = pod_status.conditions(pods, self._fetcher_log)
+            out.fetching = any("running" in (cs.get("state") or {}) for p in pods
+                               for cs in (p.get("status") or {}).get("initContainerStatuses") or [])
         if obj["metadata"].get("deletionTimestamp"):
             return self._write_status(obj, out, ctx)
         try:
@@ -173,6 +182,8 @@ class DeploymentReconciler:
             if out.spec.auth_enabled:
                 self._ensure_keys(owner, out, ctx)      # before the Deployment: its pods start with the keys mounted
             self._apply(owner, out, existing, ctx)
+            if out.spec.auth_enabled and out.keys_secret is not None:
+                self._nudge_pods(owner, out, pods)
         except apply.ForeignChild as exc:
             out.error, out.error_stage = ("Error", "NameConflict", str(exc)), "apply"
         except errors.Invalid as exc:
@@ -219,6 +230,25 @@ class DeploymentReconciler:
             out.actions.append(("deleted", kind, name))
             if kind == "Ingress":
                 out.ingress = None
+
+    def _fetcher_log(self, pod, container):
+        """The tail of a running fetcher's log, None when the kubelet cannot be asked (progress is best effort)."""
+        try:
+            return self.store.pod_log(pod["metadata"]["namespace"], pod["metadata"]["name"], container)
+        except errors.StoreError as exc:
+            log.debug("no log of %s/%s: %s", pod["metadata"]["name"], container, exc.message)
+            return None
+
+    def _nudge_pods(self, owner, out, pods):
+        """Annotate the pods that started before the last key change (pod_status.stale_for_keys): the kubelet then
+        refreshes their Secret volume at once and the server's key-file reload picks the new keys up."""
+        patch = pod_status.keys_patch(out.keys_secret)
+        for name in pod_status.stale_for_keys(pods, out.keys_secret):
+            try:
+                self.store.patch("Pod", owner.namespace, name, patch)
+            except errors.NotFound:
+                continue
+            out.actions.append(("annotated", "Pod", name))
 
     def _ensure_keys(self, owner, out, ctx):
         """Create the keys Secret once (again only if someone deleted it); on an existing one repair only what is

@@ -16,9 +16,13 @@ class Snapshot:
     owners: list = field(default_factory=list)
     models: dict = field(default_factory=dict)      # namespace -> {name: Model}
     children: dict = field(default_factory=dict)    # (namespace, deployment label) -> {(kind, name): object}
+    pods: dict = field(default_factory=dict)        # (namespace, deployment label) -> [Pod] (cluster only)
 
     def children_of(self, namespace, name):
         return self.children.get((namespace, name), {})
+
+    def pods_of(self, namespace, name):
+        return self.pods.get((namespace, name), [])
 
     def models_in(self, namespace):
         return self.models.get(namespace, {})
@@ -35,13 +39,20 @@ def list_all(store, kind, namespace, selector, page_size):
     return []
 
 
-def take(store, namespaces, page_size=500, pool=None):
+def _from_replicaset_of(pod, deployment):
+    """A pod of the Deployment's own ReplicaSets (`<deployment>-<hash>`), not just any pod wearing its labels."""
+    ref = next((r for r in pod["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
+    return ref is not None and ref.get("kind") == "ReplicaSet" and (ref.get("name") or "").startswith(f"{deployment}-")
+
+
+def take(store, namespaces, page_size=500, pool=None, pods=False):
     """`namespaces`: a list of names, or None for every namespace. With a thread pool the lists run concurrently
-    (the apiserver serialises one while the operator decodes another)."""
+    (the apiserver serialises one while the operator decodes another). `pods`: list the children's pods too (on a
+    cluster; the embedded store has none)."""
     jobs = []
     for ns in namespaces or [None]:
         jobs += [(kind, ns, None) for kind in (*OWNER_KINDS, "Model")]
-        jobs += [(kind, ns, names.SELECTOR) for kind in CHILD_KINDS]
+        jobs += [(kind, ns, names.SELECTOR) for kind in CHILD_KINDS + (("Pod",) if pods else ())]
     if pool is None:
         results = [list_all(store, kind, ns, selector, page_size) for kind, ns, selector in jobs]
     else:
@@ -59,6 +70,9 @@ def take(store, namespaces, page_size=500, pool=None):
             for obj in items:
                 meta = obj["metadata"]
                 owner = (meta.get("labels") or {}).get(names.DEPLOYMENT_LABEL)
-                if owner:
+                if owner and kind == "Pod":
+                    if _from_replicaset_of(obj, owner):
+                        snap.pods.setdefault((meta["namespace"], owner), []).append(obj)
+                elif owner:
                     snap.children.setdefault((meta["namespace"], owner), {})[(obj["kind"], meta["name"])] = obj
     return snap

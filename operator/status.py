@@ -56,10 +56,12 @@ def rollout(deployment, replicas):
     return ready, complete, None if complete else failure
 
 
-def _child_condition(deployment, type_):
-    """The child Deployment's condition of `type_` when it is True (set by the embedded node agent), else None."""
-    return next((c for c in ((deployment or {}).get("status") or {}).get("conditions") or []
-                 if c.get("type") == type_ and c.get("status") == "True"), None)
+def _child_condition(outcome, type_, status="True"):
+    """The condition of `type_` with `status` that the embedded node agent set on the child Deployment, or that the
+    deployment's pods show on a cluster (pod_status.conditions: the same shape), else None."""
+    found = ((outcome.deployment or {}).get("status") or {}).get("conditions") or []
+    return next((c for c in [*(outcome.pod_conditions or []), *found]
+                 if c.get("type") == type_ and c.get("status") == status), None)
 
 
 def desired_replicas(deployment, spec):
@@ -103,6 +105,9 @@ def compute(obj, outcome, settings, now=None):
     autoscaled = spec is not None and spec.autoscaling is not None
     replicas = desired_replicas(outcome.deployment, spec)
     ready, complete, failure = rollout(outcome.deployment, replicas)
+    stuck = next((c for c in outcome.pod_conditions or [] if c.get("type") == "Progressing"), None)
+    if stuck is not None and not complete:
+        failure = stuck.get("message")      # the pods name the cause; the Deployment only its deadline, later
     conds = []
 
     def add(type_, status_, reason, message):
@@ -118,14 +123,14 @@ def compute(obj, outcome, settings, now=None):
         state, reason, message = "ScaledToZero", "ScaledToZero", "no replica runs (idle); the next request starts one"
     elif complete:
         state, reason, message = "Running", "Running", f"{ready}/{replicas} replicas ready"
-    elif (_child_condition(outcome.deployment, "Progressing") or {}).get("reason") == names.NODE_RESTART_REASON:
+    elif (_child_condition(outcome, "Progressing") or {}).get("reason") == names.NODE_RESTART_REASON:
         state, reason, message = "Creating", "Restarting", f"the node restarted; starting: {ready}/{replicas} " \
                                                            "replicas ready"
     elif previous.get("state") in ("Running", "Updating") and outcome.deployment is not None:
         state, reason, message = "Updating", "RollingOut", f"updating: {ready}/{replicas} replicas ready"
     else:
         state, reason, message = "Creating", "Creating", f"creating: {ready}/{replicas} replicas ready"
-    download = _child_condition(outcome.deployment, names.DOWNLOAD_CONDITION)
+    download = _child_condition(outcome, names.DOWNLOAD_CONDITION)
     if download is not None and state in ("Creating", "Updating"):
         reason, message = "DownloadingModel", f"{message}; downloading the model: {download.get('message')}"
 
@@ -150,7 +155,7 @@ def compute(obj, outcome, settings, now=None):
                                                     "can be written")
     if download is not None and state in ("Creating", "Updating"):
         add("ModelDownloading", "True", "Downloading", download.get("message") or "downloading the model")
-    restarts = _child_condition(outcome.deployment, names.RESTARTS_CONDITION)
+    restarts = _child_condition(outcome, names.RESTARTS_CONDITION)
     if restarts is not None:
         add("ModelServerRestarted", "True", "ProcessExited", restarts.get("message") or "the model server restarted")
     if spec is not None and spec.dropped:

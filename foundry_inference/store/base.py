@@ -83,6 +83,12 @@ class ResourceStore(abc.ABC):
             if not token:
                 return items
 
+    runs_pods = False       # True where the store's objects run as pods (a cluster); the embedded store has none
+
+    def pod_log(self, namespace, name, container, tail_lines=20, limit_bytes=16384):
+        """The tail of a pod container's log as text, or None where the store runs no pods (embedded)."""
+        return None
+
     def close(self):  # noqa: B027 - optional hook, nothing to release by default
         """Release connections."""
 

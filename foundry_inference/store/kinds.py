@@ -52,6 +52,9 @@ KINDS = {k.kind: k for k in (
     Kind("v1", "ConfigMap", "configmaps"),
     Kind("networking.k8s.io/v1", "Ingress", "ingresses", status_subresource=True),
     Kind("v1", "Namespace", "namespaces", namespaced=False, status_subresource=True),
+    # read by the operator on a cluster only (restarts, fetch and image-pull failures, download progress); the
+    # embedded store holds no pods: its node agent reports the same facts on the Deployment's status
+    Kind("v1", "Pod", "pods", status_subresource=True),
 )}
 
 

@@ -85,6 +85,8 @@ def _clean(obj):
 
 
 class KubernetesStore(ResourceStore):
+    runs_pods = True
+
     def __init__(self, kubeconfig=None, context=None, configuration=None, timeout=(3, 30), pool_size=16):
         cfg = configuration or load_configuration(kubeconfig, context)
         cfg.retries = urllib3.Retry(total=1, connect=1, read=0, backoff_factor=0.2)
@@ -99,12 +101,13 @@ class KubernetesStore(ResourceStore):
         return KubernetesStore(configuration=copy.deepcopy(self.configuration), timeout=self.timeout,
                                pool_size=pool_size)
 
-    def _request(self, method, path, query=None, body=None, content_type="application/json"):
+    def _request(self, method, path, query=None, body=None, content_type="application/json",
+                 accept="application/json"):
         """One HTTP call; returns (status, raw body). Transport failures become Unavailable."""
         try:
             method, url, headers, body, post = self.api.param_serialize(
                 method, path, query_params=list((query or {}).items()),
-                header_params={"Accept": "application/json", "Content-Type": content_type},
+                header_params={"Accept": accept, "Content-Type": content_type},
                 body=body, auth_settings=["BearerToken"])
             resp = self.api.call_api(method, url, header_params=headers, body=body, post_params=post,
                                      _request_timeout=self.timeout)
@@ -112,12 +115,16 @@ class KubernetesStore(ResourceStore):
         except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise _wrap(exc) from None
 
-    def _call(self, method, path, query=None, body=None, content_type="application/json"):
-        status, data = self._request(method, path, query, body, content_type)
+    @staticmethod
+    def _check(status, data):
         if not 200 <= status <= 299:
             exc = kubernetes.client.ApiException(status=status, reason=f"HTTP {status}")
             exc.body = data.decode(errors="replace") if data else ""
             raise _wrap(exc)
+
+    def _call(self, method, path, query=None, body=None, content_type="application/json"):
+        status, data = self._request(method, path, query, body, content_type)
+        self._check(status, data)
         try:
             return json.loads(data or b"{}")
         except ValueError:
@@ -171,12 +178,22 @@ class KubernetesStore(ResourceStore):
     def delete(self, kind, namespace, name):
         self._call("DELETE", kind_of(kind).path(namespace, name), body={"propagationPolicy": "Background"})
 
-    def watch(self, kind, namespace=None, resource_version=None, timeout_s=60):
+    def pod_log(self, namespace, name, container, tail_lines=20, limit_bytes=16384):
+        """The tail of one container's log (the apiserver asks the pod's kubelet)."""
+        status, data = self._request("GET", kind_of("Pod").path(namespace, name, "log"),
+                                     {"container": container, "tailLines": int(tail_lines),
+                                      "limitBytes": int(limit_bytes)}, accept="*/*")
+        self._check(status, data)
+        return data.decode(errors="replace")
+
+    def watch(self, kind, namespace=None, resource_version=None, timeout_s=60, label_selector=None):
         """Open a watch on a collection from `resource_version`; returns a WatchStream of (type, object) events.
         The apiserver ends it after `timeout_s`; an expired resourceVersion raises Gone (list again)."""
         query = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": int(timeout_s)}
         if resource_version:
             query["resourceVersion"] = resource_version
+        if label_selector:
+            query["labelSelector"] = label_selector
         try:
             method, url, headers, _body, _post = self.api.param_serialize(
                 "GET", kind_of(kind).path(namespace), query_params=list(query.items()),

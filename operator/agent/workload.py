@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import socket
 import sys
@@ -23,15 +22,13 @@ import time
 import urllib.error
 import urllib.request
 
-from .. import names
+from .. import fetch_log, names
 from ..autoscale import params as scaling_params
-from ..blobcache import format_size
 from ..builders import nginx as nginx_builder
 from .process import Process
 
 log = logging.getLogger("foundry_inference.operator.agent")
-CRASH_LOOP_RESTARTS = 3
-_PROGRESS = re.compile(r"progress: (\d+) of (\d+) bytes \((\d+)%\)")
+CRASH_LOOP_RESTARTS = names.CRASH_LOOP_RESTARTS
 # What a process the agent starts inherits from the agent's own environment; everything else (registry passwords,
 # cloud tokens, whatever the shell that ran `up` held) stays out, as it would from a pod. The basics a process
 # needs, GPU selection, the machine's proxy and CA settings, and the settings an admin gives the whole machine: the
@@ -300,8 +297,7 @@ class Workload:
                 self.fetcher, self.fetched, self.problem, self.fetch_failures = None, True, None, 0
                 return True
             self.fetch_failures += 1
-            lines = [line for line in self.fetcher.log_tail().splitlines() if "failed" in line]
-            why = lines[-1].split("failed:", 1)[-1].strip() if lines else (self.fetcher.last_exit or f"exit {code}")
+            why = fetch_log.failure_cause(self.fetcher.log_tail()) or self.fetcher.last_exit or f"exit {code}"
             self.problem = ("FetchFailed", f"model fetch failed (attempt {self.fetch_failures}): {why}")
             self.fetch_next = time.monotonic() + min(60.0, 2.0 ** (self.fetch_failures - 1))
             self.fetcher = None
@@ -475,11 +471,7 @@ class Workload:
         """'1.2 GiB of 5.0 GiB (24%)' from the running fetcher's last progress line, else None."""
         if self.fetcher is None or not self.fetcher.running():
             return None
-        found = _PROGRESS.findall(self.fetcher.log_tail())
-        if not found:
-            return None
-        done, total, pct = (int(v) for v in found[-1])
-        return f"{format_size(done)} of {format_size(total)} ({pct}%)"
+        return fetch_log.download_progress(self.fetcher.log_tail())
 
     def endpoint(self):
         _init, _app, proxy = self._containers() if self.template else ([], {}, None)

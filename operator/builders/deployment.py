@@ -148,6 +148,8 @@ def model_server(owner, spec, resolved, settings, auth_mode):
                    "containerPort": vllm_port(spec.port) if resolved.runtime == "vllm" else spec.port,
                    "protocol": "TCP"}],
         "resources": resources(spec),
+        # the last log lines of a crashed server become its termination message (status: why it keeps exiting)
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         # model loading can take minutes: the startup probe allows 10 of them before liveness takes over
         "startupProbe": _https_probe(health, 10, 60),
         "livenessProbe": _https_probe(health, 20, 3),
@@ -253,6 +255,8 @@ def model_fetcher(resolved, settings, size_limit=None):
         "command": list(FETCH_COMMAND), "env": env,
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
         "volumeMounts": [{"name": "models", "mountPath": names.MODELS_DIR}],
+        # a failed fetch's `failed: <cause>` line becomes the termination message the operator shows in status
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": _restricted(),
     }
 

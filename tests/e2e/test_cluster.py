@@ -8,6 +8,7 @@ without them this module skips on a developer machine and fails under CI (tests/
 """
 import base64
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -248,24 +249,44 @@ def test_chat_sample_streams_through_the_openai_client(node, core, net, platform
 
 
 # --- 5. key rotation on the real kubelet ----------------------------------------------------------------------------
-def test_rotated_key_is_refused_while_the_other_works(node, core, net, platform):
-    """The Secret volume reaches the pod on the kubelet's own schedule: measured and reported (NUMBERS)."""
-    endpoint = expose(core, net, NS, net.call(platform.deployment, "iris", NS)["status"]["internalEndpoint"])
+KEY_BOUND_S = 5.0       # FOUNDRY_KEY_PROPAGATION_S on a cluster: the rotate answer's effectiveAt promises this
+
+
+def _rotate_and_time(node, net, platform, endpoint, which, samples=10):
+    """Rotate `which`; seconds until the old key is refused (every one of `samples` requests, so that with several
+    replicas behind kube-proxy each pod is asked), while the other key works throughout."""
     primary, secondary = net.call(platform.keys, "iris", NS)
-    net.call(platform.rotate, "iris", "primary", NS)
+    old, other = (primary, secondary) if which == "primary" else (secondary, primary)
+    answer = net.call(platform.rotate, "iris", which, NS)
     started = time.monotonic()
+    promised = (datetime.datetime.fromisoformat(answer["key"]["effectiveAt"].replace("Z", "+00:00"))
+                - datetime.datetime.fromisoformat(answer["key"]["createdAt"].replace("Z", "+00:00")))
+    assert promised.total_seconds() <= KEY_BOUND_S + 1, answer["key"]
     while True:
         _live(node)
-        assert net.call(platform.predict_raw, endpoint, secondary, [[5.1, 3.5, 1.4, 0.2]]).status_code == 200
-        code = net.call(platform.predict_raw, endpoint, primary, [[5.1, 3.5, 1.4, 0.2]]).status_code
-        if code == 401:
+        assert net.call(platform.predict_raw, endpoint, other, [[5.1, 3.5, 1.4, 0.2]]).status_code == 200
+        codes = [net.call(platform.predict_raw, endpoint, old, [[5.1, 3.5, 1.4, 0.2]]).status_code
+                 for _ in range(samples)]
+        elapsed = time.monotonic() - started
+        if set(codes) == {401}:
             break
-        assert code == 200, code
-        assert time.monotonic() - started < 180, "the rotated-out key still works after 180 s"
-        time.sleep(0.25)
-    NUMBERS["key rotation -> old key refused on the kubelet (s)"] = round(time.monotonic() - started, 1)
-    new = net.call(platform.keys, "iris", NS)[0]
+        assert set(codes) <= {200, 401}, codes
+        assert elapsed < 60, f"the rotated-out {which} key still works after {elapsed:.1f} s"
+        time.sleep(0.1)
+    new = net.call(platform.keys, "iris", NS)[0 if which == "primary" else 1]
     assert net.call(platform.predict, endpoint, new)["label_0"] == [0, 1, 2]
+    return round(elapsed, 1)
+
+
+def test_rotated_key_is_refused_within_5_s_while_the_other_works(node, core, net, platform):
+    """The operator annotates the pods that started before a rotation (woken by its watch on the keys Secrets); the
+    pod update makes the kubelet refresh the Secret volume at once and the server's key-file reload does the rest.
+    Measured over several rotations; each within the bound the rotate answer promises (effectiveAt)."""
+    endpoint = expose(core, net, NS, net.call(platform.deployment, "iris", NS)["status"]["internalEndpoint"])
+    times = [_rotate_and_time(node, net, platform, endpoint, which, samples=1)
+             for which in ("primary", "secondary", "primary", "secondary")]
+    NUMBERS["key rotation -> old key refused on the kubelet (s)"] = times
+    assert max(times) < KEY_BOUND_S, times
 
 
 # --- 6. scale to 2 (kube-proxy spreads), kill a model server (the kubelet restarts it) ------------------------------
@@ -321,6 +342,74 @@ def test_two_replicas_both_serve_and_a_killed_server_is_restarted(node, core, ne
     for _ in range(20):      # after the kill window: every request with a valid key succeeds
         assert net.call(platform.predict_raw, endpoint, key, [[5.1, 3.5, 1.4, 0.2]]).status_code == 200
     wait_state(node, core, net, platform, "iris", "Running", 120)
+
+
+# --- 6 (status). restarts on the ModelDeployment; a rotation with two replicas -----------------------------------
+def test_status_shows_the_restart_and_two_replicas_refuse_a_rotated_key(node, core, net, platform):
+    def restart_condition():
+        status = net.call(platform.deployment, "iris", NS)["status"]
+        found = [c for c in status["conditions"] if c["type"] == "ModelServerRestarted"]
+        return found and found[0]
+    cond = wait_for(node, restart_condition, 60, "the ModelServerRestarted condition on iris")
+    assert cond["status"] == "True" and cond["reason"] == "ProcessExited", cond
+    print(f"\nrestart condition: {cond['message']}", flush=True)
+    assert "model-server restarted 1 time(s), last exited with" in cond["message"], cond
+    # the store's log read (how the operator follows a fetcher's progress) through the apiserver and the kubelet
+    from foundry_inference.store.kube import KubernetesStore
+    pod = core.list_namespaced_pod(NS, label_selector="foundry.azure.com/deployment=iris").items[0]
+    store = KubernetesStore(kubeconfig=node.info_dict["kubeconfig"])
+    try:
+        assert "model-fetcher: " in store.pod_log(NS, pod.metadata.name, "model-fetcher")
+    finally:
+        store.close()
+    endpoint = expose(core, net, NS, net.call(platform.deployment, "iris", NS)["status"]["internalEndpoint"])
+    took = _rotate_and_time(node, net, platform, endpoint, "primary", samples=10)
+    NUMBERS["key rotation, 2 replicas -> old key refused by both (s)"] = took
+    assert took < KEY_BOUND_S, took
+
+
+# --- 7. an unfetchable model and a missing image: Error with the cause, from the pods --------------------------------
+def test_unfetchable_model_and_missing_image_are_errors_with_their_cause(node, core, net, platform, release):
+    started = time.monotonic()
+    net.call(platform.deploy, "unfetchable", {"custom": {"registry": "registry.example.com",
+                                                          "repository": "models/none", "tag": "1"}},
+             namespace=NS, workloadType="predictive")
+    status = wait_state(node, core, net, platform, "unfetchable", "Error", 120)
+    NUMBERS["unfetchable model -> Error (s)"] = round(time.monotonic() - started, 1)
+    assert "model fetch failed" in status["message"] and "registry.example.com" in status["message"], status
+    assert "progress deadline" not in status["message"], status
+    print(f"\nunfetchable model: {status['message']}", flush=True)
+    net.call(platform.delete, "unfetchable", NS)
+
+    # the fetcher's image missing on the node (pull policy Never here: ErrImageNeverPull; from a registry the kubelet
+    # reports ErrImagePull / ImagePullBackOff the same way)
+    missing = "localhost/foundry-inference/no-such-image:0"
+    values = json.loads(json.dumps(release["values"]))
+    values["images"]["roles"]["model-fetcher"] = missing
+    _upgrade_operator(node, core, values)
+    try:
+        started = time.monotonic()
+        net.call(platform.deploy, "noimage", {"catalog": {"name": "iris-classifier"}}, namespace=NS)
+        status = wait_state(node, core, net, platform, "noimage", "Error", 180)
+        NUMBERS["missing image -> Error (s)"] = round(time.monotonic() - started, 1)
+        assert "ErrImageNeverPull" in status["message"] and missing in status["message"], status
+        print(f"\nmissing image: {status['message']}", flush=True)
+        net.call(platform.delete, "noimage", NS)
+    finally:
+        _upgrade_operator(node, core, release["values"])
+
+
+def _upgrade_operator(node, core, values):
+    """helm upgrade; returns once the operator runs in a new pod (its configuration changed)."""
+    from tests.support import helm
+    selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
+    before = {p.metadata.name for p in core.list_namespaced_pod(NS, label_selector=selector).items}
+    helm.upgrade(node.info_dict["kubeconfig"], values, release=RELEASE, namespace=NS, timeout=300)
+
+    def replaced():
+        pods = core.list_namespaced_pod(NS, label_selector=selector).items
+        return (len(pods) == 1 and pods[0].metadata.name not in before and pods_ready(core, NS, selector))
+    wait_for(node, replaced, 300, "the operator to run in a new pod after the upgrade")
 
 
 # --- bring-your-own from the cluster's registry, and the catalog mirror: https with the registry's own CA ------------

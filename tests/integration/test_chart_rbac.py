@@ -234,7 +234,17 @@ def test_service_accounts_get_no_more_than_they_need(kube, installed):
     assert can(admin, op, "create", "deployments", team, "apps")
     assert can(admin, op, "patch", "modeldeployments", team, GROUP, "status")
     assert can(admin, op, "delete", "secrets", team)
-    assert not can(admin, op, "update", "secrets", team) and not can(admin, op, "watch", "secrets", team)
+    assert not can(admin, op, "update", "secrets", team)
+    assert can(admin, op, "watch", "secrets", team)                                 # a rotation wakes it at once
+    assert not can(admin, op, "watch", "secrets", "default")
+    # the model pods: read (status), their fetcher's log (progress), one annotation after a rotation; never more
+    assert can(admin, op, "list", "pods", team) and can(admin, op, "patch", "pods", team)
+    assert can(admin, op, "get", "pods", team, subresource="log")
+    assert not can(admin, op, "delete", "pods", team) and not can(admin, op, "update", "pods", team)
+    assert not can(admin, op, "create", "pods", team, subresource="exec")
+    assert not can(admin, op, "patch", "pods", team, subresource="status")
+    assert not can(admin, op, "list", "pods", "default")
+    assert not can(admin, api, "list", "pods", team) and not can(admin, api, "patch", "pods", team)
     assert not can(admin, op, "update", "modeldeployments", team, GROUP)          # the spec is the user's
     assert not can(admin, op, "list", "secrets", "default")
     assert not can(admin, op, "list", "deployments", None, "apps")                 # no cluster-wide rights

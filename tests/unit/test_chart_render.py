@@ -266,7 +266,13 @@ def test_rbac_is_least_privilege(values):
         for groups, resources, verbs, _ in _rules(obj):
             assert "*" not in groups + resources + verbs, helm.key(obj)
             assert not {"escalate", "bind", "impersonate"} & set(verbs)
-            assert "pods" not in resources and "namespaces" not in resources
+            assert "namespaces" not in resources
+            # pods: only the operator's read (status), its fetchers' logs (progress) and one annotation after a key
+            # rotation; never create/delete/exec, never the control plane
+            if "pods" in resources or "pods/log" in resources:
+                assert obj["metadata"]["name"] == OPERATOR and obj["kind"] == "Role", helm.key(obj)
+                assert (resources, verbs) in {(("pods",), ("get", "list", "patch")), (("pods/log",), ("get",))}
+            assert not {"pods/exec", "pods/attach", "pods/portforward", "pods/status"} & set(resources)
     # the operator has no cluster-wide rights at all
     for obj in out.of_kind("ClusterRoleBinding"):
         assert [s["name"] for s in obj["subjects"]] == [API]
@@ -294,6 +300,9 @@ def test_rbac_follows_the_watched_namespaces():
     assert (("",), ("configmaps",), ("get", "patch", "update"), ("foundry-local-catalog",)) in op_release
     assert (("",), ("secrets",), ("get",), ("foundry-inference-ca",)) in op_release
     assert (("apps",), ("deployments",), ("get", "list", "watch", "create", "update", "patch", "delete"), ()) in op_team
+    assert (("",), ("pods",), ("get", "list", "patch"), ()) in op_team
+    assert (("",), ("pods/log",), ("get",), ()) in op_team
+    assert not any("pods" in r[1] for r in op_release)          # only where it runs model pods
     assert any("modeldeployments/status" in r[1] for r in op_team)
     api_team = _rules(out.get("Role", API, "team-a"))
     assert (("",), ("secrets",), ("get", "update"), ()) in api_team
