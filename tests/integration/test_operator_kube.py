@@ -71,7 +71,11 @@ def test_the_apiserver_accepts_every_child_of_every_kind_of_deployment(env):
     assert gpu["strategy"] == {"type": "Recreate"}
     digit = env.store.get("ModelDeployment", env.ns, "9starts-with-digit")["status"]
     assert digit["internalEndpoint"].startswith(f"https://{names.service('9starts-with-digit')}.")
-    # every child is in sync with what the apiserver stored (defaults and canonical quantities included)
+    # every child is in sync with what the apiserver stored (defaults and canonical quantities included), once the
+    # deployment controller has created every Deployment's replicas (status.replicas counts them)
+    wait_for(lambda: all((d.get("status") or {}).get("replicas") == d["spec"]["replicas"]
+                         for d in env.store.list_all("Deployment", env.ns)), 60, "the controller's replicas")
+    converge(op)
     report = op.run_pass()
     assert report.child_writes == 0 and report.status_writes == 0 and report.failed == 0
 
