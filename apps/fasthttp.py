@@ -25,11 +25,13 @@ with `exchange.respond(...)` (a complete response, no RequestHandler built) or h
 """
 import asyncio
 import collections
+import json
 import logging
+import re
 import time
 
 import httptools
-from tornado.httputil import HTTPHeaders, RequestStartLine, responses
+from tornado.httputil import HTTPHeaders, HTTPInputError, RequestStartLine, responses
 
 log = logging.getLogger("foundry_inference.http")
 
@@ -50,6 +52,16 @@ class _HeaderTooLarge(_Refused):
 
 class _BadVersion(_Refused):
     status, message = 400, "Only HTTP/1.0 and HTTP/1.1 are supported"
+
+
+class _BadHeader(_Refused):
+    status, message = 400, "Malformed HTTP request: invalid header field"
+
+
+# A Host header a direct route may serve without asking Tornado: a strict subset of what Tornado's HTTPServerRequest
+# accepts (anything else goes to the application, which answers 400 where Tornado refuses it).
+_PLAIN_HOST = re.compile(r"[A-Za-z0-9._~:\[\]-]*")
+_OWS = b" \t"
 
 
 def _error_response(status, body, close=True):
@@ -260,7 +272,11 @@ class HttpToolsProtocol(asyncio.Protocol):
         self._header_size += len(name) + len(value) + 4
         if self._header_size > MAX_HEADER_BYTES or len(self._headers) >= MAX_HEADERS:
             raise _HeaderTooLarge()
-        self._headers.add(name.decode("latin1"), value.decode("latin1"))
+        value = value.strip(_OWS)   # llhttp keeps trailing whitespace; it is not part of the value (RFC 9110 5.5)
+        try:
+            self._headers.add(name.decode("latin1"), value.decode("latin1"))
+        except HTTPInputError:       # what llhttp lets through but Tornado refuses: the client's error, not ours
+            raise _BadHeader() from None
         if len(name) in (6, 14):
             lowered = name.lower()
             if lowered == b"content-length":
@@ -323,7 +339,7 @@ class HttpToolsProtocol(asyncio.Protocol):
             return
         exchange = self.current = _Exchange(self, request)
         direct = self.server.direct_routes.get((request.method, request.url)) if self.server.direct_routes else None
-        if direct is not None:
+        if direct is not None and self._plain_host(request):
             try:
                 direct(exchange)
             except Exception:  # noqa: BLE001 - a bug in the direct route: the application answers instead
@@ -333,6 +349,13 @@ class HttpToolsProtocol(asyncio.Protocol):
             return
         self.start_app(exchange)
 
+    @staticmethod
+    def _plain_host(request):
+        host = request.headers.get("Host")
+        if host is None:
+            return request.version == "HTTP/1.0"
+        return _PLAIN_HOST.fullmatch(host) is not None
+
     def start_app(self, exchange):
         request = exchange.request
         try:
@@ -341,6 +364,11 @@ class HttpToolsProtocol(asyncio.Protocol):
             if request.body:
                 delegate.data_received(request.body)
             delegate.finish()
+        except HTTPInputError as exc:
+            # Tornado refusing the request itself (a missing, invalid or repeated Host header, a query string with
+            # too many fields): the client's error. The reason without the echoed value.
+            if not self.closing and self.current is exchange and not exchange.finished:
+                self._respond_and_close(400, "Malformed HTTP request: " + str(exc).split(":", 1)[0])
         except Exception:  # noqa: BLE001 - Tornado handles handler errors; this is a failure of the plumbing
             log.exception("dispatching %s %s failed", request.method, request.url)
             if not self.closing:
@@ -432,7 +460,7 @@ class HttpToolsServer:
         self.keep_alive_timeout_s = keep_alive_timeout_s
         self.header_timeout_s = header_timeout_s    # first byte of a request to the end of its headers
         self.body_timeout_s = body_timeout_s        # end of the headers to the end of the body
-        self.error_body = error_body or (lambda status, message: b'{"detail":"%s"}' % message.encode())
+        self.error_body = error_body or (lambda status, message: json.dumps({"detail": message}).encode())
         self.connections = set()
         self.loop = None
         self._servers = []
