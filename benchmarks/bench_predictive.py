@@ -309,9 +309,8 @@ def servers_for(model_path, args, port_base):
     if args.baseline_ref and not args.sidecar:
         # the same server at another commit (e.g. main), for a before/after comparison in one run
         tree = source_tree(args.baseline_ref)
-        launcher = [py, "-c", "import runpy, sys; sys.path[:] = [sys.argv[1]] + [p for p in sys.path if p]; "
-                              "runpy.run_module('foundry_inference.apps.predictive.server', run_name='__main__')",
-                    tree]
+        launcher = [py, "-c", f"import runpy, sys; sys.path[:] = [{tree!r}] + [p for p in sys.path if p]; "
+                              "runpy.run_module('foundry_inference.apps.predictive.server', run_name='__main__')"]
         for name, port, env in (("base", port_base + 6, {}), ("base+apikey", port_base + 7, {
                 "FOUNDRY_AUTH_MODE": "api-key", "FOUNDRY_API_KEYS_DIR": keys})):
             if name == "base+apikey" and "apikey" not in args.variants:
