@@ -99,17 +99,29 @@ class Client:
     """A keep-alive HTTP/1.1 client that reads the chunked SSE body chunk by chunk with almost no Python work per
     token (requests/urllib3 cost more CPU per token than the server does, on the same two cores)."""
 
+    IDLE_S = 60         # the server closes a connection idle for 75 s: reconnect before that (a long round can idle it)
+
     def __init__(self, base):
-        import http.client
         import urllib.parse
         url = urllib.parse.urlparse(base)
-        self.conn = http.client.HTTPConnection(url.hostname, url.port, timeout=600)
-        self.conn.connect()
+        self.host, self.port = url.hostname, url.port
+        self.conn = None
+        self._connect()
+
+    def _connect(self):
+        import http.client
         import socket
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=600)
+        self.conn.connect()
         self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.used = time.monotonic()
 
     def stream(self, body):
         """Yields (time, chunk bytes) per HTTP chunk of the answer."""
+        if time.monotonic() - self.used > self.IDLE_S:
+            self._connect()
         data = json.dumps(body).encode()
         self.conn.putrequest("POST", "/v1/chat/completions", skip_accept_encoding=True)
         self.conn.putheader("Content-Type", "application/json")
@@ -130,6 +142,7 @@ class Client:
         resp.chunked = False
         resp.length = 0
         resp.close()
+        self.used = time.monotonic()
 
 
 def stream_run(base, tokens, prompt=PROMPT, start_event=None, client=None):
