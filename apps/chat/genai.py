@@ -11,8 +11,8 @@ module drives the same decoder graph with onnxruntime directly:
 - a new request is prefilled alone (in chunks for long prompts), then joins the batch at the next decode step; a
   finished or cancelled sequence leaves at once and the last row moves into its place;
 - prefill runs beside decoding: a prefill worker thread (apps/chat/prefill.py) takes new requests while the engine
-  thread keeps decoding, and the engine thread prefills one itself, straight into the next row, when the workers are
-  busy (so requests arriving together are prefilled two at a time on 2 cores);
+  thread keeps decoding, and the engine thread prefills itself, straight into the next row, while the workers are
+  busy and requests wait (so requests arriving together are prefilled two at a time on 2 cores);
 - every decode step runs all live rows together: `input_ids [n, 1]`, `attention_mask [n, longest + 1]` whose row i
   holds `length_i + 1` ones, so GroupQueryAttention reads each row's own length (`seqlens_k`) and position. No
   padding enters any row's attention, which is why each sequence's greedy output equals its single-stream output
@@ -282,9 +282,8 @@ class GenaiChatEngine(ChatEngine):
         while True:
             idle = not (self.rows or self.guided or self._admissible())
             try:
-                if not self._drain(block=idle):
+                if not self._drain(block=idle) or not self._admit_arrivals():
                     break
-                self._admit()
                 self._flush()               # a new request's first token leaves now, not after the next step
                 if self.rows:
                     self._decode_step()
@@ -357,10 +356,19 @@ class GenaiChatEngine(ChatEngine):
                 pass
         self._outbox = {}
 
+    def _admit_arrivals(self):
+        """Admit what waits; after each prefill on this thread, take in what arrived meanwhile (new requests, a
+        worker's finished prefill) and admit again, before the next decode step: requests arriving together get their
+        first tokens two prefills at a time, with no decode step in between. False when a stop command arrived."""
+        while self._admit():
+            if not self._drain(block=False):
+                return False
+        return True
+
     def _admit(self):
         """Start what waits and fits: a prompt goes to a free prefill worker (so the engine thread stays free for the
-        running rows and for the next arrival); when every worker is busy, the engine thread prefills at most one
-        itself per round (then decodes a step), straight into the next row."""
+        running rows and for the next arrival); when every worker is busy, the engine thread prefills one itself,
+        straight into the next row, and returns True (the caller looks at the inbox before the next)."""
         prefilled_here = False
         while self._admissible():
             gen = self.waiting[0]
@@ -369,7 +377,7 @@ class GenaiChatEngine(ChatEngine):
                 worker = next((w for w in self.prefill_workers
                                if w.job is None and w.fits(len(gen.request.prompt_ids))), None)
             if worker is None and prefilled_here:
-                return
+                return True
             self.waiting.popleft()
             self._waiting_choices -= gen.request.n
             choices = [self._new_choice(gen, i) for i in range(gen.request.n)]
@@ -393,6 +401,7 @@ class GenaiChatEngine(ChatEngine):
                     self._reap()
             self._running = self._occupied()
             self._flush()                   # each admitted request's first token leaves before the next prefill
+        return prefilled_here
 
     def _join_prefilled(self, job):
         """A worker's prefill is done: its choices take the next rows (the KV copied over) and their first tokens."""
