@@ -10,9 +10,10 @@ module drives the same decoder graph with onnxruntime directly:
   (GroupQueryAttention updates it in place); the live sequences occupy rows 0..n-1;
 - a new request is prefilled alone (in chunks for long prompts), then joins the batch at the next decode step; a
   finished or cancelled sequence leaves at once and the last row moves into its place;
-- prefill runs beside decoding: a prefill worker thread (apps/chat/prefill.py) takes new requests while the engine
-  thread keeps decoding, and the engine thread prefills itself, straight into the next row, while the workers are
-  busy and requests wait (so requests arriving together are prefilled two at a time on 2 cores);
+- optionally (FOUNDRY_CHAT_PREFILL_THREADS), prefill runs beside decoding: a prefill worker thread
+  (apps/chat/prefill.py) takes new requests while the engine thread keeps decoding, and the engine thread prefills
+  itself, straight into the next row, while the workers are busy and requests wait (so requests arriving together
+  are prefilled two at a time on 2 cores);
 - every decode step runs all live rows together: `input_ids [n, 1]`, `attention_mask [n, longest + 1]` whose row i
   holds `length_i + 1` ones, so GroupQueryAttention reads each row's own length (`seqlens_k`) and position. No
   padding enters any row's attention, which is why each sequence's greedy output equals its single-stream output

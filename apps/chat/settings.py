@@ -25,7 +25,7 @@ class ChatSettings:
     max_context: int = 0                    # 0: the model's context_length; lower it to bound KV-cache memory
     max_n: int = 4                          # largest `n` accepted (each choice takes a slot)
     prefill_chunk: int = 512                # prompts longer than this are prefilled in chunks of it
-    prefill_threads: int = -1               # prefill workers beside the decoder; -1: one if 2+ CPUs are usable
+    prefill_threads: int = 0                # prefill workers beside the decoder (opt-in); -1: one if 2+ CPUs
     intra_op_threads: int = 0               # 0: every usable CPU but one (default_compute_threads)
     intra_op_spinning: bool = False         # busy-waiting threads halve throughput on a shared 2-core node
     max_body_bytes: int = 4 * 1024 * 1024   # chat requests
