@@ -25,11 +25,13 @@ with `exchange.respond(...)` (a complete response, no RequestHandler built) or h
 """
 import asyncio
 import collections
+import json
 import logging
+import re
 import time
 
 import httptools
-from tornado.httputil import HTTPHeaders, RequestStartLine, responses
+from tornado.httputil import HTTPHeaders, HTTPInputError, RequestStartLine, responses
 
 log = logging.getLogger("foundry_inference.http")
 
@@ -52,11 +54,52 @@ class _BadVersion(_Refused):
     status, message = 400, "Only HTTP/1.0 and HTTP/1.1 are supported"
 
 
+class _BadHeader(_Refused):
+    status, message = 400, "Malformed HTTP request: invalid header field"
+
+
+# A Host header a direct route may serve without asking Tornado: a strict subset of what Tornado's HTTPServerRequest
+# accepts (anything else goes to the application, which answers 400 where Tornado refuses it).
+_PLAIN_HOST = re.compile(r"[A-Za-z0-9._~:\[\]-]*")
+_OWS = b" \t"
+
+
 def _error_response(status, body, close=True):
     head = (f"HTTP/1.1 {status} {responses.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nX-Content-Type-Options: nosniff\r\n"
             + ("Connection: close\r\n" if close else "") + "\r\n")
     return head.encode("latin1") + body
+
+
+_CANONICAL = {}        # header name -> its Http-Header-Case, for the names seen (bounded, short names only)
+
+
+def _canonical(name):
+    canonical = _CANONICAL.get(name)
+    if canonical is None:
+        canonical = "-".join([word.capitalize() for word in name.split("-")])    # as Tornado normalizes it
+        if len(name) <= 64 and len(_CANONICAL) < 4096:
+            _CANONICAL[name] = canonical
+    return canonical
+
+
+class _Headers(HTTPHeaders):
+    """Tornado's HTTPHeaders with the name normalization cached where a request's headers are set and where the
+    auth check reads them (Tornado >= 6.5 recomputes it on every access, ~0.6 us each). Same contents, same
+    behaviour (tests/unit/test_fasthttp.py compares them); used only where this Tornado keeps the two dicts
+    overridden here, plain HTTPHeaders otherwise."""
+
+    def __setitem__(self, name, value):
+        canonical = _canonical(name)
+        self._combined_cache[canonical] = value
+        self._as_list[canonical] = [value]
+
+    def get_list(self, name):
+        return self._as_list.get(_canonical(name), [])
+
+
+if not all(hasattr(HTTPHeaders(), attr) for attr in ("_as_list", "_combined_cache")):
+    _Headers = HTTPHeaders     # noqa: F811 - another Tornado's internals: no shortcut
 
 
 class _Context:
@@ -171,6 +214,7 @@ class HttpToolsProtocol(asyncio.Protocol):
         self.last_activity = time.monotonic()
         self._url = None
         self._headers = None
+        self._names = None            # the lowered header names seen in the request being parsed
         self._body = None
         self._body_size = 0
         self._header_size = 0
@@ -241,7 +285,8 @@ class HttpToolsProtocol(asyncio.Protocol):
 
     def on_message_begin(self):
         self._url = []
-        self._headers = HTTPHeaders()
+        self._headers = _Headers()
+        self._names = set()
         self._body = []
         self._body_size = 0
         self._header_size = 0
@@ -258,11 +303,23 @@ class HttpToolsProtocol(asyncio.Protocol):
 
     def on_header(self, name, value):
         self._header_size += len(name) + len(value) + 4
-        if self._header_size > MAX_HEADER_BYTES or len(self._headers) >= MAX_HEADERS:
+        names = self._names
+        if self._header_size > MAX_HEADER_BYTES or len(names) >= MAX_HEADERS:
             raise _HeaderTooLarge()
-        self._headers.add(name.decode("latin1"), value.decode("latin1"))
+        value = value.strip(_OWS)   # llhttp keeps trailing whitespace; it is not part of the value (RFC 9110 5.5)
+        lowered = name.lower()
+        if lowered in names:
+            try:                    # a repeated field: Tornado's add() keeps every value (and checks it again)
+                self._headers.add(name.decode("latin1"), value.decode("latin1"))
+            except HTTPInputError:  # what llhttp lets through but Tornado refuses: the client's error, not ours
+                raise _BadHeader() from None
+        else:
+            # The first of its name: set without HTTPHeaders.add()'s regular expressions (half the front end's
+            # header cost). llhttp has already checked the name (a token) and every byte of the value exactly as
+            # add() would (test_fasthttp_abuse.py compares the two on every byte).
+            names.add(lowered)
+            self._headers[name.decode("latin1")] = value.decode("latin1")
         if len(name) in (6, 14):
-            lowered = name.lower()
             if lowered == b"content-length":
                 self._length = value
             elif lowered == b"expect":
@@ -323,7 +380,7 @@ class HttpToolsProtocol(asyncio.Protocol):
             return
         exchange = self.current = _Exchange(self, request)
         direct = self.server.direct_routes.get((request.method, request.url)) if self.server.direct_routes else None
-        if direct is not None:
+        if direct is not None and self._plain_host(request):
             try:
                 direct(exchange)
             except Exception:  # noqa: BLE001 - a bug in the direct route: the application answers instead
@@ -333,6 +390,13 @@ class HttpToolsProtocol(asyncio.Protocol):
             return
         self.start_app(exchange)
 
+    @staticmethod
+    def _plain_host(request):
+        host = request.headers.get("Host")
+        if host is None:
+            return request.version == "HTTP/1.0"
+        return _PLAIN_HOST.fullmatch(host) is not None
+
     def start_app(self, exchange):
         request = exchange.request
         try:
@@ -341,6 +405,11 @@ class HttpToolsProtocol(asyncio.Protocol):
             if request.body:
                 delegate.data_received(request.body)
             delegate.finish()
+        except HTTPInputError as exc:
+            # Tornado refusing the request itself (a missing, invalid or repeated Host header, a query string with
+            # too many fields): the client's error. The reason without the echoed value.
+            if not self.closing and self.current is exchange and not exchange.finished:
+                self._respond_and_close(400, "Malformed HTTP request: " + str(exc).split(":", 1)[0])
         except Exception:  # noqa: BLE001 - Tornado handles handler errors; this is a failure of the plumbing
             log.exception("dispatching %s %s failed", request.method, request.url)
             if not self.closing:
@@ -432,7 +501,7 @@ class HttpToolsServer:
         self.keep_alive_timeout_s = keep_alive_timeout_s
         self.header_timeout_s = header_timeout_s    # first byte of a request to the end of its headers
         self.body_timeout_s = body_timeout_s        # end of the headers to the end of the body
-        self.error_body = error_body or (lambda status, message: b'{"detail":"%s"}' % message.encode())
+        self.error_body = error_body or (lambda status, message: json.dumps({"detail": message}).encode())
         self.connections = set()
         self.loop = None
         self._servers = []

@@ -68,7 +68,7 @@ class AuthService:
     async def check(self, method, headers, *, plane=None, action=None, resource=None):
         """Authenticate, pick the action (explicit `action`, else from method and plane), authorize; the Principal."""
         principal = await self.authenticator.authenticate(headers)
-        action = action or self.action_for(method, plane)
+        action = action or actions.action_for(method, plane or self.plane)
         if action is None:
             raise deny(f"{method} (no action is mapped to this method)")
         await self.authorizer.authorize(principal, action, resource or self.default_resource)

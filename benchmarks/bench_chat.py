@@ -99,17 +99,29 @@ class Client:
     """A keep-alive HTTP/1.1 client that reads the chunked SSE body chunk by chunk with almost no Python work per
     token (requests/urllib3 cost more CPU per token than the server does, on the same two cores)."""
 
+    IDLE_S = 60         # the server closes a connection idle for 75 s: reconnect before that (a long round can idle it)
+
     def __init__(self, base):
-        import http.client
         import urllib.parse
         url = urllib.parse.urlparse(base)
-        self.conn = http.client.HTTPConnection(url.hostname, url.port, timeout=600)
-        self.conn.connect()
+        self.host, self.port = url.hostname, url.port
+        self.conn = None
+        self._connect()
+
+    def _connect(self):
+        import http.client
         import socket
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=600)
+        self.conn.connect()
         self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.used = time.monotonic()
 
     def stream(self, body):
         """Yields (time, chunk bytes) per HTTP chunk of the answer."""
+        if time.monotonic() - self.used > self.IDLE_S:
+            self._connect()
         data = json.dumps(body).encode()
         self.conn.putrequest("POST", "/v1/chat/completions", skip_accept_encoding=True)
         self.conn.putheader("Content-Type", "application/json")
@@ -130,6 +142,7 @@ class Client:
         resp.chunked = False
         resp.length = 0
         resp.close()
+        self.used = time.monotonic()
 
 
 def stream_run(base, tokens, prompt=PROMPT, start_event=None, client=None):
@@ -252,6 +265,45 @@ def transcription(rounds):
         stop_server(proc)
 
 
+def prefill_ab(model_dir, tokens, rounds):
+    """The same server with and without its prefill worker, measured in turn: p90 time to first token of 4
+    simultaneous streams, their aggregate, and 16 streams' aggregate against it."""
+    servers = {"prefill worker": start_server(model_dir, free_port()),
+               "engine thread only": start_server(model_dir, free_port(), extra_env={
+                   "FOUNDRY_CHAT_PREFILL_THREADS": "0"})}
+    results = {name: {"p90": [], "agg4": [], "agg16": []} for name in servers}
+    print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    try:
+        for _proc, base in servers.values():
+            concurrent_run(base, 8)                     # warm
+        for index in range(rounds):
+            order = list(servers.items()) if index % 2 == 0 else list(reversed(servers.items()))
+            for name, (_proc, base) in order:
+                four, sixteen = concurrent_run(base, tokens), concurrent_run(base, tokens, 16)
+                r = results[name]
+                r["p90"].append(statistics.quantiles(four["ttfts"], n=10, method="inclusive")[-1])
+                r["agg4"].append(four["aggregate_tps"])
+                r["agg16"].append(sixteen["aggregate_tps"])
+                print(f"  round {index + 1} {name:<20} 4 streams: p90 first token {1000 * r['p90'][-1]:6.0f} ms, "
+                      f"{four['aggregate_tps']:6.1f} tok/s; 16 streams {sixteen['aggregate_tps']:6.1f} tok/s "
+                      f"({sixteen['aggregate_tps'] / four['aggregate_tps']:.2f}x)", flush=True)
+    finally:
+        for proc, _base in servers.values():
+            stop_server(proc)
+    med = statistics.median
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    print("| server | 4 streams: first token p90 | 4 streams tok/s | 16 streams tok/s | 16 vs 4 |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in results.items():
+        print(f"| {name} | {1000 * med(r['p90']):.0f} ms | {med(r['agg4']):.1f} | {med(r['agg16']):.1f} | "
+              f"{med(a / b for a, b in zip(r['agg16'], r['agg4'], strict=True)):.2f}x |")
+    new, old = results["prefill worker"], results["engine thread only"]
+    print(f"prefill worker / engine thread only, per round then median: first token p90 "
+          f"{med(a / b for a, b in zip(new['p90'], old['p90'], strict=True)):.2f}x, 4-stream aggregate "
+          f"{med(a / b for a, b in zip(new['agg4'], old['agg4'], strict=True)):.2f}x, 16-stream aggregate "
+          f"{med(a / b for a, b in zip(new['agg16'], old['agg16'], strict=True)):.2f}x")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=128)
@@ -261,9 +313,15 @@ def main():
     parser.add_argument("--no-transcription", action="store_true")
     parser.add_argument("--streams16", action="store_true", help="also 16 simultaneous streams (default slots and "
                         "queue: 4 decode together, 12 wait) and a 21st request over the capacity (429)")
+    parser.add_argument("--prefill-ab", type=int, metavar="ROUNDS", help="only compare prefill beside decoding with "
+                        "prefill on the engine thread (FOUNDRY_CHAT_PREFILL_THREADS=0): two servers, 4 and 16 "
+                        "simultaneous streams on each in turn for ROUNDS rounds")
     args = parser.parse_args()
     from tests.support.chat_models import smollm2_model
     model_dir = smollm2_model()
+    if args.prefill_ab:
+        prefill_ab(model_dir, args.tokens, args.prefill_ab)
+        return
     proc, base = start_server(model_dir, free_port())
     raw, single, conc, raw4, conc16, over = [], [], [], [], [], []
     try:

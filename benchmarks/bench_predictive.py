@@ -290,7 +290,7 @@ def servers_for(model_path, args, port_base):
     common = {"FOUNDRY_INTRA_OP_THREADS": str(args.intra_op_threads), "PYTHONUNBUFFERED": "1"}
     ours_env = {**common, "FOUNDRY_MODEL_PATH": model_path, "FOUNDRY_AUTH_MODE": "none",
                 "FOUNDRY_PREDICTIVE_HOST": "127.0.0.1", "FOUNDRY_LOG_LEVEL": "WARNING"}
-    specs = []
+    specs, keys = [], None
 
     def ours(name, port, **env):
         specs.append(Server(name, [py, "-m", "foundry_inference.apps.predictive.server"],
@@ -306,6 +306,19 @@ def servers_for(model_path, args, port_base):
             f.write(args.api_key)
         ours("ours+apikey", port_base + 2, FOUNDRY_HTTP_FRONTEND="httptools", FOUNDRY_AUTH_MODE="api-key",
              FOUNDRY_API_KEYS_DIR=keys)
+    if args.baseline_ref and not args.sidecar:
+        # the same server at another commit (e.g. main), for a before/after comparison in one run
+        tree = source_tree(args.baseline_ref)
+        launcher = [py, "-c", f"import runpy, sys; sys.path[:] = [{tree!r}] + [p for p in sys.path if p]; "
+                              "runpy.run_module('foundry_inference.apps.predictive.server', run_name='__main__')"]
+        for name, port, env in (("base", port_base + 6, {}), ("base+apikey", port_base + 7, {
+                "FOUNDRY_AUTH_MODE": "api-key", "FOUNDRY_API_KEYS_DIR": keys})):
+            if name == "base+apikey" and "apikey" not in args.variants:
+                continue
+            specs.append(Server(name, launcher, {**ours_env, "FOUNDRY_PREDICTIVE_PORT": str(port),
+                                                 "FOUNDRY_HTTP_FRONTEND": "httptools", **env},
+                                f"http://127.0.0.1:{port}/ready", f"http://127.0.0.1:{port}/v1/predict",
+                                args.server_cpus))
     port = port_base + 3
     if not args.skip_rival:
         # the rival: FastAPI + uvicorn doing our /v1/predict work, API key included (Authorization: Bearer)
@@ -335,6 +348,17 @@ def servers_for(model_path, args, port_base):
     return specs
 
 
+def source_tree(ref):
+    """The package `foundry_inference` as it was at git `ref`, laid out for sys.path (a temporary directory)."""
+    root = tempfile.mkdtemp(prefix="bench-baseline-")
+    archive = subprocess.run(["git", "-C", ROOT, "archive", ref, "foundry_inference", "apps", "auth", "operator"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", root], input=archive, check=True)
+    for sub in ("apps", "auth", "operator"):
+        os.rename(os.path.join(root, sub), os.path.join(root, "foundry_inference", sub))
+    return root
+
+
 def measure_all(servers, script, args, auth_script, on_result):
     """Start every server (each pinned to the server CPUs; idle ones cost nothing), warm each, then measure them in
     turn for each connection count, round after round: the measurements of different servers are seconds apart,
@@ -343,7 +367,7 @@ def measure_all(servers, script, args, auth_script, on_result):
     with ExitStack() as stack:
         for server in servers:
             stack.enter_context(server)
-            server.script = auth_script if server.name.startswith(("ours+apikey", "rival")) else script
+            server.script = auth_script if server.name.startswith(("ours+apikey", "base+apikey", "rival")) else script
             wrk(server.predict_url, server.script, 8, args.warmup, args.wrk_cpus)
         for round_index in range(args.rounds):
             for c in args.connections:
@@ -452,6 +476,8 @@ def main(argv=None):
     parser.add_argument("--overload-duration", type=float, default=8)
     parser.add_argument("--no-overload", action="store_true")
     parser.add_argument("--api-key", default="fndry-pk-" + "0" * 40)
+    parser.add_argument("--baseline-ref", help="also run our server (and with --variants apikey, its API-key row) at "
+                        "this git commit, e.g. main: rows base and base+apikey, for a before/after in one run")
     parser.add_argument("--json", help="write all measurements here")
     parser.add_argument("--port-base", type=int, default=18700)
     args = parser.parse_args(argv)
@@ -544,6 +570,13 @@ def print_report(report, args):
                 print(f"| {name} | {c} | {m['rps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
                       f"{m['cpu_us_per_req']:.0f} |")
         verdicts += rival_verdicts(model_name, servers, args)
+        for now, before in (("ours", "base"), ("ours+apikey", "base+apikey")):
+            if now in servers and before in servers:
+                top = max(args.connections)
+                a, b = servers[now][top], servers[before][top]
+                print(f"{now} vs {before} ({args.baseline_ref}), c={top}: CPU per request {a['cpu_us_per_req']:.0f} / "
+                      f"{b['cpu_us_per_req']:.0f} us = {a['cpu_us_per_req'] / b['cpu_us_per_req']:.2f}x, "
+                      f"req/s {a['rps'] / b['rps']:.2f}x")
         peers = [n for n in ("fastapi", "kserve") if n in servers]
         if not peers or "ours" not in servers:
             continue

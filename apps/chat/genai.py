@@ -8,8 +8,12 @@ module drives the same decoder graph with onnxruntime directly:
 
 - one KV-cache buffer per layer, `[slots, kv_heads, context, head_size]`, shared by the past and present bindings
   (GroupQueryAttention updates it in place); the live sequences occupy rows 0..n-1;
-- a new request is prefilled alone into the next free row (in chunks for long prompts), then joins the batch at the
-  next decode step; a finished or cancelled sequence leaves at once and the last row moves into its place;
+- a new request is prefilled alone (in chunks for long prompts), then joins the batch at the next decode step; a
+  finished or cancelled sequence leaves at once and the last row moves into its place;
+- optionally (FOUNDRY_CHAT_PREFILL_THREADS), prefill runs beside decoding: a prefill worker thread
+  (apps/chat/prefill.py) takes new requests while the engine thread keeps decoding, and the engine thread prefills
+  itself, straight into the next row, while the workers are busy and requests wait (so requests arriving together
+  are prefilled two at a time on 2 cores);
 - every decode step runs all live rows together: `input_ids [n, 1]`, `attention_mask [n, longest + 1]` whose row i
   holds `length_i + 1` ones, so GroupQueryAttention reads each row's own length (`seqlens_k`) and position. No
   padding enters any row's attention, which is why each sequence's greedy output equals its single-stream output
@@ -19,13 +23,12 @@ Requests with a grammar (response_format json, forced tool calls) go through onn
 `set_guidance` (llguidance), stepped in the same thread between batch steps, one token each per round. The tokenizer,
 its streaming decoder and the chat template are onnxruntime-genai's / the model's own.
 
-All engine work happens on one thread; the event loop only submits and cancels through a queue and receives events
-through `loop.call_soon_threadsafe`, once per step for all the step's events.
+All engine state belongs to one thread (the prefill workers only run prompts into their own buffers and post the
+result back); the event loop only submits and cancels through a queue and receives events through
+`loop.call_soon_threadsafe`, once per step for all the step's events.
 """
 import collections
-import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -34,7 +37,9 @@ import numpy as np
 
 from foundry_inference.apps.chat import logprobs as lp
 from foundry_inference.apps.chat.engine import ChatEngine, DoneEvent, Generation, QueueFull, TextEvent
+from foundry_inference.apps.chat.genai_config import GenaiConfig
 from foundry_inference.apps.chat.memory import fit_context
+from foundry_inference.apps.chat.prefill import PrefillWorker
 from foundry_inference.apps.chat.sampling import Sampler
 from foundry_inference.apps.chat.template import ChatTemplate, load_template
 from foundry_inference.apps.chat.textstream import StopMatcher
@@ -45,41 +50,6 @@ GRAMMAR_ERROR = "grammar rejected: "    # prefix of a guided request's failure (
 
 _PROVIDERS = {"cuda": "CUDAExecutionProvider", "dml": "DmlExecutionProvider", "webgpu": "WebGpuExecutionProvider",
               "openvino": "OpenVINOExecutionProvider", "qnn": "QNNExecutionProvider"}
-
-
-class GenaiConfig:
-    """The parts of genai_config.json this engine needs."""
-
-    def __init__(self, folder):
-        with open(os.path.join(folder, "genai_config.json")) as f:
-            raw = json.load(f)
-        model = raw["model"]
-        dec = model["decoder"]
-        self.raw = raw
-        self.type = model.get("type")
-        self.filename = os.path.join(folder, dec["filename"])
-        self.layers = int(dec["num_hidden_layers"])
-        self.kv_heads = int(dec["num_key_value_heads"])
-        self.head_size = int(dec["head_size"])
-        self.context_length = int(model.get("context_length") or raw.get("search", {}).get("max_length") or 2048)
-        self.vocab_size = int(model["vocab_size"])
-        eos = model.get("eos_token_id")
-        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
-        ins, outs = dec.get("inputs", {}), dec.get("outputs", {})
-        self.input_ids = ins.get("input_ids", "input_ids")
-        self.attention_mask = ins.get("attention_mask", "attention_mask")
-        self.position_ids = ins.get("position_ids")
-        self.past_key = ins.get("past_key_names", "past_key_values.%d.key")
-        self.past_value = ins.get("past_value_names", "past_key_values.%d.value")
-        self.logits = outs.get("logits", "logits")
-        self.present_key = outs.get("present_key_names", "present.%d.key")
-        self.present_value = outs.get("present_value_names", "present.%d.value")
-        self.session_options = dec.get("session_options", {})
-        search = raw.get("search", {})
-        self.search = {"do_sample": bool(search.get("do_sample", False)),
-                       "temperature": float(search.get("temperature", 1.0)),
-                       "top_k": int(search.get("top_k", 0) or 0), "top_p": float(search.get("top_p", 1.0)),
-                       "repetition_penalty": float(search.get("repetition_penalty", 1.0))}
 
 
 class _Choice:
@@ -120,6 +90,8 @@ class GenaiChatEngine(ChatEngine):
         self._waiting_choices = 0
         self._thread = None
         self._stopping = False
+        self.prefill_workers = []       # PrefillWorker threads (settings.prefill_threads)
+        self._prefilling = 0            # choices whose prompt a worker holds (engine thread only)
         self.steps = 0                  # decode steps run (metrics)
         self.batch_rows = 0             # sum of rows over steps: mean batch = batch_rows / steps
 
@@ -145,12 +117,18 @@ class GenaiChatEngine(ChatEngine):
         self._load_session()
         if self.settings.warmup:
             self._touch_kv_rows()
+        from foundry_inference.apps.chat.settings import default_prefill_threads
+        workers = self.settings.prefill_threads
+        workers = default_prefill_threads() if workers < 0 else workers
+        capacity = min(self.context_length, self.settings.prefill_chunk)
+        self.prefill_workers = [PrefillWorker(self, i, capacity) for i in range(workers)]
         self._thread = threading.Thread(target=self._run, name="chat-engine", daemon=True)
         self._thread.start()
         if self.settings.warmup:
             self._warmup()
-        log.info("chat model %s loaded in %.2f s (context %d, %d slots, %d threads, %s)", self.folder,
-                 time.perf_counter() - start, self.context_length, self.max_batch, self.threads, self.providers[0])
+        log.info("chat model %s loaded in %.2f s (context %d, %d slots, %d threads, %d prefill workers, %s)",
+                 self.folder, time.perf_counter() - start, self.context_length, self.max_batch, self.threads,
+                 len(self.prefill_workers), self.providers[0])
 
     def _load_session(self):
         import onnxruntime as ort
@@ -258,6 +236,12 @@ class GenaiChatEngine(ChatEngine):
         self._inbox.put(("stop", None))
         if self._thread is not None:
             self._thread.join(10)
+        for worker in self.prefill_workers:
+            worker.stop()
+
+    def post(self, command):
+        """A command for the engine thread (from the event loop or a prefill worker)."""
+        self._inbox.put(command)
 
     # --- the event-loop side -------------------------------------------------------------------------------------
 
@@ -297,7 +281,7 @@ class GenaiChatEngine(ChatEngine):
         self.waiting = collections.deque()
         self._outbox = {}
         while True:
-            idle = not (self.rows or self.guided or self.waiting)
+            idle = not (self.rows or self.guided or self._admissible())
             try:
                 if not self._drain(block=idle) or not self._admit_arrivals():
                     break
@@ -326,9 +310,14 @@ class GenaiChatEngine(ChatEngine):
                     self._finish(choice, "cancelled")
                 for gen in self.waiting:
                     self._emit_all_done(gen, "cancelled")
+                for worker in self.prefill_workers:
+                    if worker.job is not None:
+                        self._emit_all_done(worker.job.gen, "cancelled")
                 self._flush()
                 return False
-            if cmd == "submit":
+            if cmd == "prefilled":
+                self._join_prefilled(gen)
+            elif cmd == "submit":
                 if gen.cancelled:
                     self._emit_all_done(gen, "cancelled")
                 else:
@@ -344,18 +333,12 @@ class GenaiChatEngine(ChatEngine):
                         self._finish(choice, "cancelled")
                 self._reap()
 
-    def _admit_arrivals(self):
-        """Admit what waits; then, as long as that started something and more requests arrived during those prefills,
-        take them in and admit them too, before the next decode step: requests that arrive together get their first
-        tokens one prefill apart, not one prefill and one decode step apart (bounded: each round fills a free slot).
-        False when a stop command arrived."""
-        while True:
-            before = len(self.rows) + len(self.guided)
-            self._admit()
-            if len(self.rows) + len(self.guided) == before or self._inbox.empty():
-                return True
-            if not self._drain(block=False):
-                return False
+    def _occupied(self):
+        return len(self.rows) + len(self.guided) + self._prefilling
+
+    def _admissible(self):
+        """Whether the next waiting request fits in the free slots (so the engine must not block)."""
+        return bool(self.waiting) and self._occupied() + self.waiting[0].request.n <= self.max_batch
 
     def _emit(self, gen, event):
         self._outbox.setdefault(gen, []).append(event)
@@ -374,29 +357,68 @@ class GenaiChatEngine(ChatEngine):
                 pass
         self._outbox = {}
 
+    def _admit_arrivals(self):
+        """Admit what waits; after each prefill on this thread, take in what arrived meanwhile (new requests, a
+        worker's finished prefill) and admit again, before the next decode step: requests arriving together get their
+        first tokens two prefills at a time, with no decode step in between. False when a stop command arrived."""
+        while self._admit():
+            if not self._drain(block=False):
+                return False
+        return True
+
     def _admit(self):
-        while self.waiting:
+        """Start what waits and fits: a prompt goes to a free prefill worker (so the engine thread stays free for the
+        running rows and for the next arrival); when every worker is busy, the engine thread prefills one itself,
+        straight into the next row, and returns True (the caller looks at the inbox before the next)."""
+        prefilled_here = False
+        while self._admissible():
             gen = self.waiting[0]
-            if len(self.rows) + len(self.guided) + gen.request.n > self.max_batch:
-                return
+            worker = None
+            if not gen.request.guidance:
+                worker = next((w for w in self.prefill_workers
+                               if w.job is None and w.fits(len(gen.request.prompt_ids))), None)
+            if worker is None and prefilled_here:
+                return True
             self.waiting.popleft()
             self._waiting_choices -= gen.request.n
             choices = [self._new_choice(gen, i) for i in range(gen.request.n)]
-            try:
-                if gen.request.guidance:
+            if worker is not None:
+                worker.start(gen, choices, np.asarray(gen.request.prompt_ids, dtype=np.int64))
+                self._prefilling += len(choices)
+            else:
+                prefilled_here = not gen.request.guidance
+                try:
+                    if gen.request.guidance:
+                        for choice in choices:
+                            self._start_guided(choice)
+                    else:
+                        self._prefill(choices)
+                except Exception as exc:  # noqa: BLE001 - this request fails, the others go on
+                    guided = bool(gen.request.guidance)
+                    if not guided:
+                        log.exception("prefill failed")
                     for choice in choices:
-                        self._start_guided(choice)
-                else:
-                    self._prefill(choices)
-            except Exception as exc:  # noqa: BLE001 - this request fails, the others go on
-                guided = bool(gen.request.guidance)
-                if not guided:
-                    log.exception("prefill failed")
-                for choice in choices:
-                    self._finish(choice, "error", error=f"{GRAMMAR_ERROR if guided else 'prefill failed: '}{exc}")
-                self._reap()
-            self._running = len(self.rows) + len(self.guided)
+                        self._finish(choice, "error", error=f"{GRAMMAR_ERROR if guided else 'prefill failed: '}{exc}")
+                    self._reap()
+            self._running = self._occupied()
             self._flush()                   # each admitted request's first token leaves before the next prefill
+        return prefilled_here
+
+    def _join_prefilled(self, job):
+        """A worker's prefill is done: its choices take the next rows (the KV copied over) and their first tokens."""
+        self._prefilling -= len(job.choices)
+        if job.error is not None or job.gen.cancelled or self._stopping:
+            job.worker.job = None
+            for choice in job.choices:
+                if job.error is not None:
+                    self._finish(choice, "error", error=f"prefill failed: {job.error}")
+                else:
+                    self._finish(choice, "cancelled")
+        else:
+            row = len(self.rows)
+            job.worker.hand_over(range(row, row + len(job.choices)), len(job.prompt))
+            self._place(job.choices, row, len(job.prompt), job.logits)
+        self._running = self._occupied()
 
     def _new_choice(self, gen, index):
         req = gen.request
@@ -409,10 +431,19 @@ class GenaiChatEngine(ChatEngine):
 
     def _prefill(self, choices):
         """Run the prompt once into the next free row; copy its KV into the rows of the other `n - 1` choices."""
-        from onnxruntime import OrtValue
-        cfg = self.config
         prompt = np.asarray(choices[0].gen.request.prompt_ids, dtype=np.int64)
         row = len(self.rows)
+        last = self.run_prompt(prompt, lambda binding: self._bind_kv(binding, row, 1))
+        for offset in range(1, len(choices)):
+            for buf in self.keys + self.values:
+                buf[row + offset, :, :len(prompt)] = buf[row, :, :len(prompt)]
+        self._place(choices, row, len(prompt), last)
+
+    def run_prompt(self, prompt, bind_kv):
+        """Run `prompt` through the decoder (in chunks of prefill_chunk) into the KV buffers `bind_kv(binding)`
+        binds; the last position's logits, float32. Called on the engine thread and on prefill workers."""
+        from onnxruntime import OrtValue
+        cfg = self.config
         chunk = self.settings.prefill_chunk
         logits = None
         for start in range(0, len(prompt), chunk):
@@ -426,16 +457,15 @@ class GenaiChatEngine(ChatEngine):
             if self.uses_positions:
                 binding.bind_cpu_input(cfg.position_ids,
                                        np.arange(start, start + len(ids), dtype=np.int64).reshape(1, -1))
-            self._bind_kv(binding, row, 1)
+            bind_kv(binding)
             self.session.run_with_iobinding(binding)
-        last = np.asarray(logits[0, -1], dtype=np.float32)
-        length = len(prompt)
+        return np.asarray(logits[0, -1], dtype=np.float32)
+
+    def _place(self, choices, row, length, last):
+        """Prefilled choices join the batch at rows row.. (their KV is there) and take their first tokens."""
         for offset, choice in enumerate(choices):
             choice.row = row + offset
             choice.length = length
-            if offset:
-                for buf in self.keys + self.values:
-                    buf[choice.row, :, :length] = buf[row, :, :length]
             self.rows.append(choice)
         for choice in choices:
             choice.gen.first_token_at = choice.gen.first_token_at or time.perf_counter()

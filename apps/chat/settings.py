@@ -25,6 +25,7 @@ class ChatSettings:
     max_context: int = 0                    # 0: the model's context_length; lower it to bound KV-cache memory
     max_n: int = 4                          # largest `n` accepted (each choice takes a slot)
     prefill_chunk: int = 512                # prompts longer than this are prefilled in chunks of it
+    prefill_threads: int = 0                # prefill workers beside the decoder (opt-in); -1: one if 2+ CPUs
     intra_op_threads: int = 0               # 0: every usable CPU but one (default_compute_threads)
     intra_op_spinning: bool = False         # busy-waiting threads halve throughput on a shared 2-core node
     max_body_bytes: int = 4 * 1024 * 1024   # chat requests
@@ -57,6 +58,7 @@ class ChatSettings:
             max_context=r.integer("FOUNDRY_CHAT_MAX_CONTEXT", 0, low=0, high=1 << 22),
             max_n=r.integer("FOUNDRY_CHAT_MAX_N", cls.max_n, low=1, high=64),
             prefill_chunk=r.integer("FOUNDRY_CHAT_PREFILL_CHUNK", cls.prefill_chunk, low=16, high=1 << 20),
+            prefill_threads=r.integer("FOUNDRY_CHAT_PREFILL_THREADS", cls.prefill_threads, low=-1, high=16),
             intra_op_threads=r.integer("FOUNDRY_INTRA_OP_THREADS", 0, low=0, high=1024),
             intra_op_spinning=r.flag("FOUNDRY_INTRA_OP_SPINNING", False),
             max_body_bytes=r.integer("FOUNDRY_CHAT_MAX_BODY_BYTES", cls.max_body_bytes, low=1024, high=1 << 30),
@@ -129,6 +131,11 @@ def usable_cpus():
         import math
         count = min(count, max(1, math.ceil(quota)))
     return max(1, count)
+
+
+def default_prefill_threads():
+    """Prefill workers beside the decoder thread: one where a second CPU is usable (apps/chat/prefill.py)."""
+    return 1 if usable_cpus() > 1 else 0
 
 
 def default_compute_threads():

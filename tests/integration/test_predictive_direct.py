@@ -117,3 +117,20 @@ def test_direct_route_keep_alive_rules(servers):
         sock.sendall(b"POST /v1/predict HTTP/1.0\r\n" + head + b"Connection: keep-alive\r\n\r\n" + body)
         first = sock.recv(65536)
     assert b"Connection: keep-alive\r\n" in first and b"200 OK" in first
+
+
+@pytest.mark.parametrize("host, status", [
+    (None, 400), (b"a b", 400), (b"a,b", 400),             # Tornado refuses these: so does the direct route
+    (b"a%41!$'", 200), (b"[::1]:8000", 200), (b"", 200),   # valid, if odd: served (odd ones by the application)
+])
+def test_attack_direct_route_refuses_the_host_headers_tornado_refuses(servers, host, status):
+    fast, _ = servers
+    body = GOOD.encode()
+    head = b"api-key: %s\r\nContent-Length: %d\r\nConnection: close\r\n" % (KEY.encode(), len(body))
+    if host is not None:
+        head += b"Host: %s\r\n" % host
+    answer = _raw(fast, b"POST /v1/predict HTTP/1.1\r\n" + head + b"\r\n" + body)
+    assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:300]
+    if status == 400:
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["detail"].startswith("Malformed HTTP request: ")
+    assert fast.service.inflight == 0

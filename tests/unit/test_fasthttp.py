@@ -219,3 +219,27 @@ def test_disconnect_reaches_the_handler(server):
     f.close()
     s.close()
     assert Slow.closed.wait(2)
+
+
+def test_the_front_ends_headers_object_behaves_as_tornados():
+    # apps/fasthttp.py caches header-name normalization in an HTTPHeaders subclass; whatever is set and read through
+    # it must look exactly as through Tornado's own class (a Tornado upgrade that changes its internals fails here)
+    from tornado.httputil import HTTPHeaders
+
+    from foundry_inference.apps.fasthttp import _Headers
+    ours, theirs = _Headers(), HTTPHeaders()
+    for headers in (ours, theirs):
+        headers["content-TYPE"] = "application/json"
+        headers["x-api-key"] = "k"
+        headers.add("X-Api-Key", "k2")
+        headers["Set-Cookie"] = "a=b"
+        headers.add("set-cookie", "c=d")
+        headers["host"] = "x"
+        headers["Host"] = "y"               # replaces
+        del headers["set-cookie"]
+    assert sorted(ours.get_all()) == sorted(theirs.get_all())
+    for name in ("Content-Type", "content-type", "X-API-KEY", "Host", "Set-Cookie", "Missing"):
+        assert ours.get_list(name) == theirs.get_list(name)
+        assert ours.get(name) == theirs.get(name) and (name in ours) == (name in theirs)
+    assert dict(ours) == dict(theirs) and len(ours) == len(theirs)
+    assert ours["x-api-key"] == "k,k2"

@@ -21,7 +21,7 @@ def tiny_engine(tiny_model):
     from foundry_inference.apps.chat.engine import open_engine
     from foundry_inference.apps.chat.settings import ChatSettings
     engine = open_engine(tiny_model, ChatSettings(model_path=tiny_model, model_id="tiny", max_batch=4,
-                                                  queue_depth=8))
+                                                  queue_depth=8, prefill_threads=1))
     engine.load()
     yield engine
     engine.close()

@@ -207,3 +207,40 @@ def test_min_tokens_masks_the_end_of_turn(tiny_engine):
                                 sampling=prefer_eos)
     _, (done,) = run(collect(tiny_engine, request))
     assert done.finish_reason == "stop" and done.completion_tokens == 7
+
+
+def test_requests_arriving_together_are_prefilled_two_at_a_time_with_identical_outputs(tiny_engine):
+    # one prefill on the engine thread, one on the prefill worker, at the same time; a worker's prompt joins the
+    # batch through its own KV buffer, copied into the row: the outputs must not change by a token
+    engine = tiny_engine
+    requests = [GenerationRequest(prompt_ids=ids_for(engine, p), max_new_tokens=16) for p in PROMPTS]
+    singles = [run(collect(engine, r))[0][0] for r in requests]
+    worker = engine.prefill_workers[0]
+    jobs = worker.jobs
+    original = engine.run_prompt
+
+    def slow_prompt(prompt, bind_kv):     # the tiny model prefills in ~1 ms: make a prefill take 0.2 s
+        time.sleep(0.2)
+        return original(prompt, bind_kv)
+
+    async def first_token_and_text(request):
+        started = time.perf_counter()
+        gen = engine.submit(request, asyncio.get_running_loop())
+        first, text = None, ""
+        async for event in gen:
+            if isinstance(event, TextEvent):
+                first = first or time.perf_counter() - started
+                text += event.text
+        return first, text
+
+    async def together():
+        return await asyncio.gather(*[first_token_and_text(r) for r in requests])
+    engine.run_prompt = slow_prompt
+    try:
+        results = run(together())
+    finally:
+        del engine.run_prompt
+    assert [text for _first, text in results] == singles
+    assert worker.jobs - jobs >= 2                         # the worker took its share
+    # 4 prompts of 0.2 s: one after another the last first token would come after 0.8 s; two at a time, 0.4 s
+    assert max(first for first, _text in results) < 0.65, results
