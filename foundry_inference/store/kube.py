@@ -224,6 +224,7 @@ class WatchStream:
 
     def __init__(self, response):
         self.response = response
+        self.closed = False
 
     def __iter__(self):
         buffer = b""
@@ -234,7 +235,11 @@ class WatchStream:
                 for line in lines:
                     if line.strip():
                         yield self._event(line)
-        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+        except (urllib3.exceptions.HTTPError, OSError, ValueError, AttributeError) as exc:
+            if self.closed:             # closed by another thread mid-read (http.client drops its file: AttributeError)
+                return
+            if isinstance(exc, AttributeError):
+                raise
             raise _wrap(exc) from None
         finally:
             self.response.release_conn()
@@ -250,6 +255,7 @@ class WatchStream:
         return event.get("type"), _clean(obj)
 
     def close(self):
+        self.closed = True
         sock = getattr(getattr(self.response, "connection", None), "sock", None)
         try:
             if sock is not None:

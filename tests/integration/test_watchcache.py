@@ -132,3 +132,25 @@ def test_an_apiserver_outage_turns_the_cache_off_until_it_has_listed_again(kube,
     finally:
         kube.start_apiserver()
     assert eventually(lambda: cached.lookup("ModelDeployment", kube_namespace, "steady"), timeout=40)
+
+
+def test_a_watch_closed_from_another_thread_mid_read_ends_quietly(kube_store, kube_namespace):
+    """Closing the store (shutdown) while an informer reads its watch ends the read, without an exception escaping
+    the reader's thread (http.client drops its file under a blocked reader)."""
+    import threading
+    stream = kube_store.watch("ModelDeployment", kube_namespace, None, timeout_s=60)
+    outcome = []
+
+    def read():
+        try:
+            outcome.append(list(stream))
+        except BaseException as exc:  # noqa: BLE001 - the outcome under test
+            outcome.append(exc)
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    kube_store.create(deployment(kube_namespace, "watched"))
+    time.sleep(0.5)
+    stream.close()
+    reader.join(10)
+    assert not reader.is_alive(), "the reader still blocks after close()"
+    assert outcome and isinstance(outcome[0], list), outcome
