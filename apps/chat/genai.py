@@ -206,13 +206,7 @@ class GenaiChatEngine(ChatEngine):
         return views
 
     def _bind_kv(self, binding, start, count):
-        cfg = self.config
-        keys, values = self._kv_values(start, count)
-        for i in range(cfg.layers):
-            binding.bind_ortvalue_input(cfg.past_key % i, keys[i])
-            binding.bind_ortvalue_output(cfg.present_key % i, keys[i])
-            binding.bind_ortvalue_input(cfg.past_value % i, values[i])
-            binding.bind_ortvalue_output(cfg.present_value % i, values[i])
+        self.config.bind_kv(binding, *self._kv_values(start, count))
 
     def _warmup(self):
         import asyncio

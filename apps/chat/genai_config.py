@@ -37,3 +37,11 @@ class GenaiConfig:
                        "temperature": float(search.get("temperature", 1.0)),
                        "top_k": int(search.get("top_k", 0) or 0), "top_p": float(search.get("top_p", 1.0)),
                        "repetition_penalty": float(search.get("repetition_penalty", 1.0))}
+
+    def bind_kv(self, binding, keys, values):
+        """Bind each layer's KV buffers as both the past input and the present output (updated in place)."""
+        for i in range(self.layers):
+            binding.bind_ortvalue_input(self.past_key % i, keys[i])
+            binding.bind_ortvalue_output(self.present_key % i, keys[i])
+            binding.bind_ortvalue_input(self.past_value % i, values[i])
+            binding.bind_ortvalue_output(self.present_value % i, values[i])

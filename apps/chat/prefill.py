@@ -80,13 +80,7 @@ class PrefillWorker:
     # --- worker thread -----------------------------------------------------------------------------------------------
 
     def _bind(self, binding):
-        cfg = self.engine.config
-        keys, values = self._kv
-        for i in range(cfg.layers):
-            binding.bind_ortvalue_input(cfg.past_key % i, keys[i])
-            binding.bind_ortvalue_output(cfg.present_key % i, keys[i])
-            binding.bind_ortvalue_input(cfg.past_value % i, values[i])
-            binding.bind_ortvalue_output(cfg.present_value % i, values[i])
+        self.engine.config.bind_kv(binding, *self._kv)
 
     def _run(self):
         while True:

@@ -56,15 +56,21 @@ class Iris:
         return int(json.loads(base64.b64decode(resp.json()["items"][0]["data"]))["label_0"][0])
 
 
-@pytest.fixture
-def iris_up(tmp_path, monkeypatch):
-    """run_embedded with the iris model in a registry; yields (store, data, iris, registry)."""
+def _iris_setting(tmp_path, monkeypatch):
+    """The iris model built, the fetcher allowed to use the loopback registry, an embedded store: (built, data,
+    store)."""
     require_module("foundry_inference.apps.predictive.server")
     built = require_module("tests.support.models").iris_logreg()
     monkeypatch.setenv("FOUNDRY_FETCH_ALLOW_PRIVATE", "1")
     monkeypatch.setenv("FOUNDRY_FETCH_INSECURE", "1")
     data = tmp_path / "data"
-    store = EmbeddedStore.with_chart_crds(data / "store.db")
+    return built, data, EmbeddedStore.with_chart_crds(data / "store.db")
+
+
+@pytest.fixture
+def iris_up(tmp_path, monkeypatch):
+    """run_embedded with the iris model in a registry; yields (store, data, iris, registry)."""
+    built, data, store = _iris_setting(tmp_path, monkeypatch)
     stop = threading.Event()
     conf = settings(NS, autoscaling={"periodSeconds": 0.5, "stableWindowSeconds": 4, "panicWindowSeconds": 1,
                                      "maxHeldRequests": 8, "holdTimeoutSeconds": 60})
@@ -195,12 +201,7 @@ def test_streaming_chat_through_the_activator_with_the_openai_client(iris_up):
 
 
 def test_restart_during_a_scale_up_leaves_one_replica_and_answers_or_refuses_held_requests(tmp_path, monkeypatch):
-    require_module("foundry_inference.apps.predictive.server")
-    built = require_module("tests.support.models").iris_logreg()
-    monkeypatch.setenv("FOUNDRY_FETCH_ALLOW_PRIVATE", "1")
-    monkeypatch.setenv("FOUNDRY_FETCH_INSECURE", "1")
-    data = tmp_path / "data"
-    store = EmbeddedStore.with_chart_crds(data / "store.db")
+    built, data, store = _iris_setting(tmp_path, monkeypatch)
     conf = settings(NS, autoscaling={"periodSeconds": 0.5, "stableWindowSeconds": 4, "panicWindowSeconds": 1})
     iris = Iris(built)
 
