@@ -136,6 +136,7 @@ def test_attack_a_model_that_cannot_start_answers_held_requests_503_with_the_cau
     store.create(byo("iris", reg, autoscaling=SCALING))
     wait_for(lambda: state(store) == "Running", 90, "Running")
     wait_for(lambda: state(store) == "ScaledToZero", 60, "ScaledToZero")
+    wait_for(lambda: model_servers(data) == [], 30, "the model server stopped")   # a draining one still answers
     url, ca = endpoint_of(store, data)
     key = decoded(store.get("Secret", NS, "iris-api-keys"), "primary-key")
     model = next((data / "workloads" / NS / "iris").rglob("iris.onnx"))
