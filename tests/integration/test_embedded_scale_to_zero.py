@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from foundry_inference.operator.main import run_embedded
-from foundry_inference.store.embedded import EmbeddedStore
 from tests.e2e.quickstart_walkthrough import processes_under
+from tests.support.embedded_env import loopback_embedded
 from tests.support.require import require_module
 from tests.unit.operator.factories import decoded, settings
 
@@ -61,10 +61,7 @@ def _iris_setting(tmp_path, monkeypatch):
     store)."""
     require_module("foundry_inference.apps.predictive.server")
     built = require_module("tests.support.models").iris_logreg()
-    monkeypatch.setenv("FOUNDRY_FETCH_ALLOW_PRIVATE", "1")
-    monkeypatch.setenv("FOUNDRY_FETCH_INSECURE", "1")
-    data = tmp_path / "data"
-    return built, data, EmbeddedStore.with_chart_crds(data / "store.db")
+    return (built, *loopback_embedded(tmp_path, monkeypatch))
 
 
 @pytest.fixture
