@@ -293,6 +293,8 @@ class GenaiChatEngine(ChatEngine):
             self._flush()
 
     def _drain(self, block):
+        if not block and self._inbox.empty():
+            return True                     # the common case between decode steps: no exception raised and caught
         while True:
             try:
                 cmd, gen = self._inbox.get() if block else self._inbox.get_nowait()
