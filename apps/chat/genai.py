@@ -174,6 +174,7 @@ class GenaiChatEngine(ChatEngine):
         self.values = [np.zeros(shape, self.kv_dtype) for _ in range(cfg.layers)]
         self._views = {}
         self._decode_bindings = {}
+        self._ones = np.ones((1, self.context_length + 1), dtype=np.int64)   # a one-row decode step's mask
 
     def _touch_kv_rows(self):
         """One decode step over every slot, at load. The first step that uses a KV row makes the whole row resident
@@ -485,16 +486,20 @@ class GenaiChatEngine(ChatEngine):
         rows = self.rows
         n = len(rows)
         binding, logits = self._decode_binding(n)
-        ids = np.fromiter((c.last for c in rows), dtype=np.int64, count=n).reshape(n, 1)
-        lengths = np.fromiter((c.length for c in rows), dtype=np.int64, count=n)
-        if n == 1:
-            mask = np.ones((1, int(lengths[0]) + 1), dtype=np.int64)
+        if n == 1:                  # one stream: no per-step arrays beyond the two 1x1 inputs
+            length = rows[0].length
+            ids = np.array(((rows[0].last,),), dtype=np.int64)
+            mask = self._ones[:, :length + 1]
+            lengths = np.array(((length,),), dtype=np.int64) if self.uses_positions else None
         else:
+            ids = np.fromiter((c.last for c in rows), dtype=np.int64, count=n).reshape(n, 1)
+            lengths = np.fromiter((c.length for c in rows), dtype=np.int64, count=n)
             mask = (np.arange(int(lengths.max()) + 1) <= lengths[:, None]).astype(np.int64)
+            lengths = lengths.reshape(n, 1)
         binding.bind_cpu_input(cfg.input_ids, ids)
         binding.bind_cpu_input(cfg.attention_mask, mask)
         if self.uses_positions:
-            binding.bind_cpu_input(cfg.position_ids, lengths.reshape(n, 1))
+            binding.bind_cpu_input(cfg.position_ids, lengths)
         self.session.run_with_iobinding(binding)
         self.steps += 1
         self.batch_rows += n
