@@ -272,7 +272,8 @@ def transcription(rounds):
 def prefill_ab(model_dir, tokens, rounds):
     """The same server with and without its prefill worker, measured in turn: p90 time to first token of 4
     simultaneous streams, their aggregate, and 16 streams' aggregate against it."""
-    servers = {"prefill worker": start_server(model_dir, free_port()),
+    servers = {"prefill worker": start_server(model_dir, free_port(), extra_env={
+                   "FOUNDRY_CHAT_PREFILL_THREADS": "1"}),
                "engine thread only": start_server(model_dir, free_port(), extra_env={
                    "FOUNDRY_CHAT_PREFILL_THREADS": "0"})}
     results = {name: {"p90": [], "agg4": [], "agg16": []} for name in servers}
