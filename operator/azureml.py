@@ -259,8 +259,9 @@ class Client:
         path = parts.path.rstrip("/") + "/" + urllib.parse.quote(name, safe="/")
         return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
-    def get_range(self, url, start, end, etag, label):
-        """Bytes start..end (inclusive) of the blob, exactly; retried; BlobChanged when its ETag moved on."""
+    def get_range(self, url, start, end, etag, label, size=None):
+        """Bytes start..end (inclusive) of the blob, exactly; retried; BlobChanged when its ETag moved on. With `size`
+        (the listing's), a blob whose own length (Content-Range's total) differs fails at once: the size check."""
         want = end - start + 1
 
         def attempt():
@@ -277,6 +278,11 @@ class Client:
             with resp:
                 got = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", (resp.headers.get("Content-Range") or "").strip())
                 whole = resp.status == 200 and start == 0
+                total = got.group(3) if got and resp.status == 206 else (
+                    (resp.headers.get("Content-Length") or "").strip() if whole else None)
+                if size is not None and total and total.isdigit() and int(total) != size:
+                    raise FetchError(f"{label}: size check failed: the blob has {int(total)} bytes, the listing "
+                                     f"said {size}")
                 if not whole and not (resp.status == 206 and got and int(got.group(1)) == start and
                                       int(got.group(2)) == end):
                     raise TransientError(f"unexpected answer to a range request (HTTP {resp.status}, "

@@ -223,12 +223,17 @@ def artifact_env(artifact, allowlist=(), cas=None):
 
 
 def azureml_env(artifact, settings):
-    """Where an `azureml://` model is looked up (catalog.azureRegistryUrl / azureRegion); nothing for others."""
+    """Where an `azureml://` model is looked up (catalog.azureRegistryUrl / azureRegion); nothing for others. A
+    private endpoint in front of Azure (catalog.azure.registryUrl on the site's network) and the blob host its
+    gateway names are only known at download time: such a fetcher gets every registryCAs bundle, each of which
+    fetch_http still trusts for its own host[:port] alone."""
     if not str(artifact.get("uri") or "").startswith("azureml:"):
         return []
     env = [{"name": "FOUNDRY_AZUREML_REGISTRY_URL", "value": settings.catalog.azureRegistryUrl}]
     if settings.catalog.azureRegion:
         env.append({"name": "FOUNDRY_AZURE_REGION", "value": settings.catalog.azureRegion})
+    if settings.registryCAs:
+        env.append({"name": "FOUNDRY_REGISTRY_CAS", "value": json.dumps(settings.registryCAs, sort_keys=True)})
     return env
 
 

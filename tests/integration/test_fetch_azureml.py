@@ -131,6 +131,28 @@ def test_attack_a_redirect_from_the_blob_store_is_not_followed(fake, tmp_path):
     assert not (tmp_path / "model").exists()
 
 
+def test_attack_a_listing_shorter_than_the_blob_fails_its_size_check(fake, tmp_path):
+    """The listing is the size check's reference (as in Foundry Local): a blob longer than listed was cut at the
+    listed length and served as the model (half a model, its digest recorded as the right one)."""
+    files = model_files(300_000)
+    uri = fake.add_model("M", "1", files)
+    fake.listed_sizes = {"v1/model.onnx": 200_000}
+    with pytest.raises(fetch.FetchError, match="v1/model.onnx: size check failed: the blob has 300000 bytes, "
+                                               "the listing said 200000"):
+        pull(uri, tmp_path / "model", cache_at(tmp_path))
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_listing_longer_than_the_blob_fails_its_size_check_without_retrying(fake, tmp_path):
+    uri = fake.add_model("M", "1", model_files(300_000))
+    fake.listed_sizes = {"v1/model.onnx": 300_010}
+    started = time.monotonic()
+    with pytest.raises(fetch.FetchError, match="size check failed: the blob has 300000 bytes, the listing said 300010"):
+        pull(uri, tmp_path / "model", cache_at(tmp_path))
+    assert time.monotonic() - started < 5, "a size mismatch is final: no retry with backoff"
+    assert not (tmp_path / "model").exists()
+
+
 def test_a_predictive_model_without_genai_config_is_laid_out_from_the_root(fake, tmp_path):
     uri = fake.add_model("iris-onnx", "2", {"model.onnx": b"onnx-bytes", "labels.txt": b"a\nb\n"})
     pull(uri, tmp_path / "model", cache_at(tmp_path))
