@@ -82,6 +82,7 @@ class AzureFake:
         self.delay = 0.0
         self.listed_sizes = {}               # name -> size listed instead of the real one
         self.requests = []                   # (method, path without query, Range, status)
+        self.range_times = []                # time.monotonic() of each ranged blob answer sent (206)
         self.catalog_bodies = []
         self._range_counts = {}
         self._lock = threading.Lock()
@@ -231,6 +232,7 @@ class AzureFake:
             h.close_connection = True
             return h._send(206, body[:len(body) // 2], headers, length=len(body))
         h._send(206, body, headers)
+        self.range_times.append(time.monotonic())
 
     def _post(self, h):
         parts = urllib.parse.urlsplit(h.path)
