@@ -19,6 +19,7 @@ import email.utils
 import json
 import os
 import re
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -160,7 +161,12 @@ class Client:
         """One request (no retry, no redirect followed: a 3xx is an HTTPError); the caller closes the response.
         Raises FetchError (refused by the SSRF guard), HTTPError, OSError."""
         self._check(url)
-        return self.http.request(method, url, {**(headers or {}), "User-Agent": USER_AGENT}, data)
+        try:
+            return self.http.request(method, url, {**(headers or {}), "User-Agent": USER_AGENT}, data)
+        except ssl.SSLCertVerificationError as exc:      # final: no other region or attempt would be trusted
+            host = urllib.parse.urlsplit(url).netloc
+            raise FetchError(f"{host}: the TLS certificate is not trusted ({exc.verify_message}); a private "
+                             "endpoint's CA goes in the chart value registryTrust.caBundles") from None
 
     def retrying(self, what, attempt_fn):
         """Run `attempt_fn()` until it succeeds, retrying network errors and RETRY_STATUSES with backoff (Retry-After

@@ -278,3 +278,28 @@ def test_two_fetchers_of_one_model_at_once_download_it_once(fake, tmp_path):
     assert errors == []
     assert fake.bytes_served("v1/model.onnx") == len(files["v1/model.onnx"])
     assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
+
+
+def test_a_private_https_endpoint_is_trusted_by_its_registry_ca_only(tmp_path, monkeypatch):
+    """catalog.azure.registryUrl on the site's network over https with a private CA (registryTrust.caBundles reaches
+    the fetcher as FOUNDRY_REGISTRY_CAS): verified against that CA, and refused without it."""
+    import ssl
+
+    from tests.kube import pki
+    ca, cert, key = pki.write_ca_and_cert(tmp_path / "pki", "azure", ["127.0.0.1"], [])
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    with AzureFake(tls=tls) as azure:
+        uri = azure.add_model("M", "1", model_files(100_000))
+        env = {**azure.env(), "FOUNDRY_FETCH_INSECURE": ""}
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        assert azure.base.startswith("https://")
+        with pytest.raises(fetch.FetchError, match=f"^{azure.host}: the TLS certificate is not trusted "
+                                                   r"\(.*\); a private endpoint's CA goes in the chart value "
+                                                   "registryTrust.caBundles$"):
+            fetch.fetch({"type": "uri", "uri": uri}, str(tmp_path / "a"), cache=cache_at(tmp_path))
+        assert len(azure.requests) == 0, "an untrusted endpoint is not asked again in other regions"
+        monkeypatch.setenv("FOUNDRY_REGISTRY_CAS", json.dumps({azure.host: open(ca).read()}))
+        fetch.fetch({"type": "uri", "uri": uri}, str(tmp_path / "b"), cache=cache_at(tmp_path))
+        assert (tmp_path / "b" / "genai_config.json").is_file()
