@@ -29,6 +29,7 @@ import json
 import re
 import secrets
 import ssl
+import sys
 import threading
 import time
 import urllib.parse
@@ -36,7 +37,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.sax.saxutils import escape
 
 
-class _TLSServer(ThreadingHTTPServer):
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], OSError):      # a client gone mid-answer (a killed fetcher): quiet
+            super().handle_error(request, client_address)
+
+
+class _TLSServer(_Server):
     """https: each connection's handshake happens in its own request thread (a slow client holds up no other)."""
 
     def finish_request(self, request, client_address):
@@ -110,7 +117,7 @@ class AzureFake:
             def do_POST(self):
                 fake._post(self)
 
-        self.server = (_TLSServer if tls else ThreadingHTTPServer)((host, 0), Handler)
+        self.server = (_TLSServer if tls else _Server)((host, 0), Handler)
         self.server.tls = tls
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
