@@ -119,6 +119,8 @@ def test_a_catalog_model_downloads_with_progress_resumes_after_a_kill_and_answer
                 assert "downloading the model: " in status["message"] and status["state"] == "Creating", status
                 if not seen or seen[-1][:3] != (done, of, pct):
                     seen.append((done, of, pct, "resumed after: " in cond["message"]))
+                    assert not seen[-1][3] or cond["message"].endswith(
+                        "; resumed after: model fetch failed (attempt 1): exited with 137 (Error)"), cond
             if status["state"] == "Running":
                 break
             if status["state"] == "Error":
