@@ -19,6 +19,7 @@ import email.utils
 import json
 import os
 import re
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -160,7 +161,12 @@ class Client:
         """One request (no retry, no redirect followed: a 3xx is an HTTPError); the caller closes the response.
         Raises FetchError (refused by the SSRF guard), HTTPError, OSError."""
         self._check(url)
-        return self.http.request(method, url, {**(headers or {}), "User-Agent": USER_AGENT}, data)
+        try:
+            return self.http.request(method, url, {**(headers or {}), "User-Agent": USER_AGENT}, data)
+        except ssl.SSLCertVerificationError as exc:      # final: no other region or attempt would be trusted
+            host = urllib.parse.urlsplit(url).netloc
+            raise FetchError(f"{host}: the TLS certificate is not trusted ({exc.verify_message}); a private "
+                             "endpoint's CA goes in the chart value registryTrust.caBundles") from None
 
     def retrying(self, what, attempt_fn):
         """Run `attempt_fn()` until it succeeds, retrying network errors and RETRY_STATUSES with backoff (Retry-After
@@ -259,8 +265,9 @@ class Client:
         path = parts.path.rstrip("/") + "/" + urllib.parse.quote(name, safe="/")
         return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
-    def get_range(self, url, start, end, etag, label):
-        """Bytes start..end (inclusive) of the blob, exactly; retried; BlobChanged when its ETag moved on."""
+    def get_range(self, url, start, end, etag, label, size=None):
+        """Bytes start..end (inclusive) of the blob, exactly; retried; BlobChanged when its ETag moved on. With `size`
+        (the listing's), a blob whose own length (Content-Range's total) differs fails at once: the size check."""
         want = end - start + 1
 
         def attempt():
@@ -277,6 +284,11 @@ class Client:
             with resp:
                 got = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", (resp.headers.get("Content-Range") or "").strip())
                 whole = resp.status == 200 and start == 0
+                total = got.group(3) if got and resp.status == 206 else (
+                    (resp.headers.get("Content-Length") or "").strip() if whole else None)
+                if size is not None and total and total.isdigit() and int(total) != size:
+                    raise FetchError(f"{label}: size check failed: the blob has {int(total)} bytes, the listing "
+                                     f"said {size}")
                 if not whole and not (resp.status == 206 and got and int(got.group(1)) == start and
                                       int(got.group(2)) == end):
                     raise TransientError(f"unexpected answer to a range request (HTTP {resp.status}, "

@@ -186,7 +186,7 @@ class BlobDownload:
             def one(index):
                 start = index * chunk
                 end = min(blob.size, start + chunk) - 1
-                data = self.client.get_range(url, start, end, blob.etag, blob.name)
+                data = self.client.get_range(url, start, end, blob.etag, blob.name, blob.size)
                 os.pwrite(fd, data, start)
                 self._count(len(data))
                 return index

@@ -43,10 +43,12 @@ SSRF guard (docs/api.md, decision 11): the registry or URI host is resolved and 
 the control plane's list, passed on by the operator) or FOUNDRY_FETCH_ALLOW_PRIVATE=1 (tests). Plain http needs
 FOUNDRY_FETCH_INSECURE=1; https is always verified, against the system's CAs plus, for a private registry,
 FOUNDRY_REGISTRY_CAS (`{"host[:port]": PEM}`, that registry's own CA, from the chart's registryTrust.caBundles).
-A finished fetch leaves `.foundry-artifact` (the artifact JSON) so a restarted pod or
-agent does not download again, and beside the folder `.<dest name>.foundry-digests.json` (each file's sha256): a
-copy that no longer matches (corrupted on disk) is fetched again. Exit status 0 on success, 1 with the reason on
-stderr otherwise.
+A failure's `failed: <cause>` line also goes to FOUNDRY_FETCH_TERMINATION_LOG when set (the operator sets the init
+container's terminationMessagePath, /dev/termination-log: the kubelet shows that file's content as the termination
+message even when it lost the container's log). A finished fetch leaves `.foundry-artifact` (the artifact JSON) so
+a restarted pod or agent does not download again, and beside the folder `.<dest name>.foundry-digests.json` (each
+file's sha256): a copy that no longer matches (corrupted on disk) is fetched again. Exit status 0 on success, 1 with
+the reason on stderr otherwise.
 """
 import json
 import os
@@ -371,6 +373,9 @@ def fetch(artifact, dest, username=None, password=None, allow_private=False, ins
     return dest
 
 
+TERMINATION_LIMIT = 4000      # the kubelet keeps at most 4096 bytes of a termination message
+
+
 def _flag(env, name):
     return (env.get(name) or "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -405,8 +410,21 @@ def main(env=None):
               cache=cache, limit=_size(env, "FOUNDRY_FETCH_LIMIT_BYTES"))
     except FetchError as exc:
         log(f"failed: {exc}")
+        _termination_message(env, f"model-fetcher: failed: {exc}")
         return 1
     return 0
+
+
+def _termination_message(env, line):
+    """On a cluster (FOUNDRY_FETCH_TERMINATION_LOG, the container's terminationMessagePath) the cause also goes to
+    the termination message file: the kubelet reads it before falling back to the log, which it may have lost."""
+    path = env.get("FOUNDRY_FETCH_TERMINATION_LOG")
+    if path:
+        try:
+            with open(path, "w") as fh:
+                fh.write(line[:TERMINATION_LIMIT] + "\n")
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

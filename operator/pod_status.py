@@ -6,7 +6,9 @@ embedded node agent writes (one way to report it in both modes; status.compute r
   ErrImageNeverPull / InvalidImageName, with the image), or the model server keeps exiting (CrashLoopBackOff after
   names.CRASH_LOOP_RESTARTS restarts, with its last exit). Seen on the pod at once, not after the Deployment's
   progress deadline.
-- `ModelDownloading`: a running fetcher's last `progress:` line, read from the tail of its log.
+- `ModelDownloading`: a running fetcher's last `progress:` line, read from the tail of its log. A fetcher the kubelet
+  restarted after a failure (killed, OOM, a network error) that is downloading again (resuming) is not an Error:
+  the condition names the previous attempt's cause instead.
 - `ModelServerRestarts`: each pod's model-server restartCount and its last termination.
 
 And the key-rotation nudge: `stale_for_keys` names the pods that started before the API keys last changed, so the
@@ -50,7 +52,10 @@ def _fetch_problem(cs):
         return None
     attempts = int(cs.get("restartCount") or 0) + (1 if failed is current else 0)
     message = (failed.get("message") or "").strip()
-    why = (fetch_log.failure_cause(message) or (message.splitlines()[-1] if message else None) or _exit(failed))
+    last = message.splitlines()[-1] if message else None
+    if last and fetch_log.download_progress(last):
+        last = None                 # killed mid-download (the log tail is its progress): the exit says more
+    why = fetch_log.failure_cause(message) or last or _exit(failed)
     return "FetchFailed", f"model fetch failed (attempt {max(1, attempts)}): {why}"
 
 
@@ -84,9 +89,12 @@ def conditions(pods, read_log):
             problem = problem or _pull_problem(cs)
             if cs.get("name") != FETCH_CONTAINER:
                 continue
-            problem = problem or _fetch_problem(cs)
+            fetch_problem = _fetch_problem(cs)
             if progress is None and "running" in (cs.get("state") or {}):
                 progress = fetch_log.download_progress(read_log(pod, FETCH_CONTAINER))
+                if progress and fetch_problem:      # restarted and moving on (resumed): no Error, the cause noted
+                    progress, fetch_problem = f"{progress}; resumed after: {fetch_problem[1]}", None
+            problem = problem or fetch_problem
         for cs in _statuses(pod, "containerStatuses"):
             problem = problem or _pull_problem(cs)
             if cs.get("name") != APP_CONTAINER:

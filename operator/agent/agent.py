@@ -50,9 +50,11 @@ class NodeAgent:
         self.store = store
         self.data_dir = str(data_dir)
         limit = cache_limit_bytes or cache_limit(os.environ.get("FOUNDRY_MODEL_CACHE_LIMIT") or None)
-        # for every fetcher: one shared blob cache; None removes a limit the agent's own environment might carry
+        # for every fetcher: one shared blob cache; None removes a limit the agent's own environment might carry, and
+        # the pod's termination-message file (a kubelet's; here the fetcher's log is the agent's own file)
         self.fetch_env = {"FOUNDRY_FETCH_CACHE": os.path.join(self.data_dir, "cache"),
-                          "FOUNDRY_FETCH_CACHE_LIMIT_BYTES": str(limit) if limit else None}
+                          "FOUNDRY_FETCH_CACHE_LIMIT_BYTES": str(limit) if limit else None,
+                          "FOUNDRY_FETCH_TERMINATION_LOG": None}
         self.settings = settings
         self.interval = interval
         self.nginx = nginx_binary if nginx_binary is not None else shutil.which("nginx")

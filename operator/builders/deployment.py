@@ -25,6 +25,7 @@ CHAT_COMMAND = ["foundry-inference", "chat-server"]
 PREDICTIVE_COMMAND = ["foundry-inference", "predictive-server"]
 VLLM_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
 FETCH_COMMAND = ["python", "-m", "foundry_inference.operator.fetch"]
+TERMINATION_LOG = "/dev/termination-log"     # the Kubernetes default terminationMessagePath, set explicitly
 AUTH_PROXY_COMMAND = ["foundry-inference", "auth-proxy"]
 APP_CONTAINER, PROXY_CONTAINER, FETCH_CONTAINER = "model-server", "tls-proxy", "model-fetcher"
 AUTH_PROXY_CONTAINER = "auth-proxy"
@@ -223,12 +224,17 @@ def artifact_env(artifact, allowlist=(), cas=None):
 
 
 def azureml_env(artifact, settings):
-    """Where an `azureml://` model is looked up (catalog.azureRegistryUrl / azureRegion); nothing for others."""
+    """Where an `azureml://` model is looked up (catalog.azureRegistryUrl / azureRegion); nothing for others. A
+    private endpoint in front of Azure (catalog.azure.registryUrl on the site's network) and the blob host its
+    gateway names are only known at download time: such a fetcher gets every registryCAs bundle, each of which
+    fetch_http still trusts for its own host[:port] alone."""
     if not str(artifact.get("uri") or "").startswith("azureml:"):
         return []
     env = [{"name": "FOUNDRY_AZUREML_REGISTRY_URL", "value": settings.catalog.azureRegistryUrl}]
     if settings.catalog.azureRegion:
         env.append({"name": "FOUNDRY_AZURE_REGION", "value": settings.catalog.azureRegion})
+    if settings.registryCAs:
+        env.append({"name": "FOUNDRY_REGISTRY_CAS", "value": json.dumps(settings.registryCAs, sort_keys=True)})
     return env
 
 
@@ -250,13 +256,15 @@ def model_fetcher(resolved, settings, size_limit=None):
         limit = None                # not a quantity: the apiserver refuses the sizeLimit itself, with the reason
     if limit is not None:
         env.append({"name": "FOUNDRY_FETCH_LIMIT_BYTES", "value": str(limit)})
+    env.append({"name": "FOUNDRY_FETCH_TERMINATION_LOG", "value": TERMINATION_LOG})
     return {
         "name": FETCH_CONTAINER, "image": settings.image("model-fetcher"), "imagePullPolicy": settings.imagePullPolicy,
         "command": list(FETCH_COMMAND), "env": env,
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
         "volumeMounts": [{"name": "models", "mountPath": names.MODELS_DIR}],
-        # a failed fetch's `failed: <cause>` line becomes the termination message the operator shows in status
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        # a failed fetch's `failed: <cause>` line becomes the termination message the operator shows in status:
+        # written to the file by the fetcher, else (a crash) the log's tail
+        "terminationMessagePath": TERMINATION_LOG, "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": _restricted(),
     }
 

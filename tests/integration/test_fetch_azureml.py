@@ -131,6 +131,28 @@ def test_attack_a_redirect_from_the_blob_store_is_not_followed(fake, tmp_path):
     assert not (tmp_path / "model").exists()
 
 
+def test_attack_a_listing_shorter_than_the_blob_fails_its_size_check(fake, tmp_path):
+    """The listing is the size check's reference (as in Foundry Local): a blob longer than listed was cut at the
+    listed length and served as the model (half a model, its digest recorded as the right one)."""
+    files = model_files(300_000)
+    uri = fake.add_model("M", "1", files)
+    fake.listed_sizes = {"v1/model.onnx": 200_000}
+    with pytest.raises(fetch.FetchError, match="v1/model.onnx: size check failed: the blob has 300000 bytes, "
+                                               "the listing said 200000"):
+        pull(uri, tmp_path / "model", cache_at(tmp_path))
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_listing_longer_than_the_blob_fails_its_size_check_without_retrying(fake, tmp_path):
+    uri = fake.add_model("M", "1", model_files(300_000))
+    fake.listed_sizes = {"v1/model.onnx": 300_010}
+    started = time.monotonic()
+    with pytest.raises(fetch.FetchError, match="size check failed: the blob has 300000 bytes, the listing said 300010"):
+        pull(uri, tmp_path / "model", cache_at(tmp_path))
+    assert time.monotonic() - started < 5, "a size mismatch is final: no retry with backoff"
+    assert not (tmp_path / "model").exists()
+
+
 def test_a_predictive_model_without_genai_config_is_laid_out_from_the_root(fake, tmp_path):
     uri = fake.add_model("iris-onnx", "2", {"model.onnx": b"onnx-bytes", "labels.txt": b"a\nb\n"})
     pull(uri, tmp_path / "model", cache_at(tmp_path))
@@ -256,3 +278,28 @@ def test_two_fetchers_of_one_model_at_once_download_it_once(fake, tmp_path):
     assert errors == []
     assert fake.bytes_served("v1/model.onnx") == len(files["v1/model.onnx"])
     assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
+
+
+def test_a_private_https_endpoint_is_trusted_by_its_registry_ca_only(tmp_path, monkeypatch):
+    """catalog.azure.registryUrl on the site's network over https with a private CA (registryTrust.caBundles reaches
+    the fetcher as FOUNDRY_REGISTRY_CAS): verified against that CA, and refused without it."""
+    import ssl
+
+    from tests.kube import pki
+    ca, cert, key = pki.write_ca_and_cert(tmp_path / "pki", "azure", ["127.0.0.1"], [])
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    with AzureFake(tls=tls) as azure:
+        uri = azure.add_model("M", "1", model_files(100_000))
+        env = {**azure.env(), "FOUNDRY_FETCH_INSECURE": ""}
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        assert azure.base.startswith("https://")
+        with pytest.raises(fetch.FetchError, match=f"^{azure.host}: the TLS certificate is not trusted "
+                                                   r"\(.*\); a private endpoint's CA goes in the chart value "
+                                                   "registryTrust.caBundles$"):
+            fetch.fetch({"type": "uri", "uri": uri}, str(tmp_path / "a"), cache=cache_at(tmp_path))
+        assert len(azure.requests) == 0, "an untrusted endpoint is not asked again in other regions"
+        monkeypatch.setenv("FOUNDRY_REGISTRY_CAS", json.dumps({azure.host: open(ca).read()}))
+        fetch.fetch({"type": "uri", "uri": uri}, str(tmp_path / "b"), cache=cache_at(tmp_path))
+        assert (tmp_path / "b" / "genai_config.json").is_file()

@@ -14,7 +14,11 @@ the public protocol (docs/catalog.md, operator/azureml.py's docstring), not from
 It misbehaves on demand (attributes): `failing_regions` answer 503; `throttle` blob GETs answer 429 with
 Retry-After; `truncate` blob GETs send a short body; `change_etag_after` = (name, n): after n range requests of that
 blob its content and ETag change; `page_size` of the listing; `delay` seconds per range request (to kill a fetcher
-mid-download); `extra_blobs` listed with any name (`../escape`).
+mid-download, or to watch a slow download); `extra_blobs` listed with any name (`../escape`); `listed_sizes`
+{name: size} listed instead of a blob's real size (a size check that must fail).
+
+`host` (default loopback) and `tls` (an ssl.SSLContext for the server side: https, the handshake in each request's
+thread) let a cluster test serve it inside the cluster's network namespace, as the private endpoint it stands in for.
 
     with AzureFake() as fake:
         uri = fake.add_model("Phi-x-cpu", "1", {"v1/genai_config.json": b"...", ...})
@@ -24,11 +28,33 @@ import hashlib
 import json
 import re
 import secrets
+import ssl
+import sys
 import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.sax.saxutils import escape
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], OSError):      # a client gone mid-answer (a killed fetcher): quiet
+            super().handle_error(request, client_address)
+
+
+class _TLSServer(_Server):
+    """https: each connection's handshake happens in its own request thread (a slow client holds up no other)."""
+
+    def finish_request(self, request, client_address):
+        try:
+            request = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            request.close()
 
 
 class Container:
@@ -47,7 +73,7 @@ class Container:
 
 
 class AzureFake:
-    def __init__(self, page_size=1000):
+    def __init__(self, page_size=1000, host="127.0.0.1", tls=None):
         self.sig = "fake-" + secrets.token_hex(8)
         self.expired_sig = None              # set: the gateway hands out a SAS that the blob service refuses
         self.sas_base = None                 # set: the gateway names this blob host instead of its own
@@ -61,7 +87,9 @@ class AzureFake:
         self.truncate = 0
         self.change_etag_after = None
         self.delay = 0.0
+        self.listed_sizes = {}               # name -> size listed instead of the real one
         self.requests = []                   # (method, path without query, Range, status)
+        self.range_times = []                # time.monotonic() of each ranged blob answer sent (206)
         self.catalog_bodies = []
         self._range_counts = {}
         self._lock = threading.Lock()
@@ -89,11 +117,12 @@ class AzureFake:
             def do_POST(self):
                 fake._post(self)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = (_TLSServer if tls else _Server)((host, 0), Handler)
+        self.server.tls = tls
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.host = f"127.0.0.1:{self.port}"
-        self.base = f"http://{self.host}"
+        self.host = f"{host}:{self.port}"
+        self.base = f"{'https' if tls else 'http'}://{self.host}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     # --- setup -----------------------------------------------------------------------------------------------------
@@ -160,8 +189,8 @@ class AzureFake:
     def _list(self, h, container, query):
         if query.get("restype") != ["container"] or query.get("comp") != ["list"]:
             return h._send(400, b"<Error><Code>InvalidQueryParameterValue</Code></Error>")
-        entries = sorted([(n, len(d), container.etags[n]) for n, d in container.files.items()] +
-                         [(n, size, '"0x1"') for n, size in container.extra])
+        entries = sorted([(n, self.listed_sizes.get(n, len(d)), container.etags[n])
+                          for n, d in container.files.items()] + [(n, size, '"0x1"') for n, size in container.extra])
         start = int((query.get("marker") or ["0"])[0] or 0)
         page = entries[start:start + self.page_size]
         nxt = start + self.page_size if start + self.page_size < len(entries) else None
@@ -210,6 +239,7 @@ class AzureFake:
             h.close_connection = True
             return h._send(206, body[:len(body) // 2], headers, length=len(body))
         h._send(206, body, headers)
+        self.range_times.append(time.monotonic())
 
     def _post(self, h):
         parts = urllib.parse.urlsplit(h.path)

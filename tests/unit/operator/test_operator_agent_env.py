@@ -49,3 +49,13 @@ def test_attack_a_pod_the_agent_cannot_realise_whole_is_not_run_without_its_auth
     w.sync({"metadata": {"generation": 1}, "spec": {"replicas": 1, "template": {"spec": pod}}}, {}, {})
     assert w.problem[0] == "Unsupported" and "auth-proxy" in w.problem[1]
     assert w.apps == [] and w.fetcher is None and w.proxy is None
+
+
+def test_an_embedded_fetcher_writes_no_termination_message_file(tmp_path):
+    """The pod spec names the kubelet's /dev/termination-log for the fetcher; on one machine no such file is the
+    fetcher's to write (the agent reads its log file), so the agent's fetchers run without the setting."""
+    from foundry_inference.operator.agent.agent import NodeAgent
+    from foundry_inference.operator.builders.deployment import TERMINATION_LOG
+    agent = NodeAgent(None, str(tmp_path), None, nginx_binary="")
+    fetcher = {"env": [{"name": "FOUNDRY_FETCH_TERMINATION_LOG", "value": TERMINATION_LOG}]}
+    assert "FOUNDRY_FETCH_TERMINATION_LOG" not in workload(tmp_path)._env(fetcher, agent.fetch_env)

@@ -163,6 +163,28 @@ def test_command_line_reports_failure_and_progress(tmp_path):
         assert bad.returncode == 1 and "failed: registry token request refused" in bad.stderr
 
 
+def test_a_failure_is_also_the_termination_message_the_kubelet_reads_first(tmp_path):
+    """A kubelet may lose an exited init container's log (then FallbackToLogsOnError has nothing but its own read
+    error): the cause is written to the terminationMessagePath file the operator names, which the kubelet reads
+    first. Without the setting (embedded mode) no file is written."""
+    from foundry_inference.operator import pod_status
+    path = tmp_path / "termination-log"
+    path.write_text("")                                       # the kubelet creates the file
+    env = {"FOUNDRY_FETCH_ARTIFACT": json.dumps({"type": "oci", "registry": "registry.invalid", "repository": "m",
+                                                 "tag": "1"}),
+           "FOUNDRY_FETCH_DEST": str(tmp_path / "m"), "FOUNDRY_FETCH_TERMINATION_LOG": str(path)}
+    assert fetch.main(env) == 1
+    message = path.read_text()
+    assert message.startswith("model-fetcher: failed: ") and "registry.invalid" in message, message
+    status = {"name": "model-fetcher", "restartCount": 0,
+              "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": message}}}
+    assert pod_status._fetch_problem(status)[1] == "model fetch failed (attempt 1): " + \
+        message.split("failed: ", 1)[1].strip()
+    del env["FOUNDRY_FETCH_TERMINATION_LOG"]
+    path.unlink()
+    assert fetch.main(env) == 1 and not path.exists()
+
+
 def test_plain_files_are_saved_under_their_title(tmp_path):
     with Registry(layer=b"raw-onnx", title="model.onnx") as reg:
         fetch.fetch(artifact(reg), str(tmp_path / "m"), "user", "pass", allow_private=True, insecure=True)

@@ -40,6 +40,32 @@ def test_no_log_is_read_for_a_fetcher_that_is_not_running_and_an_unreadable_log_
     assert pod_status.conditions([pod("a", {"running": {}})], lambda *_: None) == []
 
 
+def test_a_restarted_fetcher_that_downloads_again_is_progress_not_an_error():
+    """Killed mid-download (its log tail, the termination message, is a progress line): the kubelet restarts it in
+    the same pod and it resumes from the model volume. While it moves on, the status shows the download (naming the
+    previous attempt's exit), not Error; a retry that shows no progress (failing again) stays an Error."""
+    killed = {"name": "model-fetcher", "restartCount": 1, "state": {"running": {}},
+              "lastState": {"terminated": {"exitCode": 137, "reason": "Error",
+                                           "message": "model-fetcher: progress: 6291456 of 50331648 bytes (12%)\n"}}}
+    p = pod("a", {})
+    p["status"]["initContainerStatuses"] = [killed]
+    conds = pod_status.conditions([p], lambda *_: LOG)
+    assert conds == [{"type": names.DOWNLOAD_CONDITION, "status": "True", "reason": "Downloading",
+                      "message": "12.0 MiB (12582912 bytes) of 48.0 MiB (50331648 bytes) (25%); resumed after: "
+                                 "model fetch failed (attempt 1): exited with 137 (Error)"}]
+    st = status.compute(owner_obj(), _with_pods(conds), SETTINGS, NOW)
+    assert st["state"] == "Creating" and "downloading the model: 12.0 MiB" in st["message"], st
+    stuck = pod_status.conditions([p], lambda *_: "model-fetcher: listing the container\n")
+    assert [(c["type"], c["status"], c["reason"]) for c in stuck] == [("Progressing", "False", "FetchFailed")]
+    assert stuck[0]["message"] == "model fetch failed (attempt 1): exited with 137 (Error)"
+
+
+def _with_pods(conds):
+    out = outcome(owner_obj(), deployment(0))
+    out.pod_conditions = conds
+    return out
+
+
 def test_the_progress_reads_on_status_as_in_embedded_mode():
     """The same message whether the agent put the condition on the Deployment or the pods gave it."""
     cluster = outcome(owner_obj(), deployment(0))

@@ -85,6 +85,23 @@ def test_the_fetcher_gets_only_its_own_registrys_ca(pem):
     assert "FOUNDRY_REGISTRY_CAS" not in env
 
 
+def test_an_azureml_fetcher_gets_every_bundle_for_a_private_azure_endpoint(pem):
+    """catalog.azure.registryUrl on the site's network (https, a private CA): the gateway and the blob host it names
+    are only known at download time, so the fetcher gets each bundle (each trusted for its own host only)."""
+    endpoint = "10.0.0.5:8443"
+    settings = settings_mod.from_mapping({"registryAllowlist": [endpoint], "registryCAs": {endpoint: pem, REG: pem},
+                                          "catalog": {"azureRegistryUrl": f"https://{endpoint}/{{region}}"}})
+    resolved = _resolved(settings)
+    assert resolved.artifact["uri"].startswith("azureml://")
+    env = _env(dep_builder.model_fetcher(resolved, settings))
+    assert env["FOUNDRY_AZUREML_REGISTRY_URL"] == f"https://{endpoint}/{{region}}"
+    assert json.loads(env["FOUNDRY_REGISTRY_CAS"]) == {endpoint: pem, REG: pem}
+    assert env["FOUNDRY_REGISTRY_ALLOWLIST"] == endpoint
+    assert "FOUNDRY_FETCH_INSECURE" not in env                           # https, verified
+    plain = settings_mod.from_mapping({})
+    assert "FOUNDRY_REGISTRY_CAS" not in _env(dep_builder.model_fetcher(_resolved(plain), plain))
+
+
 def test_with_a_mirror_a_catalog_variant_is_pulled_from_the_mirror(pem):
     plain = settings_mod.from_mapping({})
     assert _resolved(plain).artifact["uri"].startswith("azureml://registries/azureml/models/")

@@ -1,0 +1,211 @@
+"""A Foundry catalog model downloaded on the real cluster through the `azureml://` protocol itself: the model-fetcher
+init container asks the registry gateway, lists the blob container and downloads ranged blobs from
+tests/support/azure_fake.py, a fake that STANDS IN FOR THE AZURE CLOUD SERVICES (api.azureml.ms, Azure Blob
+Storage: unreachable here). The fake runs in this test process but listens INSIDE the cluster's network namespace
+(its socket is created by a thread that joined it), on the node's private address, over https with a CA of the
+test's own: the release points at it with the documented chart values (catalog.azure.registryUrl, the address in
+api.config.registryAllowlist, its CA in registryTrust.caBundles); the SSRF guard stays on and nothing is routed
+outside the namespace. The shipped catalog's `qwen2.5-coder-0.5b` cpu variant is served with the SmolLM2 ONNX GenAI
+folder laid out as Foundry Local finds it (`v4/genai_config.json`, ...), its first region failing with 503.
+
+Covered: deployed by name through the control plane; with the fake throttled, the deployment's status (read through
+the control plane API) shows the download's progress (`ModelDownloading`, bytes done / total, increasing); the
+fetcher killed mid-download is restarted by the kubelet and resumes from the pod's model volume; Running, then a
+streamed chat completion with the official `openai` client through the deployment's Service over TLS. A second
+deployment downloads the model again (each pod's model volume is its own emptyDir: docs/catalog.md). A model the
+registry does not know and a blob that fails its size check end in state Error naming the cause, with no model
+server started. The release's values are restored at the end.
+"""
+import copy
+import json
+import os
+import re
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cluster_support import (
+    NS,
+    NUMBERS,
+    deleted_after,
+    expose,
+    fetched_from,
+    live,
+    pod_report,
+    upgrade_operator,
+    wait_for,
+    wait_state,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(1800)]
+ALIAS, NAME, VERSION = "qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct-generic-cpu", "4"
+BYTES, PCT = re.compile(r"(\d+) bytes"), re.compile(r"\((\d+)%\)")      # '0 bytes of 85.9 MiB (90038434 bytes) (0%)'
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def azure(node, core, net, release, tmp_path_factory):
+    """The Azure fake serving the catalog variant, inside the cluster's network namespace; the release pointed at
+    it (and back to its values afterwards)."""
+    from tests.kube import pki
+    from tests.support import chat_models
+    from tests.support.azure_fake import AzureFake
+    model = chat_models.require(chat_models.smollm2_model)
+    address = node.info_dict["node_ip"]
+    ca, cert, key = pki.write_ca_and_cert(tmp_path_factory.mktemp("azure-pki"), "azure", [address], [])
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    fake = net.call(AzureFake, host=address, tls=tls)        # its listening socket lives in the namespace
+    fake.__enter__()
+    try:
+        files = {f"v{VERSION}/{name}": Path(model, name).read_bytes() for name in sorted(os.listdir(model))
+                 if not name.startswith(".") and Path(model, name).is_file()}
+        files["LICENSE"] = b"apache-2.0"
+        fake.model_files = files
+        fake.uri = fake.add_model(NAME, VERSION, files, description="SmolLM2 as the qwen2.5-coder cpu variant")
+        fake.failing_regions = {"centralus"}
+        values = copy.deepcopy(release["values"])
+        values["catalog"] = {"azure": {"registryUrl": f"{fake.base}/registry/{{region}}"}}   # and no mirror
+        values["api"]["config"]["registryAllowlist"] = [*values["api"]["config"]["registryAllowlist"], fake.host]
+        values["registryTrust"]["caBundles"][fake.host] = Path(ca).read_text()
+        upgrade_operator(node, core, values)
+        try:
+            yield fake
+        finally:
+            upgrade_operator(node, core, release["values"])
+    finally:
+        fake.__exit__(None, None, None)
+
+
+def _pod(core, name):
+    pods = core.list_namespaced_pod(NS, label_selector=f"foundry.azure.com/deployment={name}").items
+    return pods[0] if pods else None
+
+
+def _kill_fetcher(node, core, name):
+    from tests.kube.node import kill_pod_processes_matching
+    pod = _pod(core, name)
+    return kill_pod_processes_matching(node, "foundry_inference.operator.fetch", pod.metadata.uid)
+
+
+def _chat(platform, endpoint, key):
+    client = platform.openai_client(endpoint, key)
+    stream = client.chat.completions.create(model=ALIAS, stream=True, max_tokens=16,
+                                            messages=[{"role": "user", "content": "Say hello."}])
+    return [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
+
+
+def test_a_catalog_model_downloads_with_progress_resumes_after_a_kill_and_answers(node, core, net, platform, azure):
+    total = sum(len(v) for v in azure.model_files.values())
+    azure.delay = 3.0                       # seconds per 2 MiB range, 4 at a time: ~3 MiB/s, about half a minute
+    started = time.monotonic()
+    net.call(platform.deploy, "qwen-azureml", {"catalog": {"name": ALIAS}}, namespace=NS)
+    with deleted_after(net, platform, "qwen-azureml"):
+        seen, states, killed = [], [], None          # seen: (done, of, pct, resumed?) from the status, in order
+        deadline = time.monotonic() + 600
+        while True:
+            live(node)
+            assert time.monotonic() < deadline, f"not Running after 600 s; states {states}; seen {seen}\n" \
+                                                f"{pod_report(core)}"
+            status = net.call(platform.deployment, "qwen-azureml", NS)["status"]
+            if not states or states[-1] != status["state"]:
+                states.append(status["state"])
+            assert azure.sig not in json.dumps(status), "a SAS token reached the status"
+            cond = next((c for c in status["conditions"] if c["type"] == "ModelDownloading"), None)
+            if cond:
+                (done, of), pct = map(int, BYTES.findall(cond["message"])[:2]), int(PCT.search(cond["message"])[1])
+                assert "downloading the model: " in status["message"] and status["state"] == "Creating", status
+                if not seen or seen[-1][:3] != (done, of, pct):
+                    seen.append((done, of, pct, "resumed after: " in cond["message"]))
+                    assert not seen[-1][3] or cond["message"].endswith(
+                        "; resumed after: model fetch failed (attempt 1): exited with 137 (Error)"), cond
+            if status["state"] == "Running":
+                break
+            if status["state"] == "Error":
+                # only between the kill and the kubelet's restart of the fetcher: its exit, then progress again
+                assert killed and "model fetch failed (attempt 1): exited with 137" in status["message"], status
+            if killed is None and seen and azure.bytes_served() >= 30 * MIB:
+                killed = (_kill_fetcher(node, core, "qwen-azureml"), azure.bytes_served())
+                assert killed[0], "no fetcher process found in the pod"
+            time.sleep(0.5)
+        NUMBERS["azureml catalog model (86 MB at ~3 MiB/s, one fetcher kill) create -> Running (s)"] = \
+            round(time.monotonic() - started, 1)
+        print(f"\nprogress seen on the status: {seen}\nstates: {states}", flush=True)
+
+        # progress: bytes done / total, increasing; the same total as the listing; seen again after the kill
+        before = [s for s in seen if not s[3]]
+        after = [s for s in seen if s[3]]
+        assert before and after, seen
+        assert all(of == total for _d, of, _p, _r in before), (total, seen)
+        assert [s[0] for s in before] == sorted(s[0] for s in before), seen
+        assert len({s[2] for s in seen}) >= 3, seen                     # at least three percentages on the status
+        # resumed: what was downloaded before the kill was not downloaded again
+        served = azure.bytes_served()
+        assert total <= served < total + killed[1] // 2, (total, served, killed)
+
+        artifact, cas, env = fetched_from(core, "qwen-azureml")
+        assert artifact["type"] == "uri" and artifact["uri"] == azure.uri, artifact
+        assert env["FOUNDRY_AZUREML_REGISTRY_URL"] == f"{azure.base}/registry/{{region}}", env
+        assert azure.host in cas and "FOUNDRY_FETCH_INSECURE" not in env, env      # https, verified by its CA
+        lookups = [(p.split("/")[2], s) for m, p, _r, s in azure.requests if p.startswith("/registry/")]
+        assert lookups[:2] == [("centralus", 503), ("eastus", 200)], lookups
+        fetcher = _pod(core, "qwen-azureml").status.init_container_statuses[0]
+        assert fetcher.restart_count == 1, fetcher
+
+        status = net.call(platform.deployment, "qwen-azureml", NS)["status"]
+        endpoint = expose(core, net, NS, status["internalEndpoint"])
+        platform._ca = platform.ca_path()
+        key = net.call(platform.keys, "qwen-azureml", NS)[0]
+        pieces = net.call(_chat, platform, endpoint, key)
+        assert len(pieces) > 1 and "".join(pieces).strip(), pieces
+
+
+def test_a_second_deployment_downloads_the_model_again_at_full_speed(node, core, net, platform, azure):
+    """On a cluster each pod's model volume is its own emptyDir (its `.foundry-cache` included): a second deployment
+    (or a pod the Deployment replaces) downloads the model again; only a fetcher restarted in the same pod resumes."""
+    total = sum(len(v) for v in azure.model_files.values())
+    azure.delay = 0
+    wait_for(node, lambda: _pod(core, "qwen-azureml") is None, 180, "the first deployment's pod to be gone")
+    served, ranges = azure.bytes_served(), len(azure.range_times)
+    started = time.monotonic()
+    net.call(platform.deploy, "qwen-azureml-2", {"catalog": {"name": ALIAS}}, namespace=NS)
+    with deleted_after(net, platform, "qwen-azureml-2"):
+        wait_state(node, core, net, platform, "qwen-azureml-2", "Running", 600)
+        NUMBERS["azureml catalog model (86 MB, unthrottled) create -> Running (s)"] = \
+            round(time.monotonic() - started, 1)
+        assert azure.bytes_served() - served == total
+        times = azure.range_times[ranges:]
+        seconds = max(times[-1] - times[0], 0.001)
+        NUMBERS["azureml download in the init container (86 MB): s, MiB/s"] = [round(seconds, 1),
+                                                                               round(total / MIB / seconds, 1)]
+
+
+def test_an_unknown_model_and_a_blob_failing_its_size_check_are_errors_with_their_cause(node, core, net, platform,
+                                                                                      azure):
+    azure.delay = 0
+    azure.add_model("Phi-4-generic-cpu", "1", {"v1/genai_config.json": b'{"model": {"type": "phi3"}}',
+                                                "v1/model.onnx": os.urandom(300_000)})
+    azure.listed_sizes = {"v1/model.onnx": 200_000}            # the listing says less than the blob holds
+    cases = {"phi35-unknown": ("phi-3.5-mini", "azureml://registries/azureml/models/Phi-3.5-mini-instruct-generic-cpu"
+                                               "/versions/1: the model registry answered not found"),
+             "phi4-size": ("phi-4", "v1/model.onnx: size check failed: the blob has 300000 bytes, the listing said "
+                                    "200000")}
+    started = {}
+    for name, (alias, _cause) in cases.items():
+        started[name] = time.monotonic()
+        net.call(platform.deploy, name, {"catalog": {"name": alias}}, namespace=NS)
+    try:
+        for name, (_alias, cause) in cases.items():
+            status = wait_state(node, core, net, platform, name, "Error", 180)
+            NUMBERS[f"azureml {name} create -> Error (s)"] = round(time.monotonic() - started[name], 1)
+            print(f"\n{name}: {status['message']}", flush=True)
+            assert status["message"].startswith("model fetch failed (attempt ") and cause in status["message"], status
+            assert azure.sig not in json.dumps(status)
+            servers = [c for c in _pod(core, name).status.container_statuses or [] if c.name == "model-server"]
+            assert all(c.state.running is None and c.restart_count == 0 for c in servers), servers  # never started
+    finally:
+        azure.listed_sizes = {}
+        for name in cases:
+            net.call(platform.delete, name, NS)
