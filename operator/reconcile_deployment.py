@@ -17,6 +17,7 @@ from foundry_inference.store import errors
 from . import apply, names, pod_status
 from . import spec as spec_mod
 from . import status as status_mod
+from .autoscale import params as scaling_params
 from .builders import common, ingress, keys, nginx, service, tls
 from .builders import deployment as deployment_builder
 from .builders import model as model_builder
@@ -110,6 +111,13 @@ class DeploymentReconciler:
             cert, key = tls.issue(ctx.ca_cert, ctx.ca_key, dns, ctx.now, self.settings.tls.certValidityDays)
         return name, tls.secret(owner, cert, key, ctx.ca_cert), cert
 
+    def _endpoint_selector(self, owner, spec, existing):
+        """The Service's pods: the model's, or its activator's while a scale-to-zero deployment has no ready replica
+        (builders/service.py); only an activator Deployment that exists and is available is ever selected."""
+        params = scaling_params.resolve(spec.autoscaling, self.settings) if spec.autoscaling is not None else None
+        return service.endpoint_selector(owner.name, params, existing.get(("Deployment", owner.name)),
+                                         existing.get(("Deployment", names.activator(owner.name))))
+
     def desired(self, owner, spec, resolved, existing, ctx):
         """The desired children, hash-stamped, in apply order (config before the Deployment that mounts it)."""
         auth_mode = self.settings.authentication.mode(spec.auth_enabled)
@@ -119,7 +127,7 @@ class DeploymentReconciler:
         children = [config] + ([tls_secret] if tls_secret else [])
         children.append(deployment_builder.deployment(owner, spec, resolved, self.settings, tls_secret_name=tls_name,
                                                       config_hash=config_hash, auth_mode=auth_mode))
-        children.append(service.service(owner))
+        children.append(service.service(owner, self._endpoint_selector(owner, spec, existing)))
         if spec.endpoint.get("enabled"):
             children.append(ingress.ingress(owner, spec.endpoint, self.settings))
         children = [common.with_hash(c) for c in children]
