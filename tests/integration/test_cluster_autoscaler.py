@@ -14,6 +14,9 @@ from foundry_inference.operator import names
 from foundry_inference.operator.autoscale import cluster
 from foundry_inference.operator.autoscale import params as params_mod
 from foundry_inference.operator.builders import service as service_builder
+from foundry_inference.store import errors
+from foundry_inference.store.kube import KubernetesStore
+from tests.support import helm
 from tests.unit.operator.test_autoscale_policy import params
 from tests.unit.operator.test_autoscale_scaler import Metrics
 
@@ -168,3 +171,43 @@ def test_the_endpoint_selector_rule():
     assert sel("m", p1, dep(1, 0), {"status": up}) == model             # cannot scale to zero
     assert sel("m", None, dep(0, 0), {"status": up}) == model           # fixed replicas
     assert sel("m", p0, None, {"status": up}) == model                  # no Deployment yet
+
+
+def test_the_charts_activator_identity_can_wake_and_nothing_else(kube, kube_store):
+    """The chart's activator RBAC applied to the real apiserver; a token of its ServiceAccount (TokenRequest, as in
+    its pod) can wake a Deployment and is refused everything else (a template, a Secret, another namespace)."""
+    ns, other = (kube.create_namespace(f"cas-{uuid.uuid4().hex[:8]}") for _ in range(2))
+    rendered = helm.render({"watch": {"namespaces": [ns]}})
+    objects = [o for o in rendered.objects if o["metadata"]["name"] == "inference-activator"]
+    assert {o["kind"] for o in objects} == {"ServiceAccount", "Role", "RoleBinding"}
+    helm.server_side_apply(kube.api_client(), objects)
+    for namespace in (ns, other):
+        kube_store.create(deployment("phi", namespace, names.child_labels("phi"), 0))
+    kube_store.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "phi-api-keys", "namespace": ns},
+                       "stringData": {"key1": "secret"}})
+    as_activator = KubernetesStore(kubeconfig=helm.sa_kubeconfig(kube, ns, "inference-activator"))
+    try:
+        def woken():
+            try:
+                return cluster.wake(as_activator, ns, "phi")
+            except errors.Forbidden:
+                return False                                 # the RoleBinding is not in the authorizer's cache yet
+        wait_for(woken, 30, "the activator's wake-up allowed")
+        assert kube_store.get("Deployment", ns, "phi")["spec"]["replicas"] == 1
+        refused = [
+            lambda: as_activator.patch("Deployment", ns, "phi", {"spec": {"template": {"spec": {
+                "containers": [{"name": "c", "image": "attacker.invalid/x:1"}]}}}}),
+            lambda: as_activator.patch("Deployment", ns, "phi", {"spec": {"replicas": 5}}),
+            lambda: as_activator.get("Secret", ns, "phi-api-keys"),
+            lambda: as_activator.list("Pod", ns),
+            lambda: cluster.wake(as_activator, other, "phi"),
+            lambda: as_activator.patch_scale("ModelDeployment", ns, "phi", 1),
+        ]
+        for call in refused:
+            with pytest.raises(errors.Forbidden):
+                call()
+        assert kube_store.get("Deployment", other, "phi")["spec"]["replicas"] == 0
+        assert kube_store.get("Deployment", ns, "phi")["spec"]["template"]["spec"]["containers"][0]["image"] == \
+            "registry.invalid/c:1"
+    finally:
+        as_activator.close()

@@ -312,6 +312,21 @@ def test_rbac_follows_the_watched_namespaces():
     assert not any("modeldeployments" in r[1] for r in api_release)
 
 
+def test_the_activator_may_only_set_replicas_in_each_watched_namespace():
+    out = helm.render({"watch": {"namespaces": ["team-a", "team-b"]}})
+    name = "inference-activator"
+    roles = [o for o in out.of_kind("Role") if o["metadata"]["name"] == name]
+    assert {o["metadata"]["namespace"] for o in roles} == {"team-a", "team-b"}      # not the release namespace
+    for role in roles:
+        assert _rules(role) == [(("apps",), ("deployments/scale",), ("get", "patch"), ())]
+        ns = role["metadata"]["namespace"]
+        assert out.get("ServiceAccount", name, ns)
+        binding = out.get("RoleBinding", name, ns)
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": ns}]
+    assert not [o for o in out.of_kind("ClusterRoleBinding") if any(s["name"] == name for s in o["subjects"])]
+
+
 def test_cluster_role_only_when_needed():
     assert not helm.render({"api": {"authorization": {"mode": "roles"}}, "rbac": {"clusterWideRead": False}}
                            ).of_kind("ClusterRole")
