@@ -14,6 +14,7 @@ the autoscaler then records that decision (`a request arrived while scaled to ze
 """
 import json
 import logging
+import threading
 
 from foundry_inference import logs
 from foundry_inference.store import errors
@@ -140,6 +141,16 @@ class ClusterScaler(Scaler):
             return False
         logs.event(log, "endpoint to activator", namespace=workload.namespace, name=workload.name)
         return True
+
+
+def start(store, settings, stop_event):
+    """The autoscaler's thread in the operator (`foundry-inference operator` on a cluster): every
+    `autoscaling.periodSeconds` until `stop_event` is set. Returns the thread."""
+    scaler = ClusterScaler(store, settings.namespaces)
+    thread = threading.Thread(target=scaler.run, args=(stop_event, settings.autoscaling.periodSeconds),
+                              name="autoscaler", daemon=True)
+    thread.start()
+    return thread
 
 
 def wake(store, namespace, name, attempts=3):

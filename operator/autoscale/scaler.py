@@ -99,7 +99,10 @@ class Scaler:
                 policy.observe(now, concurrency, answered)
                 decision = policy.decide(now, workload.replicas)
                 if decision is not None and decision[0] == 0 and not workload.activator_port:
-                    continue             # nothing would answer the endpoint (no sidecar, or no activator yet)
+                    # nothing would answer the endpoint at zero (no sidecar, or no activator yet): one replica
+                    if workload.replicas <= 1:
+                        continue
+                    decision = (1, f"{decision[1]}; one replica kept: nothing answers the endpoint at zero")
                 if decision is not None:
                     self.write(workload, *decision)
             for uid in [u for u in self.policies if u not in seen]:

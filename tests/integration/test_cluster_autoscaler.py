@@ -5,10 +5,12 @@ deletes the pods), goes to zero only while an activator is available and switche
 activator first, and an activator's wake-up (the scale subresource, 0 -> 1 only) is recorded as a decision.
 The clock is the test's (the windows are minutes long); everything else is real."""
 import json
+import signal
 import uuid
 
 import kubernetes
 import pytest
+import yaml
 
 from foundry_inference.operator import names
 from foundry_inference.operator.autoscale import cluster
@@ -17,6 +19,7 @@ from foundry_inference.operator.builders import service as service_builder
 from foundry_inference.store import errors
 from foundry_inference.store.kube import KubernetesStore
 from tests.support import helm
+from tests.support.procs import Cli
 from tests.unit.operator.test_autoscale_policy import params
 from tests.unit.operator.test_autoscale_scaler import Metrics
 
@@ -211,3 +214,49 @@ def test_the_charts_activator_identity_can_wake_and_nothing_else(kube, kube_stor
             "registry.invalid/c:1"
     finally:
         as_activator.close()
+
+
+def test_the_operator_process_runs_the_autoscaler_beside_its_loop(setup, kube, tmp_path):
+    """`foundry-inference operator` on the real apiserver (as in its pod): the load on a replica's gauges moves the
+    Deployment's replicas within a few periods, without any ModelDeployment event; SIGTERM stops both cleanly."""
+    ns, store, core, metrics = setup
+    wait_for(lambda: mark_ready(core, ns, f"{names.DEPLOYMENT_LABEL}=phi") == 1, 60, "the first pod")
+    metrics.value, metrics.answered = 3.0, 1.0
+    config = tmp_path / "operator.yaml"
+    config.write_text(yaml.safe_dump({"watch": {"namespaces": [ns]}, "operatorNamespace": ns,
+                                      "autoscaling": {"periodSeconds": 0.5}}))
+    cli = Cli("operator", "--kubeconfig", kube.kubeconfig, log_path=tmp_path / "operator.log",
+              env={"FOUNDRY_OPERATOR_CONFIG": str(config), "FOUNDRY_OPERATOR_HEALTH_PORT": "0"})
+    try:
+        wait_for(lambda: store.get("Deployment", ns, "phi")["spec"]["replicas"] == 3, 60,
+                 "the operator's autoscaler scaling on the pod's gauges")
+    finally:
+        rc = cli.stop(signal.SIGTERM)
+    assert rc == 0, cli.log()
+    assert "scaled" in cli.log()
+
+
+def test_idle_without_an_activator_goes_down_to_one_replica_not_zero(setup):
+    """After a burst, the zero decision (scaleToZeroAfterSeconds shorter than the stable window) comes before any
+    scale-down; with nothing to answer the endpoint at zero the deployment must still shrink, to one replica."""
+    ns, store, core, metrics = setup
+    quick = params(min_replicas=0, max_replicas=3, target_concurrency=1, scale_down_delay_s=5.0,
+                   scale_to_zero_after_s=2.0, period_s=2.0, stable_window_s=10.0, panic_window_s=4.0)
+    store.patch("Deployment", ns, "phi", {"metadata": {"annotations": {params_mod.ANNOTATION: quick.to_annotation()}}})
+    model = f"{names.DEPLOYMENT_LABEL}=phi"
+    wait_for(lambda: mark_ready(core, ns, model) == 1, 60, "the first pod")
+    clock = Clock()
+    scaler = cluster.ClusterScaler(store, [ns], clock=clock)
+    metrics.value, metrics.answered = 3.0, 1.0
+    scaler.step()
+    assert store.get("Deployment", ns, "phi")["spec"]["replicas"] == 3
+    wait_for(lambda: mark_ready(core, ns, model) == 3, 60, "three pods")
+    metrics.value = 0.0
+    for _ in range(20):
+        clock.now += 2
+        scaler.step()
+    dep = store.get("Deployment", ns, "phi")
+    assert dep["spec"]["replicas"] == 1
+    reason = json.loads(dep["metadata"]["annotations"][names.LAST_SCALING])["reason"]
+    assert reason.startswith("idle") and "one replica kept" in reason
+    assert store.get("Service", ns, "phi")["spec"]["selector"] == names.child_labels("phi")
