@@ -26,6 +26,7 @@ from .scaler import Scaler
 
 log = logging.getLogger("foundry_inference.operator.autoscale")
 WOKEN = "a request arrived while scaled to zero"
+LOST_ACTIVATOR = "no activator answers the endpoint at zero"
 
 
 def _ready(pod):
@@ -123,12 +124,27 @@ class ClusterScaler(Scaler):
             if workload.replicas > 0 and workload.last_decided == 0:
                 self.write(workload, workload.replicas, WOKEN)
                 workload.last_decided = workload.replicas
+            elif workload.replicas == 0 and not workload.activator_port:
+                # at zero with no activator to answer (its pod crashed, it was deleted): the endpoint would refuse
+                # every request and nothing would wake it, so one replica comes back, and the Service to it
+                if self._to_model(workload):
+                    self.write(workload, 1, LOST_ACTIVATOR)
         return current
 
     def write(self, workload, replicas, reason):
         if replicas == 0 and not self._to_activator(workload):
             return False
         return super().write(workload, replicas, reason)
+
+    def _to_model(self, workload):
+        wanted = names.child_labels(workload.name)
+        dropped = {k: None for k in service_builder.activator_selector(workload.name) if k not in wanted}
+        try:
+            self.store.patch("Service", workload.namespace, names.service(workload.name),
+                             {"spec": {"selector": {**dropped, **wanted}}})
+        except errors.NotFound:
+            return False
+        return True
 
     def _to_activator(self, workload):
         """The deployment's Service selects the activator (before its replicas go)."""

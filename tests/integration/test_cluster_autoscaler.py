@@ -260,3 +260,36 @@ def test_idle_without_an_activator_goes_down_to_one_replica_not_zero(setup):
     reason = json.loads(dep["metadata"]["annotations"][names.LAST_SCALING])["reason"]
     assert reason.startswith("idle") and "one replica kept" in reason
     assert store.get("Service", ns, "phi")["spec"]["selector"] == names.child_labels("phi")
+
+
+def test_at_zero_without_an_available_activator_one_replica_comes_back(setup):
+    """The activator answers a deployment at zero; if it goes (deleted, or no pod available), nothing would answer
+    the endpoint nor wake the deployment: the autoscaler brings one replica back and points the Service at it."""
+    ns, store, core, metrics = setup
+    model = f"{names.DEPLOYMENT_LABEL}=phi"
+    store.create(deployment(names.activator("phi"), ns, names.activator_labels("phi"), 1))
+    wait_for(lambda: mark_ready(core, ns, f"{names.ACTIVATOR_LABEL}=phi") == 1 and int(
+        (store.get("Deployment", ns, names.activator("phi")).get("status") or {}).get("availableReplicas") or 0),
+        60, "the activator available")
+    wait_for(lambda: mark_ready(core, ns, model) == 1, 60, "the first pod")
+    quick = params(min_replicas=0, max_replicas=3, target_concurrency=1, scale_down_delay_s=5.0,
+                   scale_to_zero_after_s=2.0, period_s=2.0, stable_window_s=10.0, panic_window_s=4.0)
+    store.patch("Deployment", ns, "phi", {"metadata": {"annotations": {params_mod.ANNOTATION: quick.to_annotation()}}})
+    clock = Clock()
+    scaler = cluster.ClusterScaler(store, [ns], clock=clock)
+    for _ in range(3):
+        clock.now += 2
+        scaler.step()
+    assert store.get("Deployment", ns, "phi")["spec"]["replicas"] == 0
+    assert store.get("Service", ns, "phi")["spec"]["selector"] == names.activator_labels("phi")
+    scaler.step()
+    assert store.get("Deployment", ns, "phi")["spec"]["replicas"] == 0        # stays while the activator answers
+
+    store.delete("Deployment", ns, names.activator("phi"))
+    clock.now += 2
+    scaler.step()
+    dep = store.get("Deployment", ns, "phi")
+    assert dep["spec"]["replicas"] == 1
+    assert json.loads(dep["metadata"]["annotations"][names.LAST_SCALING])["reason"] == cluster.LOST_ACTIVATOR
+    assert store.get("Service", ns, "phi")["spec"]["selector"] == names.child_labels("phi")
+    wait_for(lambda: len(live_pods(core, ns, model)) == 1, 60, "a model pod again")
