@@ -73,6 +73,18 @@ class ClusterWorkload:
         return [metrics_url(p) for p in self.pods]
 
 
+def _of_deployment(pod, name):
+    """A pod its Deployment's ReplicaSet made (controller `ReplicaSet <name>-<pod-template-hash>`), not any pod that
+    merely carries the deployment label: anyone who may create pods in the namespace could otherwise feed the
+    autoscaler gauges and move the replica count."""
+    meta = pod.get("metadata") or {}
+    template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+    if not name or not template_hash:
+        return False
+    return any(ref.get("controller") and ref.get("kind") == "ReplicaSet" and ref.get("apiVersion") == "apps/v1"
+               and ref.get("name") == f"{name}-{template_hash}" for ref in meta.get("ownerReferences") or [])
+
+
 def _available(deployment):
     return bool(deployment) and int((deployment.get("status") or {}).get("availableReplicas") or 0) > 0
 
@@ -97,8 +109,9 @@ class ClusterWorkloads:
             pods = {}
             for pod in self.store.list_all("Pod", namespace, label_selector=names.DEPLOYMENT_LABEL):
                 meta = pod["metadata"]
-                pods.setdefault((meta["namespace"], (meta.get("labels") or {}).get(names.DEPLOYMENT_LABEL)),
-                                []).append(pod)
+                name = (meta.get("labels") or {}).get(names.DEPLOYMENT_LABEL)
+                if _of_deployment(pod, name):
+                    pods.setdefault((meta["namespace"], name), []).append(pod)
             for dep in scaled:
                 key = (dep["metadata"]["namespace"], dep["metadata"]["name"])
                 activator = by_name.get((key[0], names.activator(key[1])))

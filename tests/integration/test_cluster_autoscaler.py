@@ -293,3 +293,32 @@ def test_at_zero_without_an_available_activator_one_replica_comes_back(setup):
     assert json.loads(dep["metadata"]["annotations"][names.LAST_SCALING])["reason"] == cluster.LOST_ACTIVATOR
     assert store.get("Service", ns, "phi")["spec"]["selector"] == names.child_labels("phi")
     wait_for(lambda: len(live_pods(core, ns, model)) == 1, 60, "a model pod again")
+
+
+def test_attack_a_pod_that_only_carries_the_deployment_label_does_not_move_the_replicas(setup):
+    """Someone who may create pods in the namespace labels one like the model's and serves a huge load from it: the
+    autoscaler reads only the pods of the Deployment's own ReplicaSet."""
+    ns, store, core, metrics = setup
+    model = f"{names.DEPLOYMENT_LABEL}=phi"
+    wait_for(lambda: mark_ready(core, ns, model) == 1, 60, "the first pod")
+    metrics.value, metrics.answered = 0.0, 1.0                      # the real replica is idle
+    rogue = Metrics()
+    rogue.value = 1000.0
+    try:
+        port = int(rogue.url.split(":")[2].split("/")[0])
+        labels = {**names.child_labels("phi"), "pod-template-hash": "abc12"}
+        container = {"name": "c", "image": "registry.invalid/c:1",
+                     "ports": [{"name": "metrics", "containerPort": port}]}
+        # its own pod-template-hash: the ReplicaSet's selector does not match it, so nothing adopts or deletes it
+        core.create_namespaced_pod(ns, {"metadata": {"name": "rogue", "labels": labels},
+                                        "spec": {"containers": [container]}})
+        mark_ready(core, ns, "pod-template-hash=abc12")
+        clock = Clock()
+        scaler = cluster.ClusterScaler(store, [ns], clock=clock)
+        for _ in range(5):
+            scaler.step()
+            clock.now += 2
+        assert store.get("Deployment", ns, "phi")["spec"]["replicas"] == 1
+        assert len(live_pods(core, ns, model)) == 2                  # the rogue pod was there all along
+    finally:
+        rogue.close()
