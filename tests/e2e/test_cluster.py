@@ -2,12 +2,10 @@
 with the images built from docker/: the platform's pods come up by their own probes and serve models end to end.
 
 Everything a user sees is reached inside the cluster's network namespace, through the Services (kube-proxy), with
-TLS verified against the install's CA. The tests of this module run in order on one cluster and one release.
+TLS verified against the install's CA. The tests run in order on one cluster and one release (tests/e2e/conftest.py).
 Needs root, the cluster's tools (scripts/setup.sh --test) and the Kubernetes binaries (tests/kube/build-kube.sh);
 without them this module skips on a developer machine and fails under CI (tests/support/require.py).
 """
-import base64
-import contextlib
 import datetime
 import json
 import os
@@ -19,173 +17,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import require
+from tests.e2e.cluster_support import (
+    CHILD_KINDS,
+    NS,
+    NUMBERS,
+    RELEASE,
+    children,
+    deleted_after,
+    expose,
+    fetched_from,
+    live,
+    pods_ready,
+    prerequisites,
+    push,
+    upgrade_operator,
+    wait_for,
+    wait_state,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(1800)]
-
-NS = "foundry-local-operator"
-RELEASE = "foundry-inference"
-NUMBERS = {}          # measured durations, printed at the end of the module (docs/benchmarks.md)
-
-
-def _prerequisites():
-    if os.geteuid() != 0:
-        require.unavailable("the real cluster needs root (network namespace, containers, cgroups)", topic="kube")
-    from tests.kube import cluster
-    for tool in (*cluster.TOOLS, "buildah", "debootstrap"):
-        require.require_tool(tool, "bash scripts/setup.sh --test", topic="kube")
-
-
-@pytest.fixture(scope="module")
-def node():
-    _prerequisites()
-    from tests.kube.cluster import Cluster
-    state = Path(tempfile.mkdtemp(prefix="fic-", dir="/tmp"))
-    cluster = Cluster(state)
-    started = time.monotonic()
-    try:
-        info = cluster.up()
-    except BaseException:
-        cluster.stop()
-        raise
-    NUMBERS["cluster up (s)"] = round(time.monotonic() - started, 1)
-    for name, image in info["images"].items():
-        NUMBERS[f"image {name} (MB)"] = round(image["bytes"] / 1e6, 1)
-    cluster.info_dict = info
-    yield cluster
-    print("\ncluster numbers: " + json.dumps(NUMBERS), flush=True)
-    if os.environ.get("FOUNDRY_KEEP_CLUSTER") == "1":       # debugging: leave it up, `cluster.py down` removes it
-        print(f"cluster kept: {json.dumps(info)}", flush=True)
-        return
-    cluster.stop()
-    shutil.rmtree(state, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def net(node):
-    from tests.kube.client import NetnsClient
-    return NetnsClient(node.info_dict)
-
-
-@pytest.fixture(scope="module")
-def core(node):
-    import kubernetes
-    return kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(node.info_dict["kubeconfig"]))
-
-
-def _live(node):
-    """Fail at once, naming the component, when a process of the cluster died (never hang on a dead kubelet)."""
-    dead = node.health()
-    if dead:
-        logs = "\n".join(f"--- {name}:\n" + node.log_tail(name) for name in dead)
-        pytest.fail(f"cluster component(s) died: {', '.join(dead)}\n{logs}", pytrace=False)
-
-
-def wait_for(node, predicate, timeout, what, interval=0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        _live(node)
-        try:
-            last = predicate()
-        except Exception as exc:  # noqa: BLE001 - "not yet", reported on timeout
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def pods_ready(core, namespace, selector=None):
-    pods = core.list_namespaced_pod(namespace, label_selector=selector).items
-    return pods and all(any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
-                        for p in pods) and pods
-
-
-@pytest.fixture(scope="module")
-def release(node, core):
-    """The chart installed by the Helm SDK with the local-images values; the platform's pods Ready."""
-    import yaml
-
-    from tests.support import helm
-    info = node.info_dict
-    try:
-        core.create_namespace({"metadata": {"name": NS}})
-    except Exception:  # noqa: BLE001 - already there
-        pass
-    values = yaml.safe_load(Path(info["values"]).read_text())
-    started = time.monotonic()
-    helm.install(info["kubeconfig"], values, release=RELEASE, namespace=NS, timeout=300)
-    pods = wait_for(node, lambda: pods_ready(core, NS), 300, "the operator and control-plane pods to be Ready")
-    NUMBERS["helm install -> platform pods Ready (s)"] = round(time.monotonic() - started, 1)
-    yield {"values": values, "installed": started, "pods": [p.metadata.name for p in pods]}
-
-
-@pytest.fixture(scope="module")
-def platform(node, core, net, release, tmp_path_factory):
-    from tests.e2e.quickstart_walkthrough import Platform
-
-    class ClusterPlatform(Platform):
-        def __init__(self, url, admin_key, ca):
-            import requests
-            self.url, self._ca = url, ca
-            self.admin = requests.Session()
-            self.admin.headers["Authorization"] = f"Bearer {admin_key}"
-
-        @property
-        def ca(self):
-            return self._ca
-
-    secret = core.read_namespaced_secret("inference-operator-admin-key", NS)
-    admin_key = base64.b64decode(secret.data["admin-key"]).decode()
-    service = core.read_namespaced_service("inference-operator-api", NS)
-    url = f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}"
-    ca_dir = tmp_path_factory.mktemp("ca")
-
-    def ca_path():
-        ca = core.read_namespaced_secret("foundry-inference-ca", NS)
-        (ca_dir / "ca.crt").write_bytes(base64.b64decode(ca.data["tls.crt"]))
-        return str(ca_dir / "ca.crt")
-    plat = ClusterPlatform(url, admin_key, None)
-    plat.ca_path = ca_path
-    return plat
-
-
-def pod_report(core, namespace=NS):
-    out = []
-    for pod in core.list_namespaced_pod(namespace).items:
-        statuses = (pod.status.init_container_statuses or []) + (pod.status.container_statuses or [])
-        out.append(f"{pod.metadata.name} {pod.status.phase} " + "; ".join(
-            f"{c.name}: ready={c.ready} restarts={c.restart_count} {c.state.to_dict()}" for c in statuses))
-    return "\n".join(out)
-
-
-def wait_state(node, core, net, platform, name, state, timeout, states=None):
-    """Poll the deployment until `state`; an unexpected Error or a timeout fails with the status and the pods."""
-    states = [] if states is None else states
-    deadline = time.monotonic() + timeout
-    status = None
-    while time.monotonic() < deadline:
-        _live(node)
-        status = net.call(platform.deployment, name, NS)["status"]
-        if not states or states[-1] != status["state"]:
-            states.append(status["state"])
-        if status["state"] == state:
-            return status
-        if status["state"] == "Error" and state != "Error":
-            break
-        time.sleep(0.5)
-    pytest.fail(f"{name} did not reach {state} (states {states}); status: {json.dumps(status)[:2000]}\n"
-                f"pods:\n{pod_report(core)}", pytrace=False)
-
-
-def expose(core, net, namespace, endpoint):
-    """Map the endpoint's Service name to its ClusterIP for the namespace's threads; returns the endpoint."""
-    host = endpoint.split("://", 1)[1].split("/", 1)[0].split(":")[0]
-    service, svc_ns = host.split(".")[:2]
-    net.hosts[host] = core.read_namespaced_service(service, svc_ns).spec.cluster_ip
-    return endpoint
 
 
 # --- 1. the platform's pods ---------------------------------------------------------------------------------------
@@ -263,7 +113,7 @@ def _rotate_and_time(node, net, platform, endpoint, which, samples=10):
                 - datetime.datetime.fromisoformat(answer["key"]["createdAt"].replace("Z", "+00:00")))
     assert promised.total_seconds() <= KEY_BOUND_S + 1, answer["key"]
     while True:
-        _live(node)
+        live(node)
         assert net.call(platform.predict_raw, endpoint, other, [[5.1, 3.5, 1.4, 0.2]]).status_code == 200
         codes = [net.call(platform.predict_raw, endpoint, old, [[5.1, 3.5, 1.4, 0.2]]).status_code
                  for _ in range(samples)]
@@ -386,7 +236,7 @@ def test_unfetchable_model_and_missing_image_are_errors_with_their_cause(node, c
     missing = "localhost/foundry-inference/no-such-image:0"
     values = json.loads(json.dumps(release["values"]))
     values["images"]["roles"]["model-fetcher"] = missing
-    _upgrade_operator(node, core, values)
+    upgrade_operator(node, core, values)
     try:
         started = time.monotonic()
         net.call(platform.deploy, "noimage", {"catalog": {"name": "iris-classifier"}}, namespace=NS)
@@ -396,65 +246,24 @@ def test_unfetchable_model_and_missing_image_are_errors_with_their_cause(node, c
         print(f"\nmissing image: {status['message']}", flush=True)
         net.call(platform.delete, "noimage", NS)
     finally:
-        _upgrade_operator(node, core, release["values"])
-
-
-def _upgrade_operator(node, core, values):
-    """helm upgrade; returns once the operator runs in a new pod (its configuration changed)."""
-    from tests.support import helm
-    selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
-    before = {p.metadata.name for p in core.list_namespaced_pod(NS, label_selector=selector).items}
-    helm.upgrade(node.info_dict["kubeconfig"], values, release=RELEASE, namespace=NS, timeout=300)
-
-    def replaced():
-        pods = core.list_namespaced_pod(NS, label_selector=selector).items
-        return (len(pods) == 1 and pods[0].metadata.name not in before and pods_ready(core, NS, selector))
-    wait_for(node, replaced, 300, "the operator to run in a new pod after the upgrade")
+        upgrade_operator(node, core, release["values"])
 
 
 # --- bring-your-own from the cluster's registry, and the catalog mirror: https with the registry's own CA ------------
-def _push(node, *args):
-    """`foundry-inference models push ...` from inside the cluster's network, trusting the registry's CA."""
-    from tests.support.procs import CLI
-    done = subprocess.run(node.ns(CLI, "models", "push", *args, "--ca-file", node.info_dict["registry_ca"]),
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
-
-
-def _fetched_from(core, name):
-    """The artifact the deployment's fetcher pulled (its environment) and its registry CAs; the fetcher finished.
-    (Its log is not asserted on: the kubelet may have collected the exited init container's log by then.)"""
-    pod = core.list_namespaced_pod(NS, label_selector=f"foundry.azure.com/deployment={name}").items[0]
-    fetcher = pod.status.init_container_statuses[0]
-    assert fetcher.state.terminated and fetcher.state.terminated.exit_code == 0, pod_report(core)
-    env = {e.name: e.value for e in pod.spec.init_containers[0].env}
-    return json.loads(env["FOUNDRY_FETCH_ARTIFACT"]), json.loads(env.get("FOUNDRY_REGISTRY_CAS") or "{}"), env
-
-
-@contextlib.contextmanager
-def _deleted_after(net, platform, name):
-    """Delete the deployment whatever happens: a leftover would hold up the later tests of the module."""
-    try:
-        yield
-    finally:
-        net.call(platform.delete, name, NS)
-
-
 def test_byo_model_from_the_clusters_registry_over_tls(node, core, net, platform):
     """Pushed with `models push` to the cluster's registry (https, a CA of its own, a private address allow-listed
     by the values), deployed by its OCI reference through the control plane, answered through the Service."""
     from foundry_inference import samples
     registry = node.info_dict["registry"]
-    out = _push(node, str(samples.prepare("iris-classifier", progress=lambda m: None)), f"{registry}/byo/iris:v1")
+    out = push(node, str(samples.prepare("iris-classifier", progress=lambda m: None)), f"{registry}/byo/iris:v1")
     assert f"pushed {registry}/byo/iris:v1" in out, out
     started = time.monotonic()
     net.call(platform.deploy, "iris-byo", {"custom": {"registry": registry, "repository": "byo/iris", "tag": "v1"}},
              namespace=NS, workloadType="predictive")
-    with _deleted_after(net, platform, "iris-byo"):
+    with deleted_after(net, platform, "iris-byo"):
         status = wait_state(node, core, net, platform, "iris-byo", "Running", 300)
         NUMBERS["BYO iris from the cluster's registry create -> Running (s)"] = round(time.monotonic() - started, 1)
-        artifact, cas, _env = _fetched_from(core, "iris-byo")
+        artifact, cas, _env = fetched_from(core, "iris-byo")
         assert artifact == {"type": "oci", "registry": registry, "repository": "byo/iris", "tag": "v1"}, artifact
         assert list(cas) == [registry], cas                     # the registry's own CA, for it alone
         endpoint = expose(core, net, NS, status["internalEndpoint"])
@@ -472,15 +281,15 @@ def test_catalog_model_from_the_mirror_registry_without_internet(node, core, net
     registry = node.info_dict["registry"]
     name, version = "qwen2.5-coder-0.5b-instruct-generic-cpu", "4"
     shutil.copytree(smollm2, tmp_path / "foundry" / "Microsoft" / f"{name}-{version}" / f"v{version}")
-    out = _push(node, str(tmp_path / "foundry"), "--mirror", registry)
+    out = push(node, str(tmp_path / "foundry"), "--mirror", registry)
     uri = f"azureml://registries/azureml/models/{name}/versions/{version}"
     assert f"{uri} -> {registry}/foundry-models/azureml/{name}:{version}" in out, out
     started = time.monotonic()
     net.call(platform.deploy, "qwen-mirror", {"catalog": {"name": "qwen2.5-coder-0.5b"}}, namespace=NS)
-    with _deleted_after(net, platform, "qwen-mirror"):
+    with deleted_after(net, platform, "qwen-mirror"):
         status = wait_state(node, core, net, platform, "qwen-mirror", "Running", 600)
         NUMBERS["catalog model from the mirror create -> Running (s)"] = round(time.monotonic() - started, 1)
-        artifact, cas, env = _fetched_from(core, "qwen-mirror")
+        artifact, cas, env = fetched_from(core, "qwen-mirror")
         assert artifact == {"type": "oci", "registry": registry, "repository": f"foundry-models/azureml/{name}",
                             "tag": version, "mirrorOf": uri}, artifact
         assert list(cas) == [registry] and "FOUNDRY_AZUREML_REGISTRY_URL" not in env, env
@@ -498,27 +307,16 @@ def test_catalog_model_from_the_mirror_registry_without_internet(node, core, net
 
 
 # --- 8. delete (garbage collector), helm upgrade (rolls the platform), helm uninstall (nothing left) ---------------
-CHILD_KINDS = [("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Secret"), ("v1", "ConfigMap"),
-               ("networking.k8s.io/v1", "Ingress"), ("v1", "Pod"), ("apps/v1", "ReplicaSet")]
-
-
-def _children(node, name):
-    import kubernetes
-
-    from tests.support import helm
-    api = kubernetes.config.new_client_from_config(node.info_dict["kubeconfig"])
-    return helm.labelled(api, f"foundry.azure.com/deployment={name}", CHILD_KINDS)
-
-
+@pytest.mark.cluster_teardown
 def test_delete_upgrade_and_uninstall_leave_nothing_behind(node, core, net, platform, release):
     import kubernetes
 
     from tests.support import helm
     info = node.info_dict
-    assert _children(node, "iris")
+    assert children(node, "iris")
     net.call(platform.delete, "iris", NS)
     wait_for(node, lambda: net.call(platform.gone, "iris", NS), 120, "iris to be deleted")
-    wait_for(node, lambda: not _children(node, "iris"), 120, "every child of iris to be collected")
+    wait_for(node, lambda: not children(node, "iris"), 120, "every child of iris to be collected")
 
     before = {p.metadata.name for p in core.list_namespaced_pod(NS).items}
     values = {**release["values"], "operator": {"logLevel": "debug"}, "api": {"logLevel": "debug"}}
@@ -566,8 +364,8 @@ def _traces(state, netns):
 
 
 def test_second_up_on_a_used_state_dir_a_dead_kubelet_and_down(tmp_path):
-    """Runs after the release is gone (module order): its own small cluster, no images."""
-    _prerequisites()
+    """Its own small cluster beside the release's, no images."""
+    prerequisites()
     from tests.kube.cluster import Cluster, down
     state = Path(tempfile.mkdtemp(prefix="fic2-", dir="/tmp"))
     first = Cluster(state)
@@ -581,7 +379,7 @@ def test_second_up_on_a_used_state_dir_a_dead_kubelet_and_down(tmp_path):
         time.sleep(0.5)
         assert second.health() == ["kubelet"]
         with pytest.raises(pytest.fail.Exception, match="cluster component.*kubelet"):
-            _live(second)                                    # a test waiting on the node fails at once, clearly
+            live(second)                                    # a test waiting on the node fails at once, clearly
     finally:
         down(state)
     assert _traces(state, second.netns) == {"processes": [], "mounts": [], "netns": False, "cgroups": [],
@@ -589,7 +387,7 @@ def test_second_up_on_a_used_state_dir_a_dead_kubelet_and_down(tmp_path):
 
 
 def test_an_image_build_without_the_package_mirror_fails_naming_the_step(tmp_path):
-    _prerequisites()
+    prerequisites()
     import sys
     env = {**os.environ, "FOUNDRY_IMAGE_CACHE": str(tmp_path / "images"),
            "FOUNDRY_DEBIAN_MIRROR": "http://127.0.0.1:9/debian"}        # nothing listens: no network to the mirror

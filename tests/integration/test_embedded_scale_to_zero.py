@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from foundry_inference.operator.main import run_embedded
-from foundry_inference.store.embedded import EmbeddedStore
 from tests.e2e.quickstart_walkthrough import processes_under
+from tests.support.embedded_env import loopback_embedded
 from tests.support.require import require_module
 from tests.unit.operator.factories import decoded, settings
 
@@ -61,10 +61,7 @@ def _iris_setting(tmp_path, monkeypatch):
     store)."""
     require_module("foundry_inference.apps.predictive.server")
     built = require_module("tests.support.models").iris_logreg()
-    monkeypatch.setenv("FOUNDRY_FETCH_ALLOW_PRIVATE", "1")
-    monkeypatch.setenv("FOUNDRY_FETCH_INSECURE", "1")
-    data = tmp_path / "data"
-    return built, data, EmbeddedStore.with_chart_crds(data / "store.db")
+    return (built, *loopback_embedded(tmp_path, monkeypatch))
 
 
 @pytest.fixture
@@ -136,6 +133,7 @@ def test_attack_a_model_that_cannot_start_answers_held_requests_503_with_the_cau
     store.create(byo("iris", reg, autoscaling=SCALING))
     wait_for(lambda: state(store) == "Running", 90, "Running")
     wait_for(lambda: state(store) == "ScaledToZero", 60, "ScaledToZero")
+    wait_for(lambda: model_servers(data) == [], 30, "the model server stopped")   # a draining one still answers
     url, ca = endpoint_of(store, data)
     key = decoded(store.get("Secret", NS, "iris-api-keys"), "primary-key")
     model = next((data / "workloads" / NS / "iris").rglob("iris.onnx"))

@@ -15,11 +15,11 @@ import pytest
 import requests
 
 from foundry_inference.operator.main import run_embedded
-from foundry_inference.store.embedded import EmbeddedStore
 from tests.e2e.quickstart_walkthrough import processes_under
 from tests.integration.test_operator_embedded import NS, Registry, byo, creds, state, wait_for
 from tests.support import models
 from tests.support.chat_models import require, tiny_chat_model
+from tests.support.embedded_env import loopback_embedded
 from tests.support.procs import free_port
 from tests.support.require import require_tool
 from tests.unit.operator.factories import decoded, settings
@@ -38,10 +38,7 @@ def test_prometheus_scrapes_the_keyless_metrics_port_of_an_embedded_deployment(t
     require_tool("nginx", "apt-get install nginx-light")
     built = models.iris_logreg()
     tiny = Path(require(tiny_chat_model))
-    monkeypatch.setenv("FOUNDRY_FETCH_ALLOW_PRIVATE", "1")
-    monkeypatch.setenv("FOUNDRY_FETCH_INSECURE", "1")
-    data = tmp_path / "data"
-    store = EmbeddedStore.with_chart_crds(data / "store.db")
+    data, store = loopback_embedded(tmp_path, monkeypatch)
     stop = threading.Event()
     thread = threading.Thread(target=run_embedded, args=(store, data, stop, settings(NS)), daemon=True)
     prom = None

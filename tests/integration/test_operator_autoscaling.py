@@ -2,23 +2,18 @@
 autoscaler owns the child Deployment's replicas (the operator keeps its count within the bounds, as with an HPA),
 its last decision and ScaledToZero (a ready state) show in the status; fixed replicas stay as they were."""
 import json
-import uuid
 
 import pytest
 
 from foundry_inference.operator import names
 from tests.unit.operator.factories import converge, mdep
 
-from .test_operator_reconcile import STORES, Env, status_of, wait_for
+from .test_operator_reconcile import STORES, make_env, status_of, wait_for
 
 
 @pytest.fixture(params=STORES)
 def env(request):
-    if request.param == "embedded":
-        return Env("embedded", request.getfixturevalue("embedded_store"), "team-a")
-    kube = request.getfixturevalue("kube")
-    return Env("kube", request.getfixturevalue("kube_store"), kube.create_namespace(f"as-{uuid.uuid4().hex[:8]}"),
-               kube)
+    return make_env(request, "as")
 
 
 def scale(env, replicas, reason):

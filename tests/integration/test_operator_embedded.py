@@ -22,6 +22,7 @@ from foundry_inference.operator.builders import deployment as deployment_builder
 from foundry_inference.operator.main import run_embedded
 from foundry_inference.store.embedded import EmbeddedStore
 from tests.e2e.quickstart_walkthrough import processes_under
+from tests.support.embedded_env import loopback_embedded
 from tests.support.registry import DockerRegistry
 from tests.support.require import require_module
 from tests.unit.operator.factories import decoded, mdep, settings
@@ -229,10 +230,7 @@ def test_real_predictive_server_behind_nginx_answers_a_prediction(tmp_path, monk
     require_module("foundry_inference.apps.predictive.server")
     models = require_module("tests.support.models")
     built = models.iris_logreg()
-    monkeypatch.setenv("FOUNDRY_FETCH_ALLOW_PRIVATE", "1")
-    monkeypatch.setenv("FOUNDRY_FETCH_INSECURE", "1")
-    data = tmp_path / "data"
-    store = EmbeddedStore.with_chart_crds(data / "store.db")
+    data, store = loopback_embedded(tmp_path, monkeypatch)
     stop = threading.Event()
     thread = threading.Thread(target=run_embedded, args=(store, data, stop, settings(NS)), daemon=True)
     with Registry(files={"iris.onnx": Path(built.path).read_bytes()}) as reg:

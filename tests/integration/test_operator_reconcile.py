@@ -76,13 +76,18 @@ class Env:
         wait_for(gone, timeout, f"{kind} {name} garbage-collected")
 
 
-@pytest.fixture(params=STORES)
-def env(request):
+def make_env(request, prefix):
+    """The Env of the store `request.param` names: the embedded store, or a fresh namespace on the real apiserver."""
     if request.param == "embedded":
         return Env("embedded", request.getfixturevalue("embedded_store"), "team-a")
     kube = request.getfixturevalue("kube")
-    return Env("kube", request.getfixturevalue("kube_store"), kube.create_namespace(f"op-{uuid.uuid4().hex[:8]}"),
+    return Env("kube", request.getfixturevalue("kube_store"), kube.create_namespace(f"{prefix}-{uuid.uuid4().hex[:8]}"),
                kube)
+
+
+@pytest.fixture(params=STORES)
+def env(request):
+    return make_env(request, "op")
 
 
 def status_of(env, name, kind="ModelDeployment"):

@@ -13,9 +13,9 @@ import pytest
 
 from foundry_inference.operator.builders import nginx as nginx_builder
 from foundry_inference.operator.main import run_embedded
-from foundry_inference.store.embedded import EmbeddedStore
 from tests.e2e.quickstart_walkthrough import processes_under
 from tests.integration.test_operator_embedded import NS, Registry, byo, creds, state, wait_for
+from tests.support.embedded_env import loopback_embedded
 from tests.support.require import require_module, require_tool
 from tests.unit.operator.factories import decoded, settings
 
@@ -92,10 +92,7 @@ def test_ten_times_the_connections_through_the_sidecar_get_200_or_429_never_a_re
     require_module("skl2onnx", "pip install -e .[test]")
     from tests.support import models
     built = models.iris_logreg()
-    monkeypatch.setenv("FOUNDRY_FETCH_ALLOW_PRIVATE", "1")
-    monkeypatch.setenv("FOUNDRY_FETCH_INSECURE", "1")
-    data = tmp_path / "data"
-    store = EmbeddedStore.with_chart_crds(data / "store.db")
+    data, store = loopback_embedded(tmp_path, monkeypatch)
     stop = threading.Event()
     thread = threading.Thread(target=run_embedded, args=(store, data, stop, settings(NS)), daemon=True)
     with Registry(files={"iris.onnx": Path(built.path).read_bytes()}) as reg:

@@ -108,3 +108,16 @@ def test_idle_goes_to_zero_and_a_wake_up_comes_back_at_once(setup):
     assert decision["reason"] == "a request arrived while scaled to zero"
     steps(scaler, clock, 2)                             # the wake-up counts as activity: not straight back to zero
     assert workload.replicas == 1
+
+
+def test_after_a_burst_an_idle_deployment_that_cannot_go_to_zero_comes_down_to_one(setup):
+    """The zero decision can come before any scale-down (scaleToZeroAfterSeconds below the stable window); without
+    an activator the deployment must still come down to one replica, not keep its burst count for good."""
+    store, metrics, workload, scaler, clock, _kicks = setup
+    workload.activator_port = None
+    metrics.value = 3.0
+    steps(scaler, clock, 3)
+    assert workload.replicas >= 3
+    metrics.value = 0.0
+    steps(scaler, clock, 30)
+    assert workload.replicas == 1 and store.get("Deployment", "ns", "chat")["spec"]["replicas"] == 1
