@@ -105,6 +105,16 @@ def activator(name):
 
 def activator_labels(name):
     return {MANAGED_BY: MANAGED_BY_VALUE, ACTIVATOR_LABEL: name}
+
+
+# the activator pods' identity: made by the chart in every watched namespace (may only scale Deployments and read
+# ModelDeployments/InferenceServices there); a fixed name, like the chart's other accounts
+ACTIVATOR_SERVICE_ACCOUNT = "inference-activator"
+
+
+def replicas_service(name):
+    """The Service that always selects the model pods (what the activator forwards to); a DNS-1035 label."""
+    return f"{service(name)[:54].rstrip('-')}-replicas"
 # Deployment status condition the embedded node agent adds when a model-server process exited and was restarted
 # (a kubelet reports this as a pod's restartCount); the operator surfaces it on the ModelDeployment.
 RESTARTS_CONDITION = "ModelServerRestarts"
