@@ -197,6 +197,8 @@ def test_the_charts_activator_identity_can_wake_and_nothing_else(kube, kube_stor
                 return False                                 # the RoleBinding is not in the authorizer's cache yet
         wait_for(woken, 30, "the activator's wake-up allowed")
         assert kube_store.get("Deployment", ns, "phi")["spec"]["replicas"] == 1
+        with pytest.raises(errors.NotFound):            # reading its owner's state by name is allowed
+            as_activator.get("ModelDeployment", ns, "phi")
         refused = [
             lambda: as_activator.patch("Deployment", ns, "phi", {"spec": {"template": {"spec": {
                 "containers": [{"name": "c", "image": "attacker.invalid/x:1"}]}}}}),
@@ -205,6 +207,8 @@ def test_the_charts_activator_identity_can_wake_and_nothing_else(kube, kube_stor
             lambda: as_activator.list("Pod", ns),
             lambda: cluster.wake(as_activator, other, "phi"),
             lambda: as_activator.patch_scale("ModelDeployment", ns, "phi", 1),
+            lambda: as_activator.list("ModelDeployment", ns),
+            lambda: as_activator.get("ModelDeployment", other, "phi"),
         ]
         for call in refused:
             with pytest.raises(errors.Forbidden):

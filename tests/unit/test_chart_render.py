@@ -312,13 +312,14 @@ def test_rbac_follows_the_watched_namespaces():
     assert not any("modeldeployments" in r[1] for r in api_release)
 
 
-def test_the_activator_may_only_set_replicas_in_each_watched_namespace():
+def test_the_activator_may_only_set_replicas_and_read_its_owner_in_each_watched_namespace():
     out = helm.render({"watch": {"namespaces": ["team-a", "team-b"]}})
     name = "inference-activator"
     roles = [o for o in out.of_kind("Role") if o["metadata"]["name"] == name]
     assert {o["metadata"]["namespace"] for o in roles} == {"team-a", "team-b"}      # not the release namespace
     for role in roles:
-        assert _rules(role) == [(("apps",), ("deployments/scale",), ("get", "patch"), ())]
+        assert _rules(role) == [(("apps",), ("deployments/scale",), ("get", "patch"), ()),
+                                (("foundrylocal.azure.com",), ("modeldeployments", "inferenceservices"), ("get",), ())]
         ns = role["metadata"]["namespace"]
         assert out.get("ServiceAccount", name, ns)
         binding = out.get("RoleBinding", name, ns)
