@@ -85,8 +85,19 @@ def _of_deployment(pod, name):
                and ref.get("name") == f"{name}-{template_hash}" for ref in meta.get("ownerReferences") or [])
 
 
-def _available(deployment):
-    return bool(deployment) and int((deployment.get("status") or {}).get("availableReplicas") or 0) > 0
+def _controller_uid(obj):
+    for ref in ((obj or {}).get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
+def _available(deployment, model):
+    """The activator answers: it has an available pod and the model's own owner controls it (a look-alike
+    Deployment someone else made under that name never lets the deployment go to zero)."""
+    owner = _controller_uid(model)
+    return (bool(deployment) and owner is not None and _controller_uid(deployment) == owner
+            and int((deployment.get("status") or {}).get("availableReplicas") or 0) > 0)
 
 
 class ClusterWorkloads:
@@ -115,7 +126,7 @@ class ClusterWorkloads:
             for dep in scaled:
                 key = (dep["metadata"]["namespace"], dep["metadata"]["name"])
                 activator = by_name.get((key[0], names.activator(key[1])))
-                workload = ClusterWorkload(dep, pods.get(key, []), _available(activator))
+                workload = ClusterWorkload(dep, pods.get(key, []), _available(activator, dep))
                 if workload.scaling is not None:
                     found.append(workload)
         return found

@@ -36,10 +36,13 @@ class Clock:
         return self.now
 
 
-def deployment(name, ns, labels, replicas, metrics_port=None, annotations=None):
+def deployment(name, ns, labels, replicas, metrics_port=None, annotations=None, owner=None):
     ports = [{"name": "metrics", "containerPort": metrics_port}] if metrics_port else []
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": ns, "labels": dict(labels), "annotations": annotations or {}},
+    meta = {"name": name, "namespace": ns, "labels": dict(labels), "annotations": annotations or {}}
+    if owner:
+        meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "ConfigMap", "name": owner["metadata"]["name"],
+                                    "uid": owner["metadata"]["uid"], "controller": True}]
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
             "spec": {"replicas": replicas, "selector": {"matchLabels": dict(labels)},
                      "template": {"metadata": {"labels": dict(labels)}, "spec": {"containers": [
                          {"name": "c", "image": "registry.invalid/c:1", "ports": ports}]}}}}
@@ -59,6 +62,10 @@ def mark_ready(core, ns, selector):
     return count
 
 
+def owner(store, ns):
+    return store.get("ConfigMap", ns, "owner")
+
+
 def live_pods(core, ns, selector):
     return [p for p in core.list_namespaced_pod(ns, label_selector=selector).items if not p.metadata.deletion_timestamp]
 
@@ -70,8 +77,10 @@ def setup(kube, kube_store):
     scaling = params(min_replicas=0, max_replicas=3, target_concurrency=1, scale_down_delay_s=5.0,
                      scale_to_zero_after_s=20.0, period_s=2.0, stable_window_s=10.0, panic_window_s=4.0)
     port = int(metrics.url.split(":")[2].split("/")[0])
+    # the ModelDeployment's stand-in: it controls the model Deployment and the activator (as the operator makes them)
+    owner = kube_store.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner", "namespace": ns}})
     kube_store.create(deployment("phi", ns, names.child_labels("phi"), 1, metrics_port=port,
-                                 annotations={params_mod.ANNOTATION: scaling.to_annotation()}))
+                                 annotations={params_mod.ANNOTATION: scaling.to_annotation()}, owner=owner))
     kube_store.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "phi", "namespace": ns},
                        "spec": {"selector": names.child_labels("phi"),
                                 "ports": [{"name": "https", "port": 443, "targetPort": 8443}]}})
@@ -110,7 +119,7 @@ def test_scales_on_pod_gauges_and_to_zero_only_behind_an_available_activator(set
     assert store.get("Service", ns, "phi")["spec"]["selector"] == names.child_labels("phi")
 
     # an available activator: the Service selects it first, then the replicas go and the pods are deleted
-    store.create(deployment(names.activator("phi"), ns, names.activator_labels("phi"), 1))
+    store.create(deployment(names.activator("phi"), ns, names.activator_labels("phi"), 1, owner=owner(store, ns)))
     activator = f"{names.ACTIVATOR_LABEL}=phi"
     wait_for(lambda: mark_ready(core, ns, activator) == 1 and int(
         (store.get("Deployment", ns, names.activator("phi")).get("status") or {}).get("availableReplicas") or 0),
@@ -144,7 +153,7 @@ def test_wake_never_overrides_a_count_and_a_missing_deployment_is_no_error(setup
 def test_a_ready_pod_whose_metrics_do_not_answer_holds_the_count(setup):
     ns, store, core, metrics = setup
     wait_for(lambda: mark_ready(core, ns, f"{names.DEPLOYMENT_LABEL}=phi") == 1, 60, "the first pod")
-    store.create(deployment(names.activator("phi"), ns, names.activator_labels("phi"), 1))
+    store.create(deployment(names.activator("phi"), ns, names.activator_labels("phi"), 1, owner=owner(store, ns)))
     wait_for(lambda: mark_ready(core, ns, f"{names.ACTIVATOR_LABEL}=phi") == 1 and int(
         (store.get("Deployment", ns, names.activator("phi")).get("status") or {}).get("availableReplicas") or 0),
         60, "the activator available")
@@ -271,7 +280,7 @@ def test_at_zero_without_an_available_activator_one_replica_comes_back(setup):
     the endpoint nor wake the deployment: the autoscaler brings one replica back and points the Service at it."""
     ns, store, core, metrics = setup
     model = f"{names.DEPLOYMENT_LABEL}=phi"
-    store.create(deployment(names.activator("phi"), ns, names.activator_labels("phi"), 1))
+    store.create(deployment(names.activator("phi"), ns, names.activator_labels("phi"), 1, owner=owner(store, ns)))
     wait_for(lambda: mark_ready(core, ns, f"{names.ACTIVATOR_LABEL}=phi") == 1 and int(
         (store.get("Deployment", ns, names.activator("phi")).get("status") or {}).get("availableReplicas") or 0),
         60, "the activator available")
@@ -326,3 +335,23 @@ def test_attack_a_pod_that_only_carries_the_deployment_label_does_not_move_the_r
         assert len(live_pods(core, ns, model)) == 2                  # the rogue pod was there all along
     finally:
         rogue.close()
+
+
+def test_attack_a_look_alike_activator_never_lets_the_deployment_go_to_zero(setup):
+    """A Deployment named `<name>-activator` with an available pod, made by someone else (not controlled by the
+    deployment's owner): the endpoint would route to it, so the autoscaler never goes to zero behind it."""
+    ns, store, core, metrics = setup
+    model = f"{names.DEPLOYMENT_LABEL}=phi"
+    wait_for(lambda: mark_ready(core, ns, model) == 1, 60, "the first pod")
+    metrics.value, metrics.answered = 0.0, 0.0
+    store.create(deployment(names.activator("phi"), ns, names.activator_labels("phi"), 1))      # no owner
+    wait_for(lambda: mark_ready(core, ns, f"{names.ACTIVATOR_LABEL}=phi") == 1 and int(
+        (store.get("Deployment", ns, names.activator("phi")).get("status") or {}).get("availableReplicas") or 0),
+        60, "the look-alike available")
+    clock = Clock()
+    scaler = cluster.ClusterScaler(store, [ns], clock=clock)
+    for _ in range(40):                                             # 80 s of idle, well past scaleToZeroAfter
+        scaler.step()
+        clock.now += 2
+    assert store.get("Deployment", ns, "phi")["spec"]["replicas"] == 1
+    assert store.get("Service", ns, "phi")["spec"]["selector"] == names.child_labels("phi")
