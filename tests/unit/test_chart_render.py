@@ -508,3 +508,31 @@ def test_metrics_annotations_and_optional_prometheus_operator_objects(defaults):
     off = helm.render({"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}})
     assert not off.of_kind("ServiceMonitor")
     assert "annotations" not in off.get("Deployment", API)["spec"]["template"]["metadata"]
+
+
+def test_network_policies_admit_the_operator_to_the_model_pods_metrics_and_anyone_to_https():
+    values = helm.load_values(helm.CHART / "ci" / "external-ingress-values.yaml")
+    values["metrics"] = {"enabled": True, "scrapeFrom": [{"namespaceSelector": {"matchLabels": {"team": "obs"}}}]}
+    out = helm.render(values)
+    operator_peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NS}},
+                     "podSelector": {"matchLabels": {"app.kubernetes.io/name": "foundry-inference",
+                                                     "app.kubernetes.io/instance": "foundry-inference",
+                                                     "app.kubernetes.io/component": "operator"}}}
+    for ns in ("team-a", "team-b"):
+        models = out.get("NetworkPolicy", "inference-model-servers", ns)
+        assert models["spec"]["podSelector"]["matchLabels"] == {
+            "app.kubernetes.io/managed-by": "inference-operator", "app.kubernetes.io/component": "model-server"}
+        assert models["spec"]["ingress"] == [
+            {"ports": [{"port": "https", "protocol": "TCP"}]},                   # a policy isolates every port
+            {"ports": [{"port": "metrics", "protocol": "TCP"}],
+             "from": [operator_peer, {"namespaceSelector": {"matchLabels": {"team": "obs"}}}]}]
+        activators = out.get("NetworkPolicy", "inference-activators", ns)
+        assert activators["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "activator"
+        assert activators["spec"]["ingress"] == [{"ports": [{"port": "https", "protocol": "TCP"}]}]
+    values["metrics"] = {"enabled": False}
+    off = helm.render(values).get("NetworkPolicy", "inference-model-servers", "team-a")
+    assert off["spec"]["ingress"][1]["from"] == [operator_peer]                # the autoscaler still reads them
+    values["metrics"] = {"enabled": True, "scrapeFrom": []}
+    anyone = helm.render(values).get("NetworkPolicy", "inference-model-servers", "team-a")
+    assert "from" not in anyone["spec"]["ingress"][1]                          # any scraper, as for the platform
+    assert not [o for o in helm.render().of_kind("NetworkPolicy")]
