@@ -63,15 +63,16 @@ def _mine(obj, owner):
 
 
 def _keep_scaled_replicas(children, autoscaling, current):
-    """With spec.autoscaling the autoscaler owns the Deployment's replicas (as an HPA does): keep its count, within
-    the current bounds; the hash covers the initial count only, so a scaling decision is no spec change."""
+    """With spec.autoscaling the autoscaler owns the model Deployment's replicas (as an HPA does): keep its count,
+    within the current bounds; the hash covers the initial count only, so a scaling decision is no spec change. The
+    activator Deployment keeps its own single replica."""
     if current is None:
         return
     wanted = (current.get("spec") or {}).get("replicas")
     if wanted is None:
         return
     for child in children:
-        if child["kind"] == "Deployment":
+        if child["kind"] == "Deployment" and child["metadata"]["name"] == current["metadata"]["name"]:
             child["spec"]["replicas"] = autoscaling.clamp(wanted)
 
 

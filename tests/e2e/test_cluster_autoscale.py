@@ -46,10 +46,20 @@ def apps(node):
     return kubernetes.client.AppsV1Api(kubernetes.config.new_client_from_config(node.info_dict["kubeconfig"]))
 
 
+def endpoint_ips(core, name):
+    subsets = core.read_namespaced_endpoints(name, NS).subsets or []
+    return sorted(a.ip for s in subsets for a in s.addresses or [])
+
+
 def wait_zero(node, core, net, platform, name):
+    """ScaledToZero, the model pods deleted, and the Service's endpoints on the activator pod alone."""
     started = time.monotonic()
     status = wait_state(node, core, net, platform, name, "ScaledToZero", 300)
     wait_for(node, lambda: not model_pods(core, name), 120, f"{name}'s model pods to be deleted")
+    activator = sorted(p.status.pod_ip for p in live_pods(core, f"foundry.azure.com/activator={name}"))
+    wait_for(node, lambda: endpoint_ips(core, name) == activator, 60,
+             f"{name}'s endpoints on the activator {activator} (selector "
+             f"{core.read_namespaced_service(name, NS).spec.selector})")
     return status, time.monotonic() - started
 
 

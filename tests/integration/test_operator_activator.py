@@ -55,6 +55,7 @@ def test_the_operator_makes_the_activator_and_routes_to_it_only_while_nothing_el
     converge(op)
     assert selector(env) == names.activator_labels("phi")
     assert status_state(env) == "ScaledToZero"
+    assert store.get("Deployment", ns, "phi-activator")["spec"]["replicas"] == 1     # it is what answers now
 
     # woken (replicas 1, not ready yet): still the activator, which holds the requests; ready: the model pods
     store.patch_scale("Deployment", ns, "phi", 1)
