@@ -12,7 +12,7 @@ from tests.e2e.cluster_support import NS, NUMBERS, deleted_after, expose, live, 
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(1800)]
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]
-IDLE_S = 15             # scaleToZeroAfterSeconds of the iris deployment
+IDLE_S = 30             # scaleToZeroAfterSeconds of the iris deployment (the checks after a wake fit in it)
 
 
 def live_pods(core, selector):
