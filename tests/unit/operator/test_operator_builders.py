@@ -369,6 +369,10 @@ def test_scale_to_zero_deployment_gets_its_activator_and_replicas_service_matchi
     assert names.DEPLOYMENT_LABEL not in pod["metadata"]["labels"]
     assert not set(model["spec"]["selector"]["matchLabels"].items()) <= set(pod["metadata"]["labels"].items())
     assert service_["spec"]["selector"] == model["spec"]["selector"]["matchLabels"]
+    # a replica of an autoscaled deployment is probed every second: it serves as soon as it is ready (cold start)
+    server = model["spec"]["template"]["spec"]["containers"][0]
+    assert (server["startupProbe"]["periodSeconds"], server["startupProbe"]["failureThreshold"]) == (1, 600)
+    assert (server["readinessProbe"]["periodSeconds"], server["readinessProbe"]["failureThreshold"]) == (1, 15)
     # the same certificate, nginx config and keys as the model pods; its own least-privilege identity
     model_vols = {v["name"]: v for v in model["spec"]["template"]["spec"]["volumes"]}
     for vol in pod["spec"]["volumes"]:
@@ -393,3 +397,6 @@ def test_no_activator_without_the_replicas_address_with_replicas_kept_or_in_embe
                      autoscaling={"minReplicas": 1, "maxReplicas": 3}))
     children, _ = build(obj)
     assert [c["metadata"]["name"] for c in children if c["kind"] in ("Deployment", "Service")] == ["iris", "iris"]
+    fixed, _ = build(owned(mdep("iris", "team-a", workloadType="predictive", port=8000)))
+    server = next(c for c in fixed if c["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert server["startupProbe"]["periodSeconds"] == 10 and server["readinessProbe"]["periodSeconds"] == 5
