@@ -166,3 +166,40 @@ def test_chat_scales_above_one_replica_on_concurrent_clients(node, core, apps, n
         assert status["lastScaling"]["replicas"] == 2, status
         assert codes and not [c for c in codes if c >= 500], codes
         assert not errors, errors[:3]
+
+
+def test_a_streaming_chat_request_at_zero_wakes_smollm2_and_streams_through_the_activator(node, core, apps, net,
+                                                                                        platform):
+    """The first request after scale to zero is a streaming chat completion (the official openai client): the
+    activator holds it while SmolLM2's pod starts, then the server-sent events stream through it."""
+    name = "chat-zero"
+    net.call(platform.deploy, name, {"catalog": {"name": "smollm2-135m-instruct"}}, namespace=NS,
+             autoscaling={"minReplicas": 0, "maxReplicas": 1, "scaleToZeroAfterSeconds": 20})
+    with deleted_after(net, platform, name):
+        status = wait_state(node, core, net, platform, name, "Running", 600)
+        endpoint = expose(core, net, NS, status["internalEndpoint"])
+        platform._ca = platform.ca_path()
+        key = net.call(platform.keys, name, NS)[0]
+        wait_for(node, lambda: (apps.read_namespaced_deployment(f"{name}-activator", NS).status.available_replicas
+                                or 0) >= 1, 300, "the activator pod to be available")
+        colds = []
+        for _ in range(2):
+            wait_zero(node, core, net, platform, name)
+
+            def chat():
+                client = platform.openai_client(endpoint, key)
+                started = time.monotonic()
+                stream = client.chat.completions.create(
+                    model="smollm2-135m-instruct", stream=True, max_tokens=16,
+                    messages=[{"role": "user", "content": "What is the capital of France?"}])
+                pieces, first = [], None
+                for chunk in stream:
+                    if chunk.choices:
+                        first = first or time.monotonic() - started
+                        pieces.append(chunk.choices[0].delta.content or "")
+                return first, pieces
+            first, pieces = net.call(chat)
+            assert len(pieces) > 1 and "".join(pieces).strip(), pieces
+            colds.append(first)
+        NUMBERS["SmolLM2 cold start: first streamed chunk after scale to zero, each round (s)"] = [
+            round(c, 2) for c in colds]
