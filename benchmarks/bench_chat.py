@@ -31,6 +31,7 @@ import requests
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(1, os.path.join(REPO, "benchmarks"))
 
 PROMPT = "Write a long story about a dragon who learns to read."
 PROMPTS4 = [PROMPT, "Write a long story about a princess and a ship.", "Describe a day in the life of a baker.",
@@ -206,13 +207,16 @@ def over_capacity(base, streams=20):
     return f"{r.status_code}, Retry-After {r.headers.get('Retry-After')}, type {r.json()['error']['type']}"
 
 
-def start_server(model_dir, port, model_id="bench", extra_env=None):
+def start_server(model_dir, port, model_id="bench", extra_env=None, tree=None):
     env = dict(os.environ, PORT=str(port), FOUNDRY_MODEL_PATH=model_dir, FOUNDRY_MODEL_ID=model_id,
                FOUNDRY_CHAT_HOST="127.0.0.1", FOUNDRY_AUTH_MODE="none", FOUNDRY_LOG_LEVEL="warning",
                **(extra_env or {}))
-    cli = os.path.join(os.path.dirname(sys.executable), "foundry-inference")
+    cli = [os.path.join(os.path.dirname(sys.executable), "foundry-inference"), "chat-server"]
+    if tree is not None:            # the server of another commit (bench_predictive.source_tree), same environment
+        cli = [sys.executable, "-c", f"import sys; sys.path[:] = [{tree!r}] + [p for p in sys.path if p]; "
+               "sys.argv[1:] = []; from foundry_inference.apps.chat import server; sys.exit(server.main())"]
     log = tempfile.NamedTemporaryFile(prefix="bench-chat-", suffix=".log", delete=False)
-    proc = subprocess.Popen([cli, "chat-server"], env=env, stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cli, env=env, stdout=log, stderr=subprocess.STDOUT,
                             cwd=tempfile.gettempdir(), start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
@@ -268,7 +272,8 @@ def transcription(rounds):
 def prefill_ab(model_dir, tokens, rounds):
     """The same server with and without its prefill worker, measured in turn: p90 time to first token of 4
     simultaneous streams, their aggregate, and 16 streams' aggregate against it."""
-    servers = {"prefill worker": start_server(model_dir, free_port()),
+    servers = {"prefill worker": start_server(model_dir, free_port(), extra_env={
+                   "FOUNDRY_CHAT_PREFILL_THREADS": "1"}),
                "engine thread only": start_server(model_dir, free_port(), extra_env={
                    "FOUNDRY_CHAT_PREFILL_THREADS": "0"})}
     results = {name: {"p90": [], "agg4": [], "agg16": []} for name in servers}
@@ -304,6 +309,66 @@ def prefill_ab(model_dir, tokens, rounds):
           f"{med(a / b for a, b in zip(new['agg16'], old['agg16'], strict=True)):.2f}x")
 
 
+def thread_cpu(pid):
+    """{thread id: CPU seconds} of a process (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def baseline_ab(model_dir, tokens, rounds, ref):
+    """This tree's server and `ref`'s (e.g. main) up together, one stream each in turn (order reversed every other
+    round), beside raw onnxruntime-genai: decode tokens/s against raw, time to first token, and each server's CPU
+    per token on its event-loop thread (the main thread) and on its other threads (the engine)."""
+    from bench_predictive import source_tree
+    servers = {"this tree": start_server(model_dir, free_port()),
+               ref: start_server(model_dir, free_port(), tree=source_tree(ref))}
+    stats = {name: {"ratio": [], "ttft": [], "loop": 0.0, "other": 0.0, "tokens": 0} for name in servers}
+    print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    try:
+        clients = {name: Client(base) for name, (_proc, base) in servers.items()}
+        raw_run(model_dir, 8)
+        for name, (_proc, base) in servers.items():
+            stream_run(base, 8, client=clients[name])
+        for index in range(rounds):
+            order = list(servers) if index % 2 == 0 else list(reversed(servers))
+            raw = raw_run(model_dir, tokens)
+            for name in order:
+                proc, base = servers[name]
+                before = thread_cpu(proc.pid)
+                run = stream_run(base, tokens, client=clients[name])
+                after = thread_cpu(proc.pid)
+                st = stats[name]
+                st["ratio"].append(run["tps"] / raw["tps"])
+                st["ttft"].append(run["ttft"])
+                st["loop"] += after.get(proc.pid, 0) - before.get(proc.pid, 0)
+                st["other"] += sum(v - before.get(t, 0) for t, v in after.items() if t != proc.pid)
+                st["tokens"] += run["tokens"]
+            print(f"  round {index + 1}: raw {raw['tps']:.1f} tok/s; " + "; ".join(
+                f"{name} {stats[name]['ratio'][-1]:.1%} of raw" for name in servers), flush=True)
+    finally:
+        for proc, _base in servers.values():
+            stop_server(proc)
+    med = statistics.median
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    print("| server | one stream vs raw (median of rounds) | time to first token | event-loop CPU per token | "
+          "engine CPU per token |")
+    print("|---|---:|---:|---:|---:|")
+    for name, st in stats.items():
+        print(f"| {name} | {med(st['ratio']):.1%} | {1000 * med(st['ttft']):.1f} ms | "
+              f"{1e6 * st['loop'] / st['tokens']:.0f} us | {1e6 * st['other'] / st['tokens']:.0f} us |")
+    new, old = stats["this tree"], stats[ref]
+    print(f"this tree / {ref}, per round then median: tokens/s "
+          f"{med(a / b for a, b in zip(new['ratio'], old['ratio'], strict=True)):.3f}x")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=128)
@@ -316,9 +381,14 @@ def main():
     parser.add_argument("--prefill-ab", type=int, metavar="ROUNDS", help="only compare prefill beside decoding with "
                         "prefill on the engine thread (FOUNDRY_CHAT_PREFILL_THREADS=0): two servers, 4 and 16 "
                         "simultaneous streams on each in turn for ROUNDS rounds")
+    parser.add_argument("--baseline-ref", metavar="REF", help="only compare one stream on this tree's server with "
+                        "the server at git REF (e.g. main), both up, in turn, beside raw onnxruntime-genai")
     args = parser.parse_args()
     from tests.support.chat_models import smollm2_model
     model_dir = smollm2_model()
+    if args.baseline_ref:
+        baseline_ab(model_dir, args.tokens, args.rounds, args.baseline_ref)
+        return
     if args.prefill_ab:
         prefill_ab(model_dir, args.tokens, args.prefill_ab)
         return

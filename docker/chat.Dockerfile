@@ -17,6 +17,8 @@ COPY foundry_inference foundry_inference
 COPY operator operator
 COPY apps apps
 COPY auth auth
+# the locked requirements (scripts/lock-images.sh): every version pinned, every file's SHA-256 checked
+COPY docker/requirements/chat.txt /wheels/requirements.txt
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM ${BASE}
@@ -24,7 +26,9 @@ ARG ACCELERATOR=cpu
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 HOME=/tmp \
     PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir "$(ls /wheels/*.whl)[chat]" \
+RUN pip install --no-cache-dir --require-hashes --no-deps -r /wheels/requirements.txt \
+ && pip install --no-cache-dir --no-deps /wheels/*.whl \
+ && pip check \
  && if [ "$ACCELERATOR" = "cuda" ]; then \
       pip uninstall -y onnxruntime onnxruntime-genai \
       && pip install --no-cache-dir onnxruntime-genai-cuda "onnxruntime-gpu[cuda,cudnn]" nvidia-cublas-cu12; \

@@ -14,7 +14,9 @@ COPY foundry_inference foundry_inference
 COPY operator operator
 COPY apps apps
 COPY auth auth
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# the locked requirements (scripts/lock-images.sh): every version pinned, every file's SHA-256 checked
+COPY docker/requirements/platform.txt /wheels/requirements.txt
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM ${BASE}
 # PYTHONSAFEPATH: never put the working directory in front of the standard library
@@ -22,7 +24,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 HOME=/tmp \
     PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /wheels
 # install_requires only: the operator, control plane, model fetcher and auth proxy need no inference runtime
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir --require-hashes --no-deps -r /wheels/requirements.txt \
+ && pip install --no-cache-dir --no-deps /wheels/*.whl \
+ && pip check \
+ && rm -rf /wheels
 # the sample catalog and the CRDs, where the package looks for them outside a source tree
 COPY charts/foundry-inference/files/catalog.json /opt/foundry-inference/catalog.json
 COPY charts/foundry-inference/crds /opt/foundry-inference/crds

@@ -15,6 +15,8 @@ COPY foundry_inference foundry_inference
 COPY operator operator
 COPY apps apps
 COPY auth auth
+# the locked requirements (scripts/lock-images.sh): every version pinned, every file's SHA-256 checked
+COPY docker/requirements/predictive.txt /wheels/requirements.txt
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM ${BASE}
@@ -24,7 +26,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 HOME=/tmp \
 COPY --from=build /wheels /wheels
 # image decoding (Pillow) and the fast HTTP path (httptools, uvloop, orjson); CUDA builds swap in onnxruntime-gpu
 # with its CUDA/cuDNN runtime wheels
-RUN pip install --no-cache-dir "$(ls /wheels/*.whl)[predictive]" uvloop \
+RUN pip install --no-cache-dir --require-hashes --no-deps -r /wheels/requirements.txt \
+ && pip install --no-cache-dir --no-deps /wheels/*.whl \
+ && pip check \
  && if [ "$ACCELERATOR" = "cuda" ]; then \
       pip uninstall -y onnxruntime && pip install --no-cache-dir "onnxruntime-gpu[cuda,cudnn]"; \
     fi \

@@ -233,7 +233,7 @@ class CompletionsHandler(EventStream, AuthMixin, ChatBase):
                     scores = legacy(event.logprobs or (), offsets[index])
                     offsets[index] += len(event.text)
                 self._send(answer(cid, model, created, [choice(index, event.text, None, scores)], None))
-            if all(g.queue.empty() for g in self._gens) and not await self._flush(wait=False):
+            if not any(g.pending for g in self._gens) and not await self._flush(wait=False):
                 return
         self._timer.finished(self._gens, finished)
         if any(g.cancelled for g in self._gens):

@@ -10,7 +10,7 @@ plus one line in `ENGINES`. The HTTP layer only ever sees these types:
     async for event in generation: ...                   TextEvent / DoneEvent per choice, in generation order
     generation.cancel()                                  a disconnected client stops its generation at once
 """
-import asyncio
+import collections
 import os
 import time
 from dataclasses import dataclass, field
@@ -79,13 +79,17 @@ class DoneEvent:
 
 class Generation:
     """The HTTP side of one submitted request: an async iterator of events for its `n` choices. The engine thread
-    delivers events through the event loop (`deliver`), never touching the queue from its own thread."""
+    delivers events through the event loop (`deliver`), never touching the buffer from its own thread.
+
+    Events wait in a deque with at most one waiter future (the handler's): a delivered token resumes the handler
+    once, and events already delivered are taken without suspending (an asyncio.Queue costs more per token)."""
 
     def __init__(self, request, loop, cancel):
         self.request = request
         self.prompt_tokens = len(request.prompt_ids)
         self.loop = loop
-        self.queue = asyncio.Queue()
+        self._events = collections.deque()
+        self._waiter = None
         self._cancel = cancel
         self._open = request.n
         self.cancelled = False
@@ -94,8 +98,17 @@ class Generation:
         self.first_token_at = None
 
     def deliver(self, events):
-        for event in events:
-            self.queue.put_nowait(event)
+        self._events.extend(events)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    @property
+    def pending(self):
+        """Whether delivered events wait to be taken (the handler flushes when none do)."""
+        return bool(self._events)
 
     def cancel(self):
         if not self.cancelled and self._open:
@@ -112,7 +125,15 @@ class Generation:
     async def __anext__(self):
         if self._open == 0:
             raise StopAsyncIteration
-        event = await self.queue.get()
+        events = self._events
+        while not events:
+            self._waiter = waiter = self.loop.create_future()
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+        event = events.popleft()
         if isinstance(event, DoneEvent):
             self._open -= 1
         return event

@@ -28,6 +28,7 @@ result back); the event loop only submits and cancels through a queue and receiv
 `loop.call_soon_threadsafe`, once per step for all the step's events.
 """
 import collections
+import functools
 import logging
 import queue
 import threading
@@ -174,6 +175,11 @@ class GenaiChatEngine(ChatEngine):
         self.values = [np.zeros(shape, self.kv_dtype) for _ in range(cfg.layers)]
         self._views = {}
         self._decode_bindings = {}
+        self._ones = np.ones((1, self.context_length + 1), dtype=np.int64)   # a one-row decode step's mask
+        self._prompt_bindings = {}      # run_prompt's bindings with their KV bound, per binder
+        self._row_binders = {}
+        from onnxruntime import OrtValue
+        self._logits_stub = OrtValue.ortvalue_from_numpy(np.empty((1, 1, cfg.vocab_size), self._logits_dtype))
 
     def _touch_kv_rows(self):
         """One decode step over every slot, at load. The first step that uses a KV row makes the whole row resident
@@ -293,6 +299,8 @@ class GenaiChatEngine(ChatEngine):
             self._flush()
 
     def _drain(self, block):
+        if not block and self._inbox.empty():
+            return True                     # the common case between decode steps: no exception raised and caught
         while True:
             try:
                 cmd, gen = self._inbox.get() if block else self._inbox.get_nowait()
@@ -427,7 +435,10 @@ class GenaiChatEngine(ChatEngine):
         """Run the prompt once into the next free row; copy its KV into the rows of the other `n - 1` choices."""
         prompt = np.asarray(choices[0].gen.request.prompt_ids, dtype=np.int64)
         row = len(self.rows)
-        last = self.run_prompt(prompt, lambda binding: self._bind_kv(binding, row, 1))
+        binder = self._row_binders.get(row)
+        if binder is None:                  # one binder per row: run_prompt keeps that row's binding for the next time
+            binder = self._row_binders[row] = functools.partial(self._bind_kv, start=row, count=1)
+        last = self.run_prompt(prompt, binder)
         for offset in range(1, len(choices)):
             for buf in self.keys + self.values:
                 buf[row + offset, :, :len(prompt)] = buf[row, :, :len(prompt)]
@@ -435,14 +446,23 @@ class GenaiChatEngine(ChatEngine):
 
     def run_prompt(self, prompt, bind_kv):
         """Run `prompt` through the decoder (in chunks of prefill_chunk) into the KV buffers `bind_kv(binding)`
-        binds; the last position's logits, float32. Called on the engine thread and on prefill workers."""
+        binds; the last position's logits, float32. Called on the engine thread and on prefill workers.
+
+        The binding with the KV buffers bound (four bindings per layer) is kept per `bind_kv` (a row's binder, a
+        worker's method): a prompt rebinds only its inputs and logits, which takes the ~120 binding calls off
+        each new request's first token. Each caller uses its own, so a worker and the engine thread never share
+        one."""
         from onnxruntime import OrtValue
         cfg = self.config
         chunk = self.settings.prefill_chunk
+        binding = self._prompt_bindings.get(bind_kv)
+        if binding is None:
+            binding = self.session.io_binding()
+            bind_kv(binding)
+            self._prompt_bindings[bind_kv] = binding
         logits = None
         for start in range(0, len(prompt), chunk):
             ids = prompt[start:start + chunk]
-            binding = self.session.io_binding()
             # the logits of the chunk land in a buffer of ours: no copy of [1, chunk, vocab] floats afterwards
             logits = np.empty((1, len(ids), cfg.vocab_size), dtype=self._logits_dtype)
             binding.bind_ortvalue_output(cfg.logits, OrtValue.ortvalue_from_numpy(logits))
@@ -451,8 +471,9 @@ class GenaiChatEngine(ChatEngine):
             if self.uses_positions:
                 binding.bind_cpu_input(cfg.position_ids,
                                        np.arange(start, start + len(ids), dtype=np.int64).reshape(1, -1))
-            bind_kv(binding)
             self.session.run_with_iobinding(binding)
+        # the kept binding must not hold the [1, chunk, vocab] logits of this prompt until the next one
+        binding.bind_ortvalue_output(cfg.logits, self._logits_stub)
         return np.asarray(logits[0, -1], dtype=np.float32)
 
     def _place(self, choices, row, length, last):
@@ -483,16 +504,20 @@ class GenaiChatEngine(ChatEngine):
         rows = self.rows
         n = len(rows)
         binding, logits = self._decode_binding(n)
-        ids = np.fromiter((c.last for c in rows), dtype=np.int64, count=n).reshape(n, 1)
-        lengths = np.fromiter((c.length for c in rows), dtype=np.int64, count=n)
-        if n == 1:
-            mask = np.ones((1, int(lengths[0]) + 1), dtype=np.int64)
+        if n == 1:                  # one stream: no per-step arrays beyond the two 1x1 inputs
+            length = rows[0].length
+            ids = np.array(((rows[0].last,),), dtype=np.int64)
+            mask = self._ones[:, :length + 1]
+            lengths = np.array(((length,),), dtype=np.int64) if self.uses_positions else None
         else:
+            ids = np.fromiter((c.last for c in rows), dtype=np.int64, count=n).reshape(n, 1)
+            lengths = np.fromiter((c.length for c in rows), dtype=np.int64, count=n)
             mask = (np.arange(int(lengths.max()) + 1) <= lengths[:, None]).astype(np.int64)
+            lengths = lengths.reshape(n, 1)
         binding.bind_cpu_input(cfg.input_ids, ids)
         binding.bind_cpu_input(cfg.attention_mask, mask)
         if self.uses_positions:
-            binding.bind_cpu_input(cfg.position_ids, lengths.reshape(n, 1))
+            binding.bind_cpu_input(cfg.position_ids, lengths)
         self.session.run_with_iobinding(binding)
         self.steps += 1
         self.batch_rows += n

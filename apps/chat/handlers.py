@@ -136,6 +136,9 @@ class EventStream:
             if wait:
                 await future
                 self._pending_flush = None
+            elif future.done():             # written at once (the usual case): nothing to wait for or schedule
+                self._pending_flush = None
+                self._flushed(future)
             else:
                 future.add_done_callback(self._flushed)
                 self._pending_flush = future
@@ -265,7 +268,7 @@ class ChatCompletionsHandler(EventStream, AuthMixin, ChatBase):
                 elif text:
                     prefix, suffix = self._content_frames[event.index]
                     self.write(prefix + json.dumps(text, ensure_ascii=False).encode() + suffix)
-            if gen.queue.empty() and not await self._flush(wait=False):
+            if not gen.pending and not await self._flush(wait=False):
                 return
         self._timer.finished([gen], finished)
         if gen.cancelled:

@@ -47,8 +47,8 @@ from tests.kube.node import (  # noqa: E402
     which_all,
 )
 
-TOOLS = ("etcd", "containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "conntrack", "nsenter", "ip",
-         "gcc", "docker-registry")
+TOOLS = ("etcd", "containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "conntrack", "nsenter", "unshare",
+         "ip", "gcc", "docker-registry")
 CNI_DIR = "/usr/lib/cni"
 
 
@@ -62,6 +62,7 @@ class Cluster(Node):
         shutil.rmtree(self.state, ignore_errors=True)
         self.state.mkdir(parents=True)
         self.create_netns()
+        self.create_mntns()
         self.write_config()
         self.start_etcd()
         self.start_apiserver()
@@ -202,7 +203,8 @@ state = "{s}/containerd/state"
 
     # --- node ----------------------------------------------------------------------------------------------------
     def start_containerd(self):
-        proc, path = self.spawn("containerd", ["containerd", "--config", self.state / "containerd.toml"])
+        proc, path = self.spawn("containerd", ["containerd", "--config", self.state / "containerd.toml"],
+                                own_mounts=True)
         wait(lambda: subprocess.run(["ctr", "--address", self.sock, "version"], capture_output=True,
                                     timeout=5).returncode == 0, 30, "containerd", proc, path)
         archive = oci.pause_image(CACHE / "images", PAUSE_IMAGE)
@@ -222,7 +224,7 @@ state = "{s}/containerd/state"
             f"--volume-plugin-dir={root / 'plugins'}", "--serialize-image-pulls=false",
             "--eviction-hard=memory.available<50Mi,nodefs.available<1%,imagefs.available<1%",
             "--image-gc-high-threshold=100", "--image-gc-low-threshold=99", "--max-pods=40",
-            "--runtime-request-timeout=5m", "--v=1"])
+            "--runtime-request-timeout=5m", "--v=1"], own_mounts=True)
 
     def start_proxy(self):
         self.spawn("kube-proxy", [

@@ -9,10 +9,11 @@
    (`foundry_inference.samples.prepare`), the model fetcher of the test cluster, so builtin samples deploy offline.
 4. each image is saved as an OCI archive and imported into the node's containerd (`ctr -n k8s.io images import`).
 
-Cache (~/.cache/foundry-inference/images): an archive is named by a hash of its Dockerfile, the base's key and the
-package source it copies (pyproject.toml, setup.cfg, README.md, the Python packages, the chart's catalog and CRDs);
-an archive already there is imported without a build; superseded archives of an image (other keys, unused for an
-hour) are removed after each build (`prune`). `python tests/kube/images.py` builds them all (progress on
+Cache (~/.cache/foundry-inference/images): an archive is named by a hash of its Dockerfile, its locked Python
+requirements (docker/requirements/<Dockerfile>.txt), the base's key and the package source it copies (pyproject.toml,
+setup.cfg, README.md, the Python packages, the chart's catalog and CRDs); an archive already there is imported
+without a build; superseded archives of an image (other keys, unused for an hour) are removed after each build
+(`prune`). `python tests/kube/images.py` builds them all (progress on
 stderr) and prints {name: {ref, archive, bytes, seconds}}. FOUNDRY_DEBIAN_MIRROR overrides the mirror taken from the
 apt sources.
 A build step that fails names the step and shows its output's tail (e.g. no network to the Debian mirror or PyPI).
@@ -146,6 +147,9 @@ def image_key(dockerfile, base_key, sources):
     h.update(base_key.encode())
     if dockerfile != "nginx":
         h.update(sources.encode())
+    lock = REPO / "docker" / "requirements" / f"{dockerfile}.txt"     # the locked Python requirements
+    if lock.exists():
+        h.update(lock.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -105,12 +105,39 @@ class Node:
                            ("net.ipv4.conf.all.route_localnet", 1)):
             run(*self.ns("sysctl", "-qw", f"{key}={value}"), check=False)
 
+    # --- the node's own pod-log folders -------------------------------------------------------------------------
+    @property
+    def mntns_path(self):
+        return self.state / "ns" / "mnt"
+
+    def create_mntns(self):
+        """A mount namespace for containerd and the kubelet where /var/log/pods and /var/log/containers are this
+        node's own folders (bind mounts of state/podlogs and state/containerlogs). Those paths are fixed in the 1.20
+        kubelet, and its garbage collector deletes every pod-log folder there whose pod it does not know: two nodes on
+        one machine (the harness test's second cluster, another session's) would delete each other's logs, and
+        `pods/log` would fail. Propagation is slave: the host's mounts still reach the node, the node's stay in it."""
+        holder = self.mntns_path.parent
+        holder.mkdir()
+        run("mount", "--bind", holder, holder)                   # a namespace file needs a private parent mount
+        run("mount", "--make-private", holder)
+        self.mntns_path.touch()
+        binds = []
+        for name, target in (("podlogs", "/var/log/pods"), ("containerlogs", "/var/log/containers")):
+            (self.state / name).mkdir()
+            Path(target).mkdir(parents=True, exist_ok=True)
+            binds.append(f"mount --bind {self.state / name} {target}")
+        run("unshare", f"--mount={self.mntns_path}", "--propagation", "slave", "sh", "-c", " && ".join(binds))
+
     # --- processes ---------------------------------------------------------------------------------------------
-    def spawn(self, name, args, in_netns=True, env=None):
+    def spawn(self, name, args, in_netns=True, env=None, own_mounts=False):
+        """Start a component (in the node's network namespace; with own_mounts, also in its mount namespace)."""
         path = self.state / "logs" / f"{name}.log"
         path.parent.mkdir(parents=True, exist_ok=True)
+        argv = self.ns(*args) if in_netns else [str(a) for a in args]
+        if own_mounts:
+            argv = ["nsenter", f"--mount={self.mntns_path}", *argv[1:]]
         with open(path, "ab") as fh:
-            proc = subprocess.Popen(self.ns(*args) if in_netns else [str(a) for a in args], stdout=fh,
+            proc = subprocess.Popen(argv, stdout=fh,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                                     env={**os.environ, **(env or {})})
         self.pids[name] = proc.pid
@@ -154,7 +181,6 @@ class Node:
         self._kill_shims()
         self._unmount()
         self._remove_cgroups()
-        self._remove_pod_logs()
         if Path(self.netns_path).exists():
             run("ip", "netns", "delete", self.netns, check=False)
         for path in Path("/var/lib/cni/results").glob(f"{self.netns}-*"):
@@ -253,16 +279,6 @@ class Node:
                 return
             for mount in sorted(ours, key=len, reverse=True):
                 run("umount", "-l", mount, check=False)
-
-    def _remove_pod_logs(self):
-        """The kubelet writes container logs to /var/log/pods/<ns>_<pod>_<uid> (fixed in 1.20): remove our pods'."""
-        uids = {p.name for p in (self.state / "kubelet" / "pods").glob("*")}
-        for folder in Path("/var/log/pods").glob("*_*_*"):
-            if folder.name.rsplit("_", 1)[-1] in uids:
-                shutil.rmtree(folder, ignore_errors=True)
-        for link in Path("/var/log/containers").glob("*.log"):
-            if link.is_symlink() and not link.exists():
-                link.unlink(missing_ok=True)
 
     def _remove_cgroups(self):
         for root in self._kubepods():

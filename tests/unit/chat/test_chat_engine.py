@@ -244,3 +244,23 @@ def test_requests_arriving_together_are_prefilled_two_at_a_time_with_identical_o
     assert worker.jobs - jobs >= 2                         # the worker took its share
     # 4 prompts of 0.2 s: one after another the last first token would come after 0.8 s; two at a time, 0.4 s
     assert max(first for first, _text in results) < 0.65, results
+
+
+def test_chunked_prefill_and_kept_prompt_bindings_reproduce_genai(tiny_model):
+    # prompts longer than prefill_chunk run in chunks through the row's kept binding (its KV bound once), and a row
+    # prefilled again for a shorter prompt rebinds its inputs: every output must equal onnxruntime-genai's own
+    from foundry_inference.apps.chat.engine import open_engine
+    from foundry_inference.apps.chat.settings import ChatSettings
+    engine = open_engine(tiny_model, ChatSettings(model_path=tiny_model, model_id="tiny", max_batch=2, queue_depth=4,
+                                                  prefill_chunk=16, warmup=False))
+    engine.load()
+    try:
+        order = [PROMPTS[3], PROMPTS[0], PROMPTS[3], PROMPTS[1]]          # long (3 chunks), short, long, short
+        assert len(ids_for(engine, PROMPTS[3])) > 2 * 16
+        for text in order:
+            ids = ids_for(engine, text)
+            (got,), _done = run(collect(engine, GenerationRequest(prompt_ids=ids, max_new_tokens=12)))
+            assert got == og_reference(engine, ids, 12)
+        assert len(engine._prompt_bindings) == 1                    # one row used, one kept binding
+    finally:
+        engine.close()
