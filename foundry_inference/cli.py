@@ -18,6 +18,8 @@ COMPONENTS = {
     "chat-server": ("foundry_inference.apps.chat.server", "serve one generative model, OpenAI-compatible (port 5000)"),
     "registry-secret": ("foundry_inference.registry_secret", "store private registry credentials (embedded mode)"),
     "auth-proxy": ("foundry_inference.apps.authproxy", "API-key/Entra check in front of a vLLM server (in its pod)"),
+    "activator": ("foundry_inference.operator.autoscale.cluster_activator",
+                  "answer a scale-to-zero deployment's endpoint while it has no replica (in its activator pod)"),
     "models": ("foundry_inference.operator.model_import", "offline models: `models import DIR`, `models push DIR REF`"),
 }
 
@@ -82,6 +84,10 @@ def build_parser():
         server = sub.add_parser(name, help=COMPONENTS[name][1])
         server.add_argument("--port", type=int, help="default from the environment, as in a pod")
         server.add_argument("--address", default=None)
+    activator = sub.add_parser("activator", help=COMPONENTS["activator"][1])
+    activator.add_argument("--port", type=int, help="default from the environment (PORT), as in its pod")
+    activator.add_argument("--address", default=None)
+    activator.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube/config)")
     return parser
 
 

@@ -1,7 +1,8 @@
 """Entry points of the operator.
 
 - `main(args)`: `foundry-inference operator` (args.store "kubernetes" | "embedded", args.data_dir, args.kubeconfig).
-  On a cluster it runs the polling loop until SIGTERM/SIGINT. With `--store embedded` it runs `run_embedded`.
+  On a cluster it runs the polling loop, and the autoscaler (autoscale/cluster.py) in a thread beside it, until
+  SIGTERM/SIGINT. With `--store embedded` it runs `run_embedded`.
 - `run_embedded(store, data_dir, stop_event, settings=None)`: for `foundry-inference up`. Thread-based and blocking:
   it runs the operator loop (every namespace, docs/api.md decision 6) in one thread and the embedded node agent (local
   processes for the Deployments, real nginx TLS sidecars, CA at <data-dir>/tls/ca.crt) in another, returns once
@@ -24,6 +25,7 @@ from foundry_inference.store.factory import default_data_dir, open_store
 
 from . import health
 from . import settings as settings_mod
+from .autoscale import cluster as cluster_autoscaler
 from .loop import Operator
 
 log = logging.getLogger("foundry_inference.operator")
@@ -106,9 +108,12 @@ def main(args):
         else:
             operator = Operator(store, settings)
             probes = _probes(operator)
+            scaler = cluster_autoscaler.start(store, settings, stop)
             try:
                 operator.run(stop)
             finally:
+                stop.set()
+                scaler.join(10)
                 if probes:
                     probes.stop()
                 operator.close()

@@ -91,6 +91,30 @@ def model_cr_name(variant_id):
 
 def child_labels(name):
     return {MANAGED_BY: MANAGED_BY_VALUE, DEPLOYMENT_LABEL: name}
+
+
+# scale to zero on a cluster (docs/autoscaling.md): the deployment's activator pods carry this label (never the
+# deployment label, which the model Deployment's selector matches)
+ACTIVATOR_LABEL = "foundry.azure.com/activator"
+
+
+def activator(name):
+    """The activator Deployment of a deployment that can scale to zero."""
+    return f"{name}-activator"
+
+
+def activator_labels(name):
+    return {MANAGED_BY: MANAGED_BY_VALUE, ACTIVATOR_LABEL: name}
+
+
+# the activator pods' identity: made by the chart in every watched namespace (may only scale Deployments and read
+# ModelDeployments/InferenceServices there); a fixed name, like the chart's other accounts
+ACTIVATOR_SERVICE_ACCOUNT = "inference-activator"
+
+
+def replicas_service(name):
+    """The Service that always selects the model pods (what the activator forwards to); a DNS-1035 label."""
+    return f"{service(name)[:54].rstrip('-')}-replicas"
 # Deployment status condition the embedded node agent adds when a model-server process exited and was restarted
 # (a kubelet reports this as a pod's restartCount); the operator surfaces it on the ModelDeployment.
 RESTARTS_CONDITION = "ModelServerRestarts"

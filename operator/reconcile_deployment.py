@@ -17,6 +17,8 @@ from foundry_inference.store import errors
 from . import apply, names, pod_status
 from . import spec as spec_mod
 from . import status as status_mod
+from .autoscale import params as scaling_params
+from .builders import activator as activator_builder
 from .builders import common, ingress, keys, nginx, service, tls
 from .builders import deployment as deployment_builder
 from .builders import model as model_builder
@@ -61,15 +63,16 @@ def _mine(obj, owner):
 
 
 def _keep_scaled_replicas(children, autoscaling, current):
-    """With spec.autoscaling the autoscaler owns the Deployment's replicas (as an HPA does): keep its count, within
-    the current bounds; the hash covers the initial count only, so a scaling decision is no spec change."""
+    """With spec.autoscaling the autoscaler owns the model Deployment's replicas (as an HPA does): keep its count,
+    within the current bounds; the hash covers the initial count only, so a scaling decision is no spec change. The
+    activator Deployment keeps its own single replica."""
     if current is None:
         return
     wanted = (current.get("spec") or {}).get("replicas")
     if wanted is None:
         return
     for child in children:
-        if child["kind"] == "Deployment":
+        if child["kind"] == "Deployment" and child["metadata"]["name"] == current["metadata"]["name"]:
             child["spec"]["replicas"] = autoscaling.clamp(wanted)
 
 
@@ -110,6 +113,28 @@ class DeploymentReconciler:
             cert, key = tls.issue(ctx.ca_cert, ctx.ca_key, dns, ctx.now, self.settings.tls.certValidityDays)
         return name, tls.secret(owner, cert, key, ctx.ca_cert), cert
 
+    def _endpoint_selector(self, owner, spec, existing):
+        """The Service's pods: the model's, or its activator's while a scale-to-zero deployment has no ready replica
+        (builders/service.py); only an activator Deployment that exists and is available is ever selected."""
+        params = scaling_params.resolve(spec.autoscaling, self.settings) if spec.autoscaling is not None else None
+        return service.endpoint_selector(owner.name, params, existing.get(("Deployment", owner.name)),
+                                         existing.get(("Deployment", names.activator(owner.name))))
+
+    def _activator(self, owner, spec, resolved, existing, tls_name, config_hash, auth_mode):
+        """While minReplicas is 0 (cluster only): the Service `<name>-replicas` and, once it has its ClusterIP (the
+        activator forwards to that address), the activator Deployment (builders/activator.py)."""
+        if self.settings.embedded or spec.autoscaling is None or spec.autoscaling.min_replicas != 0:
+            return []
+        params = scaling_params.resolve(spec.autoscaling, self.settings)
+        found = [activator_builder.replicas_service(owner)]
+        current = existing.get(("Service", names.replicas_service(owner.name)))
+        address = ((current or {}).get("spec") or {}).get("clusterIP")
+        if address and address != "None":
+            found.append(activator_builder.deployment(owner, spec, resolved, self.settings, params,
+                                                      tls_secret_name=tls_name, config_hash=config_hash,
+                                                      auth_mode=auth_mode, replicas_ip=address))
+        return found     # without the address yet: the activator is made on the next pass
+
     def desired(self, owner, spec, resolved, existing, ctx):
         """The desired children, hash-stamped, in apply order (config before the Deployment that mounts it)."""
         auth_mode = self.settings.authentication.mode(spec.auth_enabled)
@@ -119,7 +144,8 @@ class DeploymentReconciler:
         children = [config] + ([tls_secret] if tls_secret else [])
         children.append(deployment_builder.deployment(owner, spec, resolved, self.settings, tls_secret_name=tls_name,
                                                       config_hash=config_hash, auth_mode=auth_mode))
-        children.append(service.service(owner))
+        children.append(service.service(owner, self._endpoint_selector(owner, spec, existing)))
+        children += self._activator(owner, spec, resolved, existing, tls_name, config_hash, auth_mode)
         if spec.endpoint.get("enabled"):
             children.append(ingress.ingress(owner, spec.endpoint, self.settings))
         children = [common.with_hash(c) for c in children]
@@ -220,7 +246,7 @@ class DeploymentReconciler:
             obj, action = apply.ensure(self.store, child, existing.get(key))
             if action != "unchanged":
                 out.actions.append((action, *key))
-            if child["kind"] == "Deployment":
+            if child["kind"] == "Deployment" and key[1] == owner.name:
                 out.deployment = obj
             elif child["kind"] == "Service":
                 out.service = obj

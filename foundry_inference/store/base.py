@@ -10,6 +10,8 @@ import copy
 import functools
 from dataclasses import dataclass, field
 
+from . import errors
+
 
 @dataclass
 class ListResult:
@@ -82,6 +84,22 @@ class ResourceStore(abc.ABC):
             token = page.continue_token
             if not token:
                 return items
+
+    def get_scale(self, kind, namespace, name):
+        """The object's scale ({"metadata": {"resourceVersion"}, "spec": {"replicas"}}); the apiserver's `scale`
+        subresource on a cluster, spec.replicas here."""
+        obj = self.get(kind, namespace, name)
+        return {"metadata": {"name": name, "namespace": namespace,
+                             "resourceVersion": obj["metadata"].get("resourceVersion")},
+                "spec": {"replicas": (obj.get("spec") or {}).get("replicas")}}
+
+    def patch_scale(self, kind, namespace, name, replicas, resource_version=None):
+        """Set only the replica count (the `scale` subresource on a cluster: the one write an activator may do);
+        with `resource_version`, Conflict when the object moved since."""
+        if resource_version is not None and self.get(kind, namespace, name)["metadata"].get(
+                "resourceVersion") != resource_version:
+            raise errors.Conflict(f"{kind} {namespace}/{name} changed since resourceVersion {resource_version}")
+        self.patch(kind, namespace, name, {"spec": {"replicas": int(replicas)}})
 
     runs_pods = False       # True where the store's objects run as pods (a cluster); the embedded store has none
 

@@ -175,6 +175,15 @@ class KubernetesStore(ResourceStore):
         path = k.path(namespace, name, "status" if k.status_subresource else None)
         return _clean(self._call("PATCH", path, body={"status": status_patch}, content_type=_MERGE))
 
+    def get_scale(self, kind, namespace, name):
+        return self._call("GET", kind_of(kind).path(namespace, name, "scale"))
+
+    def patch_scale(self, kind, namespace, name, replicas, resource_version=None):
+        body = {"spec": {"replicas": int(replicas)}}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return self._call("PATCH", kind_of(kind).path(namespace, name, "scale"), body=body, content_type=_MERGE)
+
     def delete(self, kind, namespace, name):
         self._call("DELETE", kind_of(kind).path(namespace, name), body={"propagationPolicy": "Background"})
 

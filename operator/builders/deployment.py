@@ -151,10 +151,13 @@ def model_server(owner, spec, resolved, settings, auth_mode):
         "resources": resources(spec),
         # the last log lines of a crashed server become its termination message (status: why it keeps exiting)
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        # model loading can take minutes: the startup probe allows 10 of them before liveness takes over
-        "startupProbe": _https_probe(health, 10, 60),
+        # model loading can take minutes: the startup probe allows 10 of them before liveness takes over. An
+        # autoscaled deployment's replica is probed every second (same 10 minutes; readiness failing after the same
+        # 15 s): a new replica, and the first one after scale to zero, then serves within a second of being ready
+        # instead of after the next 10 s startup tick plus a 5 s readiness tick
+        "startupProbe": _https_probe(health, 1, 600) if spec.autoscaling else _https_probe(health, 10, 60),
         "livenessProbe": _https_probe(health, 20, 3),
-        "readinessProbe": _https_probe(ready, 5, 3),
+        "readinessProbe": _https_probe(ready, 1, 15) if spec.autoscaling else _https_probe(ready, 5, 3),
         "volumeMounts": [{"name": "models", "mountPath": names.MODELS_DIR, "readOnly": resolved.runtime != "vllm"}],
         "securityContext": _restricted(),
     }

@@ -312,6 +312,22 @@ def test_rbac_follows_the_watched_namespaces():
     assert not any("modeldeployments" in r[1] for r in api_release)
 
 
+def test_the_activator_may_only_set_replicas_and_read_its_owner_in_each_watched_namespace():
+    out = helm.render({"watch": {"namespaces": ["team-a", "team-b"]}})
+    name = "inference-activator"
+    roles = [o for o in out.of_kind("Role") if o["metadata"]["name"] == name]
+    assert {o["metadata"]["namespace"] for o in roles} == {"team-a", "team-b"}      # not the release namespace
+    for role in roles:
+        assert _rules(role) == [(("apps",), ("deployments/scale",), ("get", "patch"), ()),
+                                (("foundrylocal.azure.com",), ("modeldeployments", "inferenceservices"), ("get",), ())]
+        ns = role["metadata"]["namespace"]
+        assert out.get("ServiceAccount", name, ns)
+        binding = out.get("RoleBinding", name, ns)
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": ns}]
+    assert not [o for o in out.of_kind("ClusterRoleBinding") if any(s["name"] == name for s in o["subjects"])]
+
+
 def test_cluster_role_only_when_needed():
     assert not helm.render({"api": {"authorization": {"mode": "roles"}}, "rbac": {"clusterWideRead": False}}
                            ).of_kind("ClusterRole")
@@ -492,3 +508,31 @@ def test_metrics_annotations_and_optional_prometheus_operator_objects(defaults):
     off = helm.render({"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}})
     assert not off.of_kind("ServiceMonitor")
     assert "annotations" not in off.get("Deployment", API)["spec"]["template"]["metadata"]
+
+
+def test_network_policies_admit_the_operator_to_the_model_pods_metrics_and_anyone_to_https():
+    values = helm.load_values(helm.CHART / "ci" / "external-ingress-values.yaml")
+    values["metrics"] = {"enabled": True, "scrapeFrom": [{"namespaceSelector": {"matchLabels": {"team": "obs"}}}]}
+    out = helm.render(values)
+    operator_peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NS}},
+                     "podSelector": {"matchLabels": {"app.kubernetes.io/name": "foundry-inference",
+                                                     "app.kubernetes.io/instance": "foundry-inference",
+                                                     "app.kubernetes.io/component": "operator"}}}
+    for ns in ("team-a", "team-b"):
+        models = out.get("NetworkPolicy", "inference-model-servers", ns)
+        assert models["spec"]["podSelector"]["matchLabels"] == {
+            "app.kubernetes.io/managed-by": "inference-operator", "app.kubernetes.io/component": "model-server"}
+        assert models["spec"]["ingress"] == [
+            {"ports": [{"port": "https", "protocol": "TCP"}]},                   # a policy isolates every port
+            {"ports": [{"port": "metrics", "protocol": "TCP"}],
+             "from": [operator_peer, {"namespaceSelector": {"matchLabels": {"team": "obs"}}}]}]
+        activators = out.get("NetworkPolicy", "inference-activators", ns)
+        assert activators["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "activator"
+        assert activators["spec"]["ingress"] == [{"ports": [{"port": "https", "protocol": "TCP"}]}]
+    values["metrics"] = {"enabled": False}
+    off = helm.render(values).get("NetworkPolicy", "inference-model-servers", "team-a")
+    assert off["spec"]["ingress"][1]["from"] == [operator_peer]                # the autoscaler still reads them
+    values["metrics"] = {"enabled": True, "scrapeFrom": []}
+    anyone = helm.render(values).get("NetworkPolicy", "inference-model-servers", "team-a")
+    assert "from" not in anyone["spec"]["ingress"][1]                          # any scraper, as for the platform
+    assert not [o for o in helm.render().of_kind("NetworkPolicy")]

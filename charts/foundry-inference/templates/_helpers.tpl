@@ -5,6 +5,7 @@ carry fixed names; one release per namespace. Cluster-scoped objects add the rel
 */}}
 {{- define "foundry-inference.operatorName" -}}inference-operator{{- end }}
 {{- define "foundry-inference.apiName" -}}inference-operator-api{{- end }}
+{{- define "foundry-inference.activatorName" -}}inference-activator{{- end }}
 {{- define "foundry-inference.operatorConfigName" -}}inference-operator-config{{- end }}
 {{- define "foundry-inference.adminKeyName" -}}inference-operator-admin-key{{- end }}
 {{- define "foundry-inference.catalogName" -}}foundry-local-catalog{{- end }}

@@ -343,3 +343,60 @@ def test_probes_name_only_ports_of_their_own_container(fixed_tls):
                     continue
                 port = (probe.get("httpGet") or probe.get("tcpSocket"))["port"]
                 assert isinstance(port, int) or port in own, (container["name"], kind, port)
+
+
+def _scale_to_zero(existing, settings=None, **spec):
+    settings = settings or settings_mod.from_mapping({})
+    obj = owned(mdep("iris", "team-a", workloadType="predictive", port=8000,
+                     autoscaling={"minReplicas": 0, "maxReplicas": 3, "scaleToZeroAfterSeconds": 60}, **spec))
+    owner = spec_mod.Owner.of(obj)
+    parsed = spec_mod.validate(spec_mod.normalise(obj))
+    resolved = resolve(parsed, settings, CATALOG, {})
+    ctx = PassContext(catalog=CATALOG, ca_cert=b"-----BEGIN CERTIFICATE-----\nCA\n", ca_key=b"k", now=NOW)
+    return DeploymentReconciler(None, settings).desired(owner, parsed, resolved, existing, ctx)
+
+
+def test_scale_to_zero_deployment_gets_its_activator_and_replicas_service_matching_golden(fixed_tls):
+    replicas = {"spec": {"clusterIP": "10.0.0.42"}}
+    children = _scale_to_zero({("Service", "iris-replicas"): replicas})
+    kinds = [(c["kind"], c["metadata"]["name"]) for c in children]
+    assert kinds[-2:] == [("Service", "iris-replicas"), ("Deployment", "iris-activator")]
+    service_, activator = children[-2:]
+    golden.check("scale-to-zero-activator", [service_, activator])
+    model = next(c for c in children if c["kind"] == "Deployment" and c["metadata"]["name"] == "iris")
+    pod = activator["spec"]["template"]
+    # never selected by the model Deployment (nor counted as its pod): no deployment label on the activator pods
+    assert names.DEPLOYMENT_LABEL not in pod["metadata"]["labels"]
+    assert not set(model["spec"]["selector"]["matchLabels"].items()) <= set(pod["metadata"]["labels"].items())
+    assert service_["spec"]["selector"] == model["spec"]["selector"]["matchLabels"]
+    # a replica of an autoscaled deployment is probed every second: it serves as soon as it is ready (cold start)
+    server = model["spec"]["template"]["spec"]["containers"][0]
+    assert (server["startupProbe"]["periodSeconds"], server["startupProbe"]["failureThreshold"]) == (1, 600)
+    assert (server["readinessProbe"]["periodSeconds"], server["readinessProbe"]["failureThreshold"]) == (1, 15)
+    # the same certificate, nginx config and keys as the model pods; its own least-privilege identity
+    model_vols = {v["name"]: v for v in model["spec"]["template"]["spec"]["volumes"]}
+    for vol in pod["spec"]["volumes"]:
+        assert vol == model_vols[vol["name"]]
+    assert {v["name"] for v in pod["spec"]["volumes"]} == {"api-keys", "nginx-config", "tls", "nginx-tmp"}
+    assert pod["metadata"]["annotations"][names.CONFIG_HASH] == \
+        model["spec"]["template"]["metadata"]["annotations"][names.CONFIG_HASH]
+    assert pod["spec"]["serviceAccountName"] == names.ACTIVATOR_SERVICE_ACCOUNT
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["FOUNDRY_REPLICAS_ADDRESS"] == "10.0.0.42" and env["FOUNDRY_SERVICE_HOST"] == "iris.team-a.svc"
+    assert env["PORT"] == "8000" and env["FOUNDRY_API_KEYS_DIR"] == names.KEYS_DIR
+
+
+def test_no_activator_without_the_replicas_address_with_replicas_kept_or_in_embedded_mode(fixed_tls):
+    kinds = [(c["kind"], c["metadata"]["name"]) for c in _scale_to_zero({})]
+    assert ("Service", "iris-replicas") in kinds and ("Deployment", "iris-activator") not in kinds
+    replicas = {("Service", "iris-replicas"): {"spec": {"clusterIP": "10.0.0.42"}}}
+    embedded = settings_mod.from_mapping({}).for_embedded()
+    assert not [c for c in _scale_to_zero(replicas, embedded) if "activator" in c["metadata"]["name"]
+                or "replicas" in c["metadata"]["name"]]
+    obj = owned(mdep("iris", "team-a", workloadType="predictive", port=8000,
+                     autoscaling={"minReplicas": 1, "maxReplicas": 3}))
+    children, _ = build(obj)
+    assert [c["metadata"]["name"] for c in children if c["kind"] in ("Deployment", "Service")] == ["iris", "iris"]
+    fixed, _ = build(owned(mdep("iris", "team-a", workloadType="predictive", port=8000)))
+    server = next(c for c in fixed if c["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert server["startupProbe"]["periodSeconds"] == 10 and server["readinessProbe"]["periodSeconds"] == 5
