@@ -63,15 +63,22 @@ def wait_zero(node, core, net, platform, name):
     return status, time.monotonic() - started
 
 
+
+def running(node, core, net, platform, name, timeout):
+    """Wait for Running; the status, the deployment's endpoint (its Service reachable in the namespace, the install's
+    CA trusted) and its primary key."""
+    status = wait_state(node, core, net, platform, name, "Running", timeout)
+    endpoint = expose(core, net, NS, status["internalEndpoint"])
+    platform._ca = platform.ca_path()
+    return status, endpoint, net.call(platform.keys, name, NS)[0]
+
+
 def test_iris_scales_to_zero_and_a_keyed_request_wakes_it_through_the_activator(node, core, apps, net, platform):
     name = "iris-zero"
     net.call(platform.deploy, name, {"catalog": {"name": "iris-classifier"}}, namespace=NS,
              autoscaling={"minReplicas": 0, "maxReplicas": 2, "scaleToZeroAfterSeconds": IDLE_S})
     with deleted_after(net, platform, name):
-        status = wait_state(node, core, net, platform, name, "Running", 300)
-        endpoint = expose(core, net, NS, status["internalEndpoint"])
-        platform._ca = platform.ca_path()
-        key = net.call(platform.keys, name, NS)[0]
+        status, endpoint, key = running(node, core, net, platform, name, 300)
         first = net.call(predict, platform, endpoint, key)
         assert first.status_code == 200, first.text
         # the activator Deployment and the replicas Service exist while minReplicas is 0
@@ -128,10 +135,7 @@ def test_chat_scales_above_one_replica_on_concurrent_clients(node, core, apps, n
     net.call(platform.deploy, name, {"catalog": {"name": "smollm2-135m-instruct"}}, namespace=NS,
              autoscaling={"minReplicas": 1, "maxReplicas": 2, "targetConcurrency": 1})
     with deleted_after(net, platform, name):
-        status = wait_state(node, core, net, platform, name, "Running", 600)
-        endpoint = expose(core, net, NS, status["internalEndpoint"])
-        platform._ca = platform.ca_path()
-        key = net.call(platform.keys, name, NS)[0]
+        status, endpoint, key = running(node, core, net, platform, name, 600)
         stop, codes, errors = threading.Event(), [], []
 
         def client():
@@ -176,10 +180,7 @@ def test_a_streaming_chat_request_at_zero_wakes_smollm2_and_streams_through_the_
     net.call(platform.deploy, name, {"catalog": {"name": "smollm2-135m-instruct"}}, namespace=NS,
              autoscaling={"minReplicas": 0, "maxReplicas": 1, "scaleToZeroAfterSeconds": 20})
     with deleted_after(net, platform, name):
-        status = wait_state(node, core, net, platform, name, "Running", 600)
-        endpoint = expose(core, net, NS, status["internalEndpoint"])
-        platform._ca = platform.ca_path()
-        key = net.call(platform.keys, name, NS)[0]
+        status, endpoint, key = running(node, core, net, platform, name, 600)
         wait_for(node, lambda: (apps.read_namespaced_deployment(f"{name}-activator", NS).status.available_replicas
                                 or 0) >= 1, 300, "the activator pod to be available")
         colds = []

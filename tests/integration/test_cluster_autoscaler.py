@@ -35,6 +35,13 @@ class Clock:
     def __call__(self):
         return self.now
 
+    def run(self, scaler, steps, tick_first=False):
+        """`steps` autoscaler periods of 2 s (the clock moves before each step with tick_first, else after)."""
+        for _ in range(steps):
+            self.now += 2 if tick_first else 0
+            scaler.step()
+            self.now += 0 if tick_first else 2
+
 
 def deployment(name, ns, labels, replicas, metrics_port=None, annotations=None, owner=None):
     ports = [{"name": "metrics", "containerPort": metrics_port}] if metrics_port else []
@@ -98,9 +105,7 @@ def test_scales_on_pod_gauges_and_to_zero_only_behind_an_available_activator(set
 
     # load of 3 in flight on one replica (target 1): the panic window asks for 3 at once
     metrics.value, metrics.answered = 3.0, 5.0
-    for _ in range(3):
-        scaler.step()
-        clock.now += 2
+    clock.run(scaler, 3)
     dep = store.get("Deployment", ns, "phi")
     assert dep["spec"]["replicas"] == 3
     assert json.loads(dep["metadata"]["annotations"][names.LAST_SCALING])["reason"].startswith("panic")
@@ -109,9 +114,7 @@ def test_scales_on_pod_gauges_and_to_zero_only_behind_an_available_activator(set
     # idle: every replica reports nothing in flight and no new request: down to one after the delay, and no
     # further without an activator (nothing would answer the endpoint at zero)
     metrics.value = 0.0
-    for _ in range(30):
-        scaler.step()
-        clock.now += 2
+    clock.run(scaler, 30)
     dep = store.get("Deployment", ns, "phi")
     assert dep["spec"]["replicas"] == 1
     assert json.loads(dep["metadata"]["annotations"][names.LAST_SCALING])["reason"].startswith("load 0.0")
@@ -160,9 +163,7 @@ def test_a_ready_pod_whose_metrics_do_not_answer_holds_the_count(setup):
     metrics.close()                                          # the replica's metrics endpoint is gone
     clock = Clock()
     scaler = cluster.ClusterScaler(store, [ns], clock=clock)
-    for _ in range(40):
-        scaler.step()
-        clock.now += 2
+    clock.run(scaler, 40)
     assert store.get("Deployment", ns, "phi")["spec"]["replicas"] == 1     # never to zero on missing data
     assert store.get("Service", ns, "phi")["spec"]["selector"] == names.child_labels("phi")
 
@@ -265,9 +266,7 @@ def test_idle_without_an_activator_goes_down_to_one_replica_not_zero(setup):
     assert store.get("Deployment", ns, "phi")["spec"]["replicas"] == 3
     wait_for(lambda: mark_ready(core, ns, model) == 3, 60, "three pods")
     metrics.value = 0.0
-    for _ in range(20):
-        clock.now += 2
-        scaler.step()
+    clock.run(scaler, 20, tick_first=True)
     dep = store.get("Deployment", ns, "phi")
     assert dep["spec"]["replicas"] == 1
     reason = json.loads(dep["metadata"]["annotations"][names.LAST_SCALING])["reason"]
@@ -290,9 +289,7 @@ def test_at_zero_without_an_available_activator_one_replica_comes_back(setup):
     store.patch("Deployment", ns, "phi", {"metadata": {"annotations": {params_mod.ANNOTATION: quick.to_annotation()}}})
     clock = Clock()
     scaler = cluster.ClusterScaler(store, [ns], clock=clock)
-    for _ in range(3):
-        clock.now += 2
-        scaler.step()
+    clock.run(scaler, 3, tick_first=True)
     assert store.get("Deployment", ns, "phi")["spec"]["replicas"] == 0
     assert store.get("Service", ns, "phi")["spec"]["selector"] == names.activator_labels("phi")
     scaler.step()
@@ -328,9 +325,7 @@ def test_attack_a_pod_that_only_carries_the_deployment_label_does_not_move_the_r
         mark_ready(core, ns, "pod-template-hash=abc12")
         clock = Clock()
         scaler = cluster.ClusterScaler(store, [ns], clock=clock)
-        for _ in range(5):
-            scaler.step()
-            clock.now += 2
+        clock.run(scaler, 5)
         assert store.get("Deployment", ns, "phi")["spec"]["replicas"] == 1
         assert len(live_pods(core, ns, model)) == 2                  # the rogue pod was there all along
     finally:
