@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from foundry_inference.operator.main import run_embedded
 from tests.e2e.quickstart_walkthrough import processes_under
@@ -263,6 +265,11 @@ def test_load_adds_replicas_behind_the_sidecar_and_they_go_when_it_ends(iris_up)
 
     def user(_i):
         with requests.Session() as http:
+            # as the official openai client does: a connection error before any answer is retried (each scale step
+            # reloads nginx, and an old worker closes its idle keep-alive connections: a request sent on one at that
+            # instant meets a closed connection, docs/autoscaling.md); an error after the request was read is not
+            retry = Retry(total=2, connect=2, other=2, read=0, status=0, allowed_methods=None, raise_on_status=False)
+            http.mount("https://", HTTPAdapter(max_retries=retry))
             while time.monotonic() < deadline:
                 codes.append(http.post(f"{url}/v1/chat/completions", json=body, verify=ca, timeout=60,
                                        headers={"api-key": key}).status_code)
