@@ -248,8 +248,8 @@ class DeploymentReconciler:
                 out.actions.append((action, *key))
             if child["kind"] == "Deployment" and key[1] == owner.name:
                 out.deployment = obj
-            elif child["kind"] == "Service":
-                out.service = obj
+            elif child["kind"] == "Service" and key[1] == names.service(owner.name):
+                out.service = obj            # the deployment's own Service, not `<name>-replicas`
             elif child["kind"] == "Ingress":
                 out.ingress = obj
         for kind, name in apply.prune(self.store, owner, existing, keep):

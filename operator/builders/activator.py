@@ -61,8 +61,7 @@ def deployment(owner, spec, resolved, settings, params, *, tls_secret_name, conf
         "serviceAccountName": names.ACTIVATOR_SERVICE_ACCOUNT,
         "automountServiceAccountToken": True,      # it wakes the Deployment through the apiserver
         "enableServiceLinks": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": names.POD_UID, "runAsGroup": names.POD_UID,
-                            "fsGroup": names.POD_UID, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": model_pod.pod_security_context(),
         "containers": [_container(owner, spec, resolved, settings, auth_mode, params, replicas_ip),
                        model_pod.tls_proxy(settings)],
         "volumes": volumes,

@@ -43,6 +43,14 @@ def _restricted(**extra):
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, **extra}
 
 
+def pod_security_context():
+    """The restricted Pod Security profile of every pod the operator makes: non-root with a fixed uid/gid (the
+    platform images' own user; nginx-unprivileged and vLLM run fine as it), emptyDirs and Secret files group-owned by
+    it."""
+    return {"runAsNonRoot": True, "runAsUser": names.POD_UID, "runAsGroup": names.POD_UID,
+            "fsGroup": names.POD_UID, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
 def _quantity(value):
     return str(value)
 
@@ -291,10 +299,7 @@ def deployment(owner, spec, resolved, settings, *, tls_secret_name, config_hash,
     pod = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,     # a namespace with a thousand Services would otherwise bloat every pod's env
-        # the restricted Pod Security profile: every container non-root with a fixed uid/gid (the platform images'
-        # own user; nginx-unprivileged and vLLM run fine as it), the emptyDirs and Secret files group-owned by it
-        "securityContext": {"runAsNonRoot": True, "runAsUser": names.POD_UID, "runAsGroup": names.POD_UID,
-                            "fsGroup": names.POD_UID, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": pod_security_context(),
         "initContainers": [model_fetcher(resolved, settings, models_size_limit(spec, resolved, settings))],
         "containers": containers,
         "volumes": volumes(owner, spec, resolved, settings, tls_secret_name, auth_mode),
