@@ -141,3 +141,11 @@ def children(node, name):
     from tests.support import helm
     api = kubernetes.config.new_client_from_config(node.info_dict["kubeconfig"])
     return helm.labelled(api, f"foundry.azure.com/deployment={name}", CHILD_KINDS)
+
+
+def stream_chat(platform, endpoint, key, model, content="Say hello.", max_tokens=16):
+    """A streamed chat completion with the official openai client (call it through `net.call`): the text pieces."""
+    client = platform.openai_client(endpoint, key)
+    stream = client.chat.completions.create(model=model, stream=True, max_tokens=max_tokens,
+                                            messages=[{"role": "user", "content": content}])
+    return [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]

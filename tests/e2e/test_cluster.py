@@ -30,6 +30,7 @@ from tests.e2e.cluster_support import (
     pods_ready,
     prerequisites,
     push,
+    stream_chat,
     upgrade_operator,
     wait_for,
     wait_state,
@@ -86,14 +87,8 @@ def test_chat_sample_streams_through_the_openai_client(node, core, net, platform
     NUMBERS["smollm2 create -> Running (s)"] = round(time.monotonic() - started, 1)
     endpoint = expose(core, net, NS, status["internalEndpoint"])
     key = net.call(platform.keys, "smollm2", NS)[0]
-
-    def chat():
-        client = platform.openai_client(endpoint, key)
-        question = [{"role": "user", "content": "What is the capital of France?"}]
-        stream = client.chat.completions.create(model="smollm2-135m-instruct", stream=True, max_tokens=24,
-                                                messages=question)
-        return [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
-    pieces = net.call(chat)
+    pieces = net.call(stream_chat, platform, endpoint, key, "smollm2-135m-instruct",
+                      "What is the capital of France?", 24)
     assert len(pieces) > 1 and "".join(pieces).strip(), pieces
     net.call(platform.delete, "smollm2", NS)
 
@@ -296,13 +291,7 @@ def test_catalog_model_from_the_mirror_registry_without_internet(node, core, net
         endpoint = expose(core, net, NS, status["internalEndpoint"])
         platform._ca = platform.ca_path()
         key = net.call(platform.keys, "qwen-mirror", NS)[0]
-
-        def chat():
-            client = platform.openai_client(endpoint, key)
-            stream = client.chat.completions.create(model="qwen2.5-coder-0.5b", stream=True, max_tokens=16,
-                                                    messages=[{"role": "user", "content": "Say hello."}])
-            return [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
-        pieces = net.call(chat)
+        pieces = net.call(stream_chat, platform, endpoint, key, "qwen2.5-coder-0.5b")
         assert len(pieces) > 1 and "".join(pieces).strip(), pieces
 
 

@@ -34,6 +34,7 @@ from tests.e2e.cluster_support import (
     fetched_from,
     live,
     pod_report,
+    stream_chat,
     upgrade_operator,
     wait_for,
     wait_state,
@@ -88,13 +89,6 @@ def _kill_fetcher(node, core, name):
     from tests.kube.node import kill_pod_processes_matching
     pod = _pod(core, name)
     return kill_pod_processes_matching(node, "foundry_inference.operator.fetch", pod.metadata.uid)
-
-
-def _chat(platform, endpoint, key):
-    client = platform.openai_client(endpoint, key)
-    stream = client.chat.completions.create(model=ALIAS, stream=True, max_tokens=16,
-                                            messages=[{"role": "user", "content": "Say hello."}])
-    return [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
 
 
 def test_a_catalog_model_downloads_with_progress_resumes_after_a_kill_and_answers(node, core, net, platform, azure):
@@ -158,7 +152,7 @@ def test_a_catalog_model_downloads_with_progress_resumes_after_a_kill_and_answer
         endpoint = expose(core, net, NS, status["internalEndpoint"])
         platform._ca = platform.ca_path()
         key = net.call(platform.keys, "qwen-azureml", NS)[0]
-        pieces = net.call(_chat, platform, endpoint, key)
+        pieces = net.call(stream_chat, platform, endpoint, key, ALIAS)
         assert len(pieces) > 1 and "".join(pieces).strip(), pieces
 
 
