@@ -8,12 +8,18 @@ from .blobcache import format_size
 _PROGRESS = re.compile(r"progress: (\d+) of (\d+) bytes \((\d+)%\)")
 
 
+def progress_numbers(text):
+    """(bytes done, bytes total, percent) from the last progress line of `text`, else None."""
+    found = _PROGRESS.findall(text or "")
+    return tuple(int(v) for v in found[-1]) if found else None
+
+
 def download_progress(text):
     """'1.2 GiB of 5.0 GiB (24%)' from the last progress line of `text`, else None."""
-    found = _PROGRESS.findall(text or "")
+    found = progress_numbers(text)
     if not found:
         return None
-    done, total, pct = (int(v) for v in found[-1])
+    done, total, pct = found
     return f"{format_size(done)} of {format_size(total)} ({pct}%)"
 
 

@@ -20,6 +20,7 @@ from .catalog_sync import CatalogSync
 from .counting import CountingStore
 from .metrics import OperatorMetrics
 from .reconcile_deployment import DeploymentReconciler, PassContext
+from .reconcile_store import StoreReconciler
 from .status import now_utc
 
 log = logging.getLogger("foundry_inference.operator")
@@ -50,6 +51,7 @@ class Operator:
         self.settings = settings
         self.now_fn = now_fn
         self.reconciler = DeploymentReconciler(self.store, settings)
+        self.stores = StoreReconciler(self.store, settings)
         self.catalog = CatalogSync(self.store, settings)
         self.ca = CertificateAuthority(self.store, settings.operatorNamespace, now_fn)
         self.backoff = Backoff(settings.backoffBaseSeconds, settings.backoffMaxSeconds)
@@ -64,6 +66,11 @@ class Operator:
         self.wake = threading.Event()      # set by the keys watch (keys_watch.py): start the next pass now
         self._watches = []
 
+    @property
+    def caches_models(self):
+        """The model cache on a cluster (storeModel.enabled): StoreModels are listed and reconciled."""
+        return self.settings.storeModel.enabled and self.store.runs_pods and not self.settings.embedded
+
     # --- one pass --------------------------------------------------------------------------------------------------
     def run_pass(self):
         started = time.monotonic()
@@ -73,7 +80,7 @@ class Operator:
         catalog = self.catalog.tick(now)
         ca_cert, ca_key = self.ca.ensure()
         snap = snapshot.take(self.store, self.settings.namespaces, self.settings.pageSize, self._pool,
-                             pods=self.store.runs_pods)
+                             pods=self.store.runs_pods, stores=self.caches_models)
         ctx = PassContext(catalog=catalog, ca_cert=ca_cert, ca_key=ca_key, now=now, catalog_token=self.catalog.token)
         alive = set()
         for models in snap.models.values():
@@ -83,6 +90,14 @@ class Operator:
                 report.models += 1
                 if self._guarded(key, report, lambda m=model: reconcile_model.reconcile(self.store, m, catalog, now)):
                     report.status_writes += 1
+        for models in snap.store_models.values():       # before the deployments, which read their status
+            for store_model in models.values():
+                key = ("StoreModel", store_model["metadata"]["uid"])
+                alive.add(key)
+                if self.backoff.ready(key):
+                    written = self._guarded(key, report, lambda m=store_model: self.stores.reconcile(m, snap, now),
+                                            store_model)
+                    report.child_writes += len(written or [])
         futures = []
         for obj in snap.owners:
             key = (obj["kind"], obj["metadata"]["uid"])

@@ -2,6 +2,7 @@
 inference API; docs/operator.md lists them). Changing one of
 these breaks a contract: the control plane reads the same keys."""
 import hashlib
+import json
 import re
 
 GROUP = "foundrylocal.azure.com"
@@ -60,6 +61,7 @@ MODEL_SUBDIR = "model"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 OCI_PATH = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*")   # an OCI repository path
 OCI_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -124,3 +126,23 @@ NODE_RESTART_REASON = "NodeAgentRestarted"
 # exits of a model server after which a deployment whose server keeps exiting is in Error (both modes)
 CRASH_LOOP_RESTARTS = 3
 DOWNLOAD_CONDITION = "ModelDownloading"       # embedded node agent: the fetcher's progress (bytes done / total)
+
+
+# the model cache on a cluster (storeModel.enabled; docs/operator.md, "Model cache"): one StoreModel per model artifact
+# and namespace, shared by every deployment of that artifact; its PersistentVolumeClaim, fetch Job and the Job's pod
+# carry this label with the StoreModel's name
+STORE_LABEL = "foundry.azure.com/store-model"
+STORE_ARTIFACT = "foundry.azure.com/artifact"   # on a StoreModel: the artifact its Job fetches (JSON, no secrets)
+
+
+def store_model(model_name, artifact):
+    """The StoreModel (and PVC) name of one artifact: a readable part of the model name and a digest of the whole
+    artifact (a different tag, registry, URI or credentials Secret is another cache entry); at most 51 characters so
+    that its Job's pods stay within a label's 63."""
+    slug = re.sub(r"[^a-z0-9]+", "-", str(model_name).lower()).strip("-")[:40].strip("-") or "model"
+    digest = hashlib.sha256(json.dumps(artifact, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:10]
+    return f"{slug}-{digest}"
+
+
+def store_job(name):
+    return f"{name}-fetch"

@@ -17,10 +17,14 @@ volume at once instead of within its periodic sync.
 """
 import datetime
 import hashlib
+import logging
+
+from foundry_inference.store import errors
 
 from . import fetch_log, names
 from .builders.deployment import APP_CONTAINER, FETCH_CONTAINER
 
+log = logging.getLogger("foundry_inference.operator")
 IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName")
 MESSAGE_LIMIT = 600
 
@@ -77,6 +81,18 @@ def _crash_problem(cs):
     lines = [line for line in (last.get("message") or "").splitlines() if line.strip()]
     return "CrashLoopBackOff", (f"{cs.get('name')} keeps exiting ({_exit(last)}, {restarts} restarts)"
                                 + (f": {lines[-1][:300]}" if lines else ""))
+
+
+def log_reader(store):
+    """`read_log(pod, container)`: the tail of a running fetcher's log, None when the kubelet cannot be asked
+    (progress is best effort)."""
+    def read_log(pod, container):
+        try:
+            return store.pod_log(pod["metadata"]["namespace"], pod["metadata"]["name"], container)
+        except errors.StoreError as exc:
+            log.debug("no log of %s/%s: %s", pod["metadata"]["name"], container, exc.message)
+            return None
+    return read_log
 
 
 def conditions(pods, read_log):

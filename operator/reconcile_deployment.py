@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from foundry_inference.store import errors
 
-from . import apply, names, pod_status
+from . import apply, names, pod_status, reconcile_store
 from . import spec as spec_mod
 from . import status as status_mod
 from .autoscale import params as scaling_params
@@ -22,6 +22,7 @@ from .builders import activator as activator_builder
 from .builders import common, ingress, keys, nginx, service, tls
 from .builders import deployment as deployment_builder
 from .builders import model as model_builder
+from .builders import store as store_builder
 from .resolve import ResolutionError, resolve
 
 log = logging.getLogger("foundry_inference.operator")
@@ -38,6 +39,7 @@ class Outcome:
     service: dict = None
     ingress: dict = None
     keys_secret: dict = None
+    store_model: dict = None       # the StoreModel holding the model (storeModel.enabled)
     pod_conditions: list = field(default_factory=list)   # cluster: what the pods say (pod_status.conditions)
     fetching: bool = False         # a fetcher is running: its progress moves without any resourceVersion moving
     actions: list = field(default_factory=list)   # (action, kind, name)
@@ -60,6 +62,10 @@ def _mine(obj, owner):
         if ref.get("controller"):
             return ref.get("uid") == owner.uid
     return False
+
+
+def _uses(store_model, owner):
+    return any(r.get("uid") == owner.uid for r in store_model["metadata"].get("ownerReferences") or [])
 
 
 def _keep_scaled_replicas(children, autoscaling, current):
@@ -85,6 +91,8 @@ def fingerprint(obj, kids, snapshot, ctx):
     return (meta.get("resourceVersion"), ctx.catalog_token, ctx.now.strftime("%Y%m%d%H"),
             (model or {}).get("metadata", {}).get("resourceVersion"),
             tuple(sorted((k, n, o["metadata"].get("resourceVersion")) for (k, n), o in kids.items())),
+            tuple(sorted((n, o["metadata"].get("resourceVersion"))
+                         for n, o in snapshot.store_models_in(meta["namespace"]).items())),
             tuple(sorted((p["metadata"]["name"], p["metadata"].get("resourceVersion"))
                          for p in snapshot.pods_of(meta["namespace"], meta["name"]))))
 
@@ -135,15 +143,19 @@ class DeploymentReconciler:
                                                       auth_mode=auth_mode, replicas_ip=address))
         return found     # without the address yet: the activator is made on the next pass
 
-    def desired(self, owner, spec, resolved, existing, ctx):
-        """The desired children, hash-stamped, in apply order (config before the Deployment that mounts it)."""
+    def desired(self, owner, spec, resolved, existing, ctx, store=None, hold=False):
+        """The desired children, hash-stamped, in apply order (config before the Deployment that mounts it).
+        `store`: the Available StoreModel the pods mount; `hold`: the model cache is not ready yet, so the model
+        Deployment is left out (an existing one is kept as it is, not pruned)."""
         auth_mode = self.settings.authentication.mode(spec.auth_enabled)
         tls_name, tls_secret, cert = self._tls(owner, spec, existing, ctx)
         config = nginx.configmap(owner, spec.port)
         config_hash = common.digest([config["data"], base64.b64encode(cert).decode()])
         children = [config] + ([tls_secret] if tls_secret else [])
-        children.append(deployment_builder.deployment(owner, spec, resolved, self.settings, tls_secret_name=tls_name,
-                                                      config_hash=config_hash, auth_mode=auth_mode))
+        if not hold:
+            children.append(deployment_builder.deployment(
+                owner, spec, resolved, self.settings, tls_secret_name=tls_name, config_hash=config_hash,
+                auth_mode=auth_mode, store=store))
         children.append(service.service(owner, self._endpoint_selector(owner, spec, existing)))
         children += self._activator(owner, spec, resolved, existing, tls_name, config_hash, auth_mode)
         if spec.endpoint.get("enabled"):
@@ -185,7 +197,7 @@ class DeploymentReconciler:
             out.keys_secret = keys_obj
         pods = snapshot.pods_of(owner.namespace, owner.name)
         if pods:
-            out.pod_conditions = pod_status.conditions(pods, self._fetcher_log)
+            out.pod_conditions = pod_status.conditions(pods, pod_status.log_reader(self.store))
             out.fetching = any("running" in (cs.get("state") or {}) for p in pods
                                for cs in (p.get("status") or {}).get("initContainerStatuses") or [])
         if obj["metadata"].get("deletionTimestamp"):
@@ -205,9 +217,12 @@ class DeploymentReconciler:
             return self._write_status(obj, out, ctx)
         self._register_model(owner, out.resolved, snapshot)
         try:
+            cached = self._use_store(owner, out, snapshot)
             if out.spec.auth_enabled:
                 self._ensure_keys(owner, out, ctx)      # before the Deployment: its pods start with the keys mounted
-            self._apply(owner, out, existing, ctx)
+            ready = reconcile_store.available(out.store_model)
+            self._apply(owner, out, existing, ctx, store=out.store_model["metadata"]["name"] if ready else None,
+                        hold=cached and not ready)
             if out.spec.auth_enabled and out.keys_secret is not None:
                 self._nudge_pods(owner, out, pods)
         except apply.ForeignChild as exc:
@@ -237,10 +252,11 @@ class DeploymentReconciler:
             with self._lock:
                 self._registering.discard(key)
 
-    def _apply(self, owner, out, existing, ctx):
-        wanted = self.desired(owner, out.spec, out.resolved, existing, ctx)
+    def _apply(self, owner, out, existing, ctx, store=None, hold=False):
+        wanted = self.desired(owner, out.spec, out.resolved, existing, ctx, store, hold)
         keep = {(c["kind"], c["metadata"]["name"]) for c in wanted}
         keep.add(("Secret", names.keys_secret(owner.name)))      # keys outlive an auth switch-off: never pruned
+        keep.add(("Deployment", owner.name))                      # held while the model cache fills
         for child in wanted:
             key = (child["kind"], child["metadata"]["name"])
             obj, action = apply.ensure(self.store, child, existing.get(key))
@@ -257,13 +273,49 @@ class DeploymentReconciler:
             if kind == "Ingress":
                 out.ingress = None
 
-    def _fetcher_log(self, pod, container):
-        """The tail of a running fetcher's log, None when the kubelet cannot be asked (progress is best effort)."""
+    # --- the model cache (storeModel.enabled; builders/store.py) ---------------------------------------------------
+    def _use_store(self, owner, out, snapshot):
+        """Make sure the StoreModel of this deployment's model exists and names this deployment among its users;
+        drop this deployment from the StoreModels it no longer uses. Returns whether the model comes from one; its
+        progress or failure goes into out.pod_conditions while it is not Available."""
+        cached = store_builder.cached(out.resolved, self.settings)
+        wanted = store_builder.store_model(owner, out.resolved, self.settings) if cached else None
+        name = wanted["metadata"]["name"] if wanted else None
+        for other_name, other in list(snapshot.store_models_in(owner.namespace).items()):
+            if other_name != name and _uses(other, owner):
+                self._release(owner, other, out)
+        if not cached:
+            return False
+        current = snapshot.store_models_in(owner.namespace).get(name)
+        if current is None:
+            try:
+                current = self.store.create(wanted)
+                out.actions.append(("created", "StoreModel", name))
+            except errors.AlreadyExists:          # another deployment of this pass, or a list older than it
+                current = self.store.get("StoreModel", owner.namespace, name)
+        if not _uses(current, owner):
+            refs = [*(current["metadata"].get("ownerReferences") or []), store_builder.user_ref(owner)]
+            current = self.store.patch("StoreModel", owner.namespace, name, {"metadata": {
+                "ownerReferences": refs, "resourceVersion": current["metadata"]["resourceVersion"]}})
+            out.actions.append(("updated", "StoreModel", name))
+        out.store_model = current
+        out.pod_conditions = reconcile_store.conditions(current) + out.pod_conditions
+        return True
+
+    def _release(self, owner, store_model, out):
+        """This deployment stopped using `store_model`: take its reference off; the last user deletes it."""
+        meta = store_model["metadata"]
+        refs = [r for r in meta.get("ownerReferences") or [] if r.get("uid") != owner.uid]
         try:
-            return self.store.pod_log(pod["metadata"]["namespace"], pod["metadata"]["name"], container)
-        except errors.StoreError as exc:
-            log.debug("no log of %s/%s: %s", pod["metadata"]["name"], container, exc.message)
-            return None
+            if refs:
+                self.store.patch("StoreModel", owner.namespace, meta["name"], {"metadata": {
+                    "ownerReferences": refs, "resourceVersion": meta["resourceVersion"]}})
+                out.actions.append(("updated", "StoreModel", meta["name"]))
+            else:
+                self.store.delete("StoreModel", owner.namespace, meta["name"])
+                out.actions.append(("deleted", "StoreModel", meta["name"]))
+        except errors.NotFound:
+            pass
 
     def _nudge_pods(self, owner, out, pods):
         """Annotate the pods that started before the last key change (pod_status.stale_for_keys): the kubelet then

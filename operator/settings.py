@@ -74,8 +74,14 @@ CATALOG_ENV = {"FOUNDRY_CATALOG_SOURCE": "sourceType", "FOUNDRY_AZURE_CATALOG_UR
 
 @dataclass(frozen=True)
 class StoreModelSettings:
-    enabled: bool = False              # StoreModel caching is not reconciled yet: models go to an emptyDir
-    storageClassName: str = None
+    """The model cache on a cluster (docs/operator.md, "Model cache"): with `enabled`, each model artifact is fetched
+    once per namespace into a PersistentVolumeClaim (a StoreModel) that every pod of it mounts read-only; without
+    it, each pod fetches into its own emptyDir."""
+    enabled: bool = False
+    storageClassName: str = None       # the PVCs' class; None: the cluster's default class
+    volumeSize: str = "20Gi"           # a PVC's size unless the catalog gives a larger model size
+    accessMode: str = "ReadWriteOnce"  # ReadWriteMany lets pods on several nodes share one copy
+    fetchBackoffLimit: int = 4         # failed fetch pods before a StoreModel is in Error
     modelsVolumeSizeLimit: str = None  # emptyDir sizeLimit for the model volume, e.g. 20Gi
 
 
@@ -299,11 +305,26 @@ def validate(s):
     if s.catalog.azureRegion is not None and not names.DNS_LABEL.match(s.catalog.azureRegion):
         raise SettingsError(f"catalog.azureRegion: {s.catalog.azureRegion!r} is not a region name such as eastus")
     _validate_autoscaling(s.autoscaling)
+    _validate_store(s.storeModel)
     auth = s.authentication
     if not (auth.apiKeyEnabled or auth.entraEnabled):
         raise SettingsError("authentication: enable apiKeyEnabled, entraEnabled or both")
     if auth.entraEnabled and not (auth.tenantId and auth.clientId):
         raise SettingsError("authentication.entraEnabled needs tenantId and clientId")
+
+
+def _validate_store(st):
+    from .blobcache import quantity
+    for key in ("volumeSize", "modelsVolumeSizeLimit"):       # Kubernetes quantities: they go into the objects
+        value = getattr(st, key)
+        if value is not None and not (quantity(value) or 0) >= 1:
+            raise SettingsError(f"storeModel.{key}: {value!r} is not a size such as 20Gi")
+    if st.accessMode not in ("ReadWriteOnce", "ReadWriteMany"):
+        raise SettingsError(f"storeModel.accessMode: {st.accessMode!r} must be ReadWriteOnce or ReadWriteMany")
+    if st.storageClassName is not None and not names.DNS_SUBDOMAIN.match(st.storageClassName):
+        raise SettingsError(f"storeModel.storageClassName: {st.storageClassName!r} is not a StorageClass name")
+    if not 0 <= st.fetchBackoffLimit <= 20:
+        raise SettingsError("storeModel.fetchBackoffLimit: must be between 0 and 20")
 
 
 def _validate_autoscaling(a):

@@ -9,6 +9,7 @@ from . import names
 
 OWNER_KINDS = ("ModelDeployment", "InferenceService")
 CHILD_KINDS = ("Deployment", "Service", "ConfigMap", "Secret", "Ingress")
+STORE_KINDS = ("PersistentVolumeClaim", "Job")     # a StoreModel's children (storeModel.enabled, cluster only)
 
 
 @dataclass
@@ -17,6 +18,9 @@ class Snapshot:
     models: dict = field(default_factory=dict)      # namespace -> {name: Model}
     children: dict = field(default_factory=dict)    # (namespace, deployment label) -> {(kind, name): object}
     pods: dict = field(default_factory=dict)        # (namespace, deployment label) -> [Pod] (cluster only)
+    store_models: dict = field(default_factory=dict)    # namespace -> {name: StoreModel} (storeModel.enabled)
+    store_children: dict = field(default_factory=dict)  # (namespace, StoreModel) -> {(kind, name): object}
+    store_pods: dict = field(default_factory=dict)      # (namespace, StoreModel) -> [its fetch Job's Pods]
 
     def children_of(self, namespace, name):
         return self.children.get((namespace, name), {})
@@ -26,6 +30,15 @@ class Snapshot:
 
     def models_in(self, namespace):
         return self.models.get(namespace, {})
+
+    def store_models_in(self, namespace):
+        return self.store_models.get(namespace, {})
+
+    def store_children_of(self, namespace, name):
+        return self.store_children.get((namespace, name), {})
+
+    def store_pods_of(self, namespace, name):
+        return self.store_pods.get((namespace, name), [])
 
 
 def list_all(store, kind, namespace, selector, page_size):
@@ -39,20 +52,31 @@ def list_all(store, kind, namespace, selector, page_size):
     return []
 
 
+def _controller(obj):
+    return next((r for r in obj["metadata"].get("ownerReferences") or [] if r.get("controller")), None) or {}
+
+
 def _from_replicaset_of(pod, deployment):
     """A pod of the Deployment's own ReplicaSets (`<deployment>-<hash>`), not just any pod wearing its labels."""
-    ref = next((r for r in pod["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
-    return ref is not None and ref.get("kind") == "ReplicaSet" and (ref.get("name") or "").startswith(f"{deployment}-")
+    ref = _controller(pod)
+    return ref.get("kind") == "ReplicaSet" and (ref.get("name") or "").startswith(f"{deployment}-")
 
 
-def take(store, namespaces, page_size=500, pool=None, pods=False):
+def _controlled_by(obj, kind, name):
+    """A StoreModel's fetch pod is its Job's, not any pod wearing the label."""
+    ref = _controller(obj)
+    return ref.get("kind") == kind and ref.get("name") == name
+
+
+def take(store, namespaces, page_size=500, pool=None, pods=False, stores=False):
     """`namespaces`: a list of names, or None for every namespace. With a thread pool the lists run concurrently
     (the apiserver serialises one while the operator decodes another). `pods`: list the children's pods too (on a
-    cluster; the embedded store has none)."""
+    cluster; the embedded store has none). `stores`: the StoreModels and their children too (the model cache)."""
     jobs = []
     for ns in namespaces or [None]:
-        jobs += [(kind, ns, None) for kind in (*OWNER_KINDS, "Model")]
-        jobs += [(kind, ns, names.SELECTOR) for kind in CHILD_KINDS + (("Pod",) if pods else ())]
+        jobs += [(kind, ns, None) for kind in (*OWNER_KINDS, "Model") + (("StoreModel",) if stores else ())]
+        jobs += [(kind, ns, names.SELECTOR) for kind in CHILD_KINDS + (("Pod",) if pods else ())
+                 + (STORE_KINDS if stores else ())]
     if pool is None:
         results = [list_all(store, kind, ns, selector, page_size) for kind, ns, selector in jobs]
     else:
@@ -62,15 +86,25 @@ def take(store, namespaces, page_size=500, pool=None, pods=False):
     for (kind, _ns, _selector), items in zip(jobs, results, strict=True):
         if kind in OWNER_KINDS:
             snap.owners += items
-        elif kind == "Model":
-            for model in items:
-                meta = model["metadata"]
-                snap.models.setdefault(meta["namespace"], {})[meta["name"]] = model
+        elif kind in ("Model", "StoreModel"):
+            found = snap.models if kind == "Model" else snap.store_models
+            for obj in items:
+                meta = obj["metadata"]
+                found.setdefault(meta["namespace"], {})[meta["name"]] = obj
         else:
             for obj in items:
                 meta = obj["metadata"]
-                owner = (meta.get("labels") or {}).get(names.DEPLOYMENT_LABEL)
-                if owner and kind == "Pod":
+                labels = meta.get("labels") or {}
+                owner = labels.get(names.DEPLOYMENT_LABEL)
+                cache = labels.get(names.STORE_LABEL)
+                if cache and not owner:
+                    if kind == "Pod":
+                        if _controlled_by(obj, "Job", names.store_job(cache)):
+                            snap.store_pods.setdefault((meta["namespace"], cache), []).append(obj)
+                    else:
+                        snap.store_children.setdefault((meta["namespace"], cache), {})[(obj["kind"], meta["name"])] \
+                            = obj
+                elif owner and kind == "Pod":
                     if _from_replicaset_of(obj, owner):
                         snap.pods.setdefault((meta["namespace"], owner), []).append(obj)
                 elif owner:

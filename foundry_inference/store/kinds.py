@@ -55,6 +55,9 @@ KINDS = {k.kind: k for k in (
     # read by the operator on a cluster only (restarts, fetch and image-pull failures, download progress); the
     # embedded store holds no pods: its node agent reports the same facts on the Deployment's status
     Kind("v1", "Pod", "pods", status_subresource=True),
+    # the model cache on a cluster (storeModel.enabled): a StoreModel's volume and the Job that fills it
+    Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims", status_subresource=True),
+    Kind("batch/v1", "Job", "jobs", status_subresource=True),
 )}
 
 

@@ -257,16 +257,26 @@ def models_size_limit(spec, resolved, settings):
 
 
 def model_fetcher(resolved, settings, size_limit=None):
-    """The init container. With a models volume sizeLimit the fetcher gets it in bytes (FOUNDRY_FETCH_LIMIT_BYTES):
-    a model that would not fit fails with a clear message instead of the kubelet evicting the pod."""
-    env = artifact_env(resolved.artifact, settings.registryAllowlist, settings.registryCAs) + \
-        azureml_env(resolved.artifact, settings)
+    """The init container of a pod that fetches its own model (no model cache: storeModel disabled, or vLLM)."""
+    return fetcher_container(resolved.artifact, settings, size_limit)
+
+
+def fetcher_container(artifact, settings, size_limit=None, cache=None):
+    """The model fetcher: a pod's init container, or a StoreModel's Job (builders/store.py, with `cache`: the
+    content-addressed cache folder in the same volume, so a restarted fetch resumes and nothing is stored twice).
+    With a size limit the fetcher gets it in bytes (FOUNDRY_FETCH_LIMIT_BYTES): a model that would not fit fails with
+    a clear message instead of the kubelet evicting the pod."""
+    env = artifact_env(artifact, settings.registryAllowlist, settings.registryCAs) + azureml_env(artifact, settings)
     try:
         limit = parse_size(size_limit) if size_limit else None
     except ValueError:
         limit = None                # not a quantity: the apiserver refuses the sizeLimit itself, with the reason
     if limit is not None:
         env.append({"name": "FOUNDRY_FETCH_LIMIT_BYTES", "value": str(limit)})
+    if cache:
+        env.append({"name": "FOUNDRY_FETCH_CACHE", "value": cache})
+        if limit is not None:
+            env.append({"name": "FOUNDRY_FETCH_CACHE_LIMIT_BYTES", "value": str(limit)})
     env.append({"name": "FOUNDRY_FETCH_TERMINATION_LOG", "value": TERMINATION_LOG})
     return {
         "name": FETCH_CONTAINER, "image": settings.image("model-fetcher"), "imagePullPolicy": settings.imagePullPolicy,
@@ -280,9 +290,13 @@ def model_fetcher(resolved, settings, size_limit=None):
     }
 
 
-def volumes(owner, spec, resolved, settings, tls_secret_name, auth_mode):
-    limit = models_size_limit(spec, resolved, settings)
-    vols = [{"name": "models", "emptyDir": {"sizeLimit": limit} if limit else {}}]
+def volumes(owner, spec, resolved, settings, tls_secret_name, auth_mode, store=None):
+    """`store`: the StoreModel whose volume holds the model (mounted read-only), else the pod's own emptyDir."""
+    if store:
+        vols = [{"name": "models", "persistentVolumeClaim": {"claimName": store, "readOnly": True}}]
+    else:
+        limit = models_size_limit(spec, resolved, settings)
+        vols = [{"name": "models", "emptyDir": {"sizeLimit": limit} if limit else {}}]
     if auth_mode in ("api-key", "both"):
         vols.append({"name": "api-keys", "secret": {"secretName": names.keys_secret(owner.name), "optional": True}})
     vols += [{"name": "nginx-config", "configMap": {"name": names.nginx_configmap(owner.name)}},
@@ -291,7 +305,9 @@ def volumes(owner, spec, resolved, settings, tls_secret_name, auth_mode):
     return vols
 
 
-def deployment(owner, spec, resolved, settings, *, tls_secret_name, config_hash, auth_mode):
+def deployment(owner, spec, resolved, settings, *, tls_secret_name, config_hash, auth_mode, store=None):
+    """The model Deployment. `store`: the name of an Available StoreModel holding the model (its pods mount that
+    volume and fetch nothing), else None (each pod fetches into its own emptyDir)."""
     pod_labels = {**names.child_labels(owner.name), names.COMPONENT_LABEL: "model-server"}
     containers = [model_server(owner, spec, resolved, settings, auth_mode), tls_proxy(settings)]
     if resolved.runtime == "vllm":
@@ -300,10 +316,11 @@ def deployment(owner, spec, resolved, settings, *, tls_secret_name, config_hash,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,     # a namespace with a thousand Services would otherwise bloat every pod's env
         "securityContext": pod_security_context(),
-        "initContainers": [model_fetcher(resolved, settings, models_size_limit(spec, resolved, settings))],
-        "containers": containers,
-        "volumes": volumes(owner, spec, resolved, settings, tls_secret_name, auth_mode),
     }
+    if not store:                        # the model cache's pods fetch nothing: the StoreModel's Job did
+        pod["initContainers"] = [model_fetcher(resolved, settings, models_size_limit(spec, resolved, settings))]
+    pod["containers"] = containers
+    pod["volumes"] = volumes(owner, spec, resolved, settings, tls_secret_name, auth_mode, store)
     if spec.node_selector:
         pod["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:

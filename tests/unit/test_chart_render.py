@@ -174,7 +174,8 @@ def test_custom_images_and_catalog_url():
     assert cfg["images"]["generative-cpu"] == "myregistry.azurecr.io/foundry/foundry-inference-chat:0.1.0-rc1"
     assert cfg["images"]["vllm_gpu"] == "myregistry.azurecr.io/mirror/vllm-openai:v0.6.3"
     assert cfg["catalog"]["source"] == "https://catalog.example.com/foundry/catalog.json"
-    assert cfg["storeModel"] == {"enabled": True, "storageClassName": "managed-csi", "modelsVolumeSizeLimit": "40Gi"}
+    assert cfg["storeModel"] == {"enabled": True, "storageClassName": "managed-csi", "modelsVolumeSizeLimit": "40Gi",
+                                 "volumeSize": "20Gi", "accessMode": "ReadWriteOnce", "fetchBackoffLimit": 4}
     for name in WORKLOADS:
         pod = out.get("Deployment", name)["spec"]["template"]["spec"]
         assert pod["imagePullSecrets"] == [{"name": "acr-pull"}]
@@ -338,8 +339,14 @@ def test_cluster_role_only_when_needed():
     assert _rules(read_only.of_kind("ClusterRole")[0]) == [(("foundrylocal.azure.com",),
                                                               ("modeldeployments", "inferenceservices"),
                                                               ("get", "list"), ())]
-    assert helm.render({"storeModel": {"enabled": True}}).get("Role", OPERATOR, NS)["rules"][4]["resources"] == [
-        "storemodels", "storemodels/status"]
+    cached = helm.render({"storeModel": {"enabled": True}}).get("Role", OPERATOR, NS)["rules"]
+    assert cached[4]["resources"] == ["storemodels", "storemodels/status"]
+    # the model cache's children: created and deleted, never updated
+    assert [(r["apiGroups"], r["resources"], r["verbs"]) for r in cached[5:7]] == [
+        ([""], ["persistentvolumeclaims"], ["get", "list", "watch", "create", "delete"]),
+        (["batch"], ["jobs"], ["get", "list", "watch", "create", "delete"])]
+    assert not any("jobs" in r["resources"] or "persistentvolumeclaims" in r["resources"]
+                   for r in helm.render({}).get("Role", OPERATOR, NS)["rules"])
 
 
 # --- exposure, PDB, NetworkPolicy, catalog, NOTES ---------------------------------------------------------------

@@ -138,6 +138,9 @@ out: the operator then uses its own default.
 {{- $store := dict "enabled" $v.storeModel.enabled -}}
 {{- with $v.storeModel.storageClassName }}{{ $_ := set $store "storageClassName" . }}{{ end -}}
 {{- with $v.storeModel.modelsVolumeSizeLimit }}{{ $_ := set $store "modelsVolumeSizeLimit" . }}{{ end -}}
+{{- $_ := set $store "volumeSize" $v.storeModel.volumeSize -}}
+{{- $_ := set $store "accessMode" $v.storeModel.accessMode -}}
+{{- $_ := set $store "fetchBackoffLimit" (int $v.storeModel.fetchBackoffLimit) -}}
 {{- $auth := dict "apiKeyEnabled" $v.apiKey.enabled "entraEnabled" $v.entraAuth.enabled -}}
 {{- if $v.entraAuth.enabled -}}
 {{- $_ := set $auth "tenantId" $v.entraAuth.tenantId -}}
