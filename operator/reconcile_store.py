@@ -5,8 +5,9 @@ show:
 
 - Pending: the Job's pod has not started (the claim is not bound yet, an image is not pulled) - the message says
   which;
-- Storing: the fetcher runs; `progress` (percent) and `sizeBytes` come from its log's last progress line; a fetcher
-  that failed before and runs again says what the last attempt died of;
+- Storing: the fetcher runs; `progress` (percent) and `sizeBytes` come from its log's last progress line (the size:
+  the largest total seen, as a resumed fetcher counts only what is left); a fetcher that failed before and runs
+  again says what the last attempt died of;
 - Available: the Job completed; `path` names the claim and folder;
 - Error: the Job failed storeModel.fetchBackoffLimit + 1 times; the message is the last fetcher's cause.
 
@@ -73,7 +74,9 @@ def observe(store_model, claim, job, pods, read_log):
         numbers = fetch_log.progress_numbers(tail)
         if numbers is None:
             return "Storing", f"fetching the model{retry}", previous.get("progress"), size
-        return "Storing", f"downloading {fetch_log.download_progress(tail)}{retry}", numbers[2], numbers[1]
+        # a resumed fetcher counts only what is left to fetch: the model's size is the largest total seen
+        return "Storing", f"downloading {fetch_log.download_progress(tail)}{retry}", numbers[2], \
+            max(numbers[1], size or 0)
     if claim is not None and ((claim.get("status") or {}).get("phase") or "Pending") == "Pending":
         storage_class = (claim.get("spec") or {}).get("storageClassName") or "the cluster's default class"
         return "Pending", (f"waiting for PersistentVolumeClaim {name} to be bound (storage class {storage_class})"

@@ -122,6 +122,42 @@ def fetched_from(core, name):
     return json.loads(env["FOUNDRY_FETCH_ARTIFACT"]), json.loads(env.get("FOUNDRY_REGISTRY_CAS") or "{}"), env
 
 
+STORE_CLASS = "foundry-e2e-models"      # the storage class of the cache volumes the tests provide (no provisioner)
+STORE_LABEL = "foundry.azure.com/store-model"
+
+
+@contextlib.contextmanager
+def cache_volume(node, core, name, size="1Gi"):
+    """A hostPath PersistentVolume of STORE_CLASS in the node's state directory, writable by the pods' uid (65532),
+    for one StoreModel's claim; deleted afterwards. Yields its folder."""
+    from pathlib import Path
+    path = Path(node.info_dict["state"]) / name
+    path.mkdir(exist_ok=True)
+    os.chown(path, 65532, 65532)
+    core.create_persistent_volume({"metadata": {"name": name}, "spec": {
+        "capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"], "storageClassName": STORE_CLASS,
+        "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(path), "type": "Directory"}}})
+    try:
+        yield path
+    finally:
+        core.delete_persistent_volume(name)
+
+
+def cache_values(values, size="1Gi"):
+    """Release values with the model cache on, on the tests' cache volumes."""
+    import copy
+    values = copy.deepcopy(values)
+    values["storeModel"] = {**values.get("storeModel", {}), "enabled": True, "storageClassName": STORE_CLASS,
+                            "volumeSize": size}
+    return values
+
+
+def store_models(node):
+    import kubernetes
+    api = kubernetes.client.CustomObjectsApi(kubernetes.config.new_client_from_config(node.info_dict["kubeconfig"]))
+    return api.list_namespaced_custom_object("foundrylocal.azure.com", "v1", NS, "storemodels")["items"]
+
+
 @contextlib.contextmanager
 def deleted_after(net, platform, name):
     """Delete the deployment whatever happens: a leftover would hold up the later tests of the module."""

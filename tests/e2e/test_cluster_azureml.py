@@ -14,7 +14,9 @@ fetcher killed mid-download is restarted by the kubelet and resumes from the pod
 streamed chat completion with the official `openai` client through the deployment's Service over TLS. A second
 deployment downloads the model again (each pod's model volume is its own emptyDir: docs/catalog.md). A model the
 registry does not know and a blob that fails its size check end in state Error naming the cause, with no model
-server started. The release's values are restored at the end.
+server started. With the model cache on (storeModel.enabled, on a hostPath volume of the test's storage class), the
+StoreModel's Job downloads it once: its fetch pod killed mid-download is followed by one that resumes, and a second
+deployment downloads nothing. The release's values are restored at the end.
 """
 import copy
 import json
@@ -29,11 +31,15 @@ import pytest
 from tests.e2e.cluster_support import (
     NS,
     NUMBERS,
+    STORE_LABEL,
+    cache_values,
+    cache_volume,
     deleted_after,
     expose,
     fetched_from,
     live,
     pod_report,
+    store_models,
     stream_chat,
     upgrade_operator,
     wait_for,
@@ -71,6 +77,7 @@ def azure(node, core, net, release, tmp_path_factory):
         values["catalog"] = {"azure": {"registryUrl": f"{fake.base}/registry/{{region}}"}}   # and no mirror
         values["api"]["config"]["registryAllowlist"] = [*values["api"]["config"]["registryAllowlist"], fake.host]
         values["registryTrust"]["caBundles"][fake.host] = Path(ca).read_text()
+        fake.values = values
         upgrade_operator(node, core, values)
         try:
             yield fake
@@ -203,3 +210,73 @@ def test_an_unknown_model_and_a_blob_failing_its_size_check_are_errors_with_thei
         azure.listed_sizes = {}
         for name in cases:
             net.call(platform.delete, name, NS)
+
+
+def test_with_the_model_cache_a_catalog_model_is_downloaded_once_and_a_killed_fetch_resumes(node, core, net,
+                                                                                            platform, azure):
+    """storeModel.enabled: the StoreModel's Job downloads the model into its claim; its fetch pod killed mid-download
+    is followed by a new pod that resumes from the cache in the volume (nothing downloaded twice); the deployment
+    shows the progress meanwhile; a second deployment of the model downloads nothing and answers."""
+    total = sum(len(v) for v in azure.model_files.values())
+    wait_for(node, lambda: _pod(core, "qwen-azureml-2") is None, 180, "the earlier deployments' pods to be gone")
+    with cache_volume(node, core, "foundry-e2e-azureml-pv"):
+        upgrade_operator(node, core, cache_values(azure.values))
+        try:
+            azure.delay = 3.0                      # ~3 MiB/s: time to see the progress and to kill the fetcher
+            served = azure.bytes_served()
+            started = time.monotonic()
+            net.call(platform.deploy, "qwen-cached", {"catalog": {"name": ALIAS}}, namespace=NS)
+            with deleted_after(net, platform, "qwen-cached"):
+                killed, progress = None, []
+                deadline = time.monotonic() + 600
+                while True:
+                    live(node)
+                    assert time.monotonic() < deadline, f"not Running after 600 s; {progress}\n{pod_report(core)}"
+                    status = net.call(platform.deployment, "qwen-cached", NS)["status"]
+                    assert azure.sig not in json.dumps(status) and azure.sig not in json.dumps(store_models(node))
+                    if status["state"] == "Running":
+                        break
+                    assert status["state"] in (None, "Creating"), status     # None: not reconciled yet
+                    if status["message"] and status["message"] not in progress:
+                        progress.append(status["message"])
+                    if killed is None and azure.bytes_served() - served >= 30 * MIB:
+                        (pod,) = [p for p in core.list_namespaced_pod(NS, label_selector=STORE_LABEL).items
+                                  if p.status.phase == "Running"]
+                        from tests.kube.node import kill_pod_processes_matching
+                        killed = (kill_pod_processes_matching(node, "foundry_inference.operator.fetch",
+                                                              pod.metadata.uid), azure.bytes_served() - served)
+                        assert killed[0], "no fetcher process in the fetch pod"
+                    time.sleep(0.5)
+                NUMBERS["model cache: azureml model (86 MB at ~3 MiB/s, one fetch pod killed) create -> Running "
+                        "(s)"] = round(time.monotonic() - started, 1)
+                print(f"\nstatus messages while storing: {progress}", flush=True)
+                assert killed, "the download finished before 30 MiB were served"
+                downloaded = azure.bytes_served() - served
+                assert total <= downloaded < total + killed[1] // 2, (total, downloaded, killed)   # resumed
+                assert any("downloading the model: downloading " in m and "(StoreModel " in m for m in progress), \
+                    progress
+                assert any("retrying after: exited with 137" in m for m in progress), progress
+                (sm,) = store_models(node)
+                assert sm["status"]["phase"] == "Available" and sm["status"]["sizeBytes"] == total, sm["status"]
+                phases = sorted(p.status.phase for p in core.list_namespaced_pod(
+                    NS, label_selector=f"{STORE_LABEL}={sm['metadata']['name']}").items)
+                assert phases == ["Failed", "Succeeded"], pod_report(core)     # the killed pod, then the resume
+
+                azure.delay = 0
+                served = azure.bytes_served()
+                started = time.monotonic()
+                net.call(platform.deploy, "qwen-cached-2", {"catalog": {"name": ALIAS}}, namespace=NS)
+                with deleted_after(net, platform, "qwen-cached-2"):
+                    status = wait_state(node, core, net, platform, "qwen-cached-2", "Running", 300)
+                    NUMBERS["model cache: the same azureml model, second deployment create -> Running (s)"] = \
+                        round(time.monotonic() - started, 1)
+                    assert azure.bytes_served() == served                    # nothing downloaded again
+                    endpoint = expose(core, net, NS, status["internalEndpoint"])
+                    platform._ca = platform.ca_path()
+                    key = net.call(platform.keys, "qwen-cached-2", NS)[0]
+                    pieces = net.call(stream_chat, platform, endpoint, key, ALIAS)
+                    assert len(pieces) > 1 and "".join(pieces).strip(), pieces
+            wait_for(node, lambda: not store_models(node), 180, "the StoreModel garbage-collected")
+        finally:
+            azure.delay = 0
+            upgrade_operator(node, core, azure.values)

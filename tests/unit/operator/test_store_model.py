@@ -199,3 +199,11 @@ def test_fetch_job_and_cached_model_pods_are_admitted_by_the_restricted_profile(
     dep = dep_builder.deployment(owner(), spec, res, ON, tls_secret_name="m-tls", config_hash="h",
                                  auth_mode="api-key", store=sm["metadata"]["name"])
     assert restricted_violations(dep["spec"]["template"]["spec"]) == []
+
+
+def test_the_stored_size_is_the_largest_total_a_fetcher_reported():
+    sm = stored(resolved(model=BYO, workloadType="predictive"))
+    sm["status"] = {"phase": "Storing", "sizeBytes": 200}
+    running = pod("p2", "Running", "2026-12-02T08:00:00Z", running={})
+    # the resumed fetcher counts only the files still missing
+    assert observe(sm, BOUND, job(), [running], log="progress: 20 of 150 bytes (13%)")[3] == 200
