@@ -242,19 +242,28 @@ def _map_keys(value):
 
 
 def response_body(model_id, output_names, outputs, start, stop, inference_ms):
-    """The `/v1/predict` response for one request's rows: outputs keyed `<name>_<index>` (docs/api.md, decision 8)."""
+    """The `/v1/predict` response for one request's rows: outputs keyed `<name>_<index>` (docs/api.md, decision 8).
+    `output_names` may also be those keys already made (`output_keys`)."""
     result = {}
     for index, name in enumerate(output_names):
         value = output_value(outputs[index], start, stop)
         if isinstance(value, np.ndarray) and value.dtype.kind in "OSU":
             value = value.tolist()
-        result[f"{name}_{index}"] = value
+        result[name if isinstance(output_names, OutputKeys) else f"{name}_{index}"] = value
     try:
         encoded = dumps(result)
     except TypeError:   # e.g. a non-contiguous or exotic output array: take the slow, general path
         encoded = json.dumps(_plain(result), separators=(",", ":"), allow_nan=False).encode()
-    data = base64.b64encode(encoded).decode("ascii")
-    return dumps({
-        "metadata": {"model_id": model_id, "batch_size": stop - start, "inference_time_ms": round(inference_ms, 3)},
-        "items": [{"content_type": JSON_TYPE, "encoder": "base64", "data": data}],
-    })
+    # the envelope around the base64 data, written out: the same bytes as dumps() of the whole document
+    return b"".join((b'{"metadata":{"model_id":', dumps(model_id), b',"batch_size":%d,"inference_time_ms":' % (
+        stop - start), dumps(round(inference_ms, 3)), _ITEM_HEAD, base64.b64encode(encoded), b'"}]}'))
+
+
+_ITEM_HEAD = b'},"items":[{"content_type":"application/json","encoder":"base64","data":"'
+
+
+class OutputKeys(tuple):
+    """The response keys `<name>_<index>` of a model's outputs, made once."""
+
+    def __new__(cls, output_names):
+        return super().__new__(cls, (f"{name}_{index}" for index, name in enumerate(output_names)))
