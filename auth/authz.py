@@ -3,7 +3,8 @@
 An authorizer is any object with `async authorize(principal, action, resource) -> None` that raises
 InsufficientPermissions (403) or RbacCheckUnavailable (503); one that can decide without waiting may also have
 `authorize_now(...)`, True or raising, or None where only `authorize` can decide. Remote checks
-(SubjectAccessReview, Azure checkAccess) are `Backend`s - `async check(...) -> bool`, raising BackendUnavailable - wrapped in CachedAuthorizer.
+(SubjectAccessReview, Azure checkAccess) are `Backend`s - `async check(...) -> bool`, raising BackendUnavailable -
+wrapped in CachedAuthorizer.
 """
 import asyncio
 import logging
