@@ -66,14 +66,15 @@ def _plain(obj):
 
 
 def _loads_tensor(raw):
-    """Strict JSON first; the stdlib accepts the NaN/Infinity tokens many clients emit, so a NaN can be refused
-    with a message about NaN rather than about syntax."""
+    """(value, finite): strict JSON first; the stdlib accepts the NaN/Infinity tokens many clients emit, so a NaN
+    can be refused with a message about NaN rather than about syntax. `finite`: every number in the value is known
+    to be finite (orjson parsed it: it refuses NaN and Infinity and a literal beyond the float range)."""
     try:
-        return loads(raw)
+        return loads(raw), orjson is not None
     except ValueError:
         pass
     try:
-        return json.loads(raw)
+        return json.loads(raw), False
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadInput(f"items[0].data is not valid JSON: {exc}") from None
 
@@ -121,7 +122,7 @@ def parse_item(body):
 
 def tensor_from_json(raw, model, allow_non_finite=False):
     """The input tensor for a JSON array: a batch of rows (the input's rank) or one row (rank - 1)."""
-    value = _loads_tensor(raw)
+    value, finite = _loads_tensor(raw)
     if not isinstance(value, list):
         raise BadInput("items[0].data must be a JSON array (the input tensor)")
     try:
@@ -138,11 +139,12 @@ def tensor_from_json(raw, model, allow_non_finite=False):
             raise BadInput("The input array is ragged, nests objects, or holds integers out of range")
         raise BadInput(f"The input must hold numbers for a {model.dtype.name} tensor; found {array.dtype.kind!r} "
                        "values (strings?)")
-    return conform(array, model, allow_non_finite)
+    return conform(array, model, allow_non_finite, finite)
 
 
-def conform(array, model, allow_non_finite=False):
-    """Check rank, fixed dimensions and value range against the model input and cast to its dtype."""
+def conform(array, model, allow_non_finite=False, finite=False):
+    """Check rank, fixed dimensions and value range against the model input and cast to its dtype. `finite`: the
+    caller knows every value is finite (the check for NaN and Infinity is skipped)."""
     rank = model.rank
     if array.ndim == rank - 1:
         array = array[np.newaxis, ...]
@@ -160,8 +162,7 @@ def conform(array, model, allow_non_finite=False):
         raise BadInput(f"The model takes batches of exactly {model.fixed_batch} row(s); got {array.shape[0]}")
     target = model.dtype
     if array.dtype.kind == "f":
-        finite = np.isfinite(array)
-        if not finite.all():
+        if not finite and not np.isfinite(array).all():
             if target.kind != "f":
                 raise BadInput(f"NaN/Infinity cannot be given to the {target.name} input {model.input.name}")
             if not allow_non_finite:
