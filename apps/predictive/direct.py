@@ -85,6 +85,7 @@ class DirectPredict:
         if len(request.body) >= OFFLOAD_BYTES:
             self.loop.create_task(self._predict(exchange, started))
             return
+        reply = None
         try:
             if self.auth.check_now("POST", request.headers) is None:     # only the coroutine path can decide
                 self.loop.create_task(self._predict(exchange, started))
@@ -94,6 +95,9 @@ class DirectPredict:
             reply = _Reply(self, exchange, started, time.perf_counter() - began)
             service.submit(array, reply)
         except Exception:  # noqa: BLE001 - AuthError, BadInput, QueueFull, ...: the application answers it
+            if reply is not None and reply.state:       # already answered (or gone): nothing to hand over
+                log.exception("the direct route failed after answering a request")
+                return
             service.inflight -= 1
             exchange.to_app()
             return
