@@ -89,6 +89,13 @@ class _Headers(HTTPHeaders):
     behaviour (tests/unit/test_fasthttp.py compares them); used only where this Tornado keeps the two dicts
     overridden here, plain HTTPHeaders otherwise."""
 
+    def __init__(self, *args, **kwargs):
+        if args or kwargs:
+            super().__init__(*args, **kwargs)
+        else:                       # the front end's case, once per request: skip the generic update()
+            self._as_list = {}
+            self._combined_cache = {}
+
     def __setitem__(self, name, value):
         canonical = _canonical(name)
         self._combined_cache[canonical] = value
@@ -96,6 +103,13 @@ class _Headers(HTTPHeaders):
 
     def get_list(self, name):
         return self._as_list.get(_canonical(name), [])
+
+    def __getitem__(self, name):
+        canonical = _canonical(name)
+        combined = self._combined_cache.get(canonical)
+        if combined is None:        # as Tornado's: the values joined, cached until the name is changed
+            combined = self._combined_cache[canonical] = ",".join(self._as_list[canonical])
+        return combined
 
 
 if not all(hasattr(HTTPHeaders(), attr) for attr in ("_as_list", "_combined_cache")):
@@ -170,6 +184,7 @@ class _Exchange:
         if self.finished:
             return
         self.finished = True
+        self.close_callback = None      # (often a bound method of what holds this exchange: no cycle left for the GC)
         if self.chunked:
             self.proto.send(b"0\r\n\r\n")
         self.proto.exchange_finished(self)
@@ -194,6 +209,7 @@ class _Exchange:
             proto.transport.write(b"HTTP/1.1 %s\r\n%sContent-Length: %d\r\n\r\n%s" % (
                 status_line, head, len(body), b"" if self.request.method == "HEAD" else body))
         self.finished = True
+        self.close_callback = None
         proto.exchange_finished(self)
 
 
@@ -224,6 +240,7 @@ class HttpToolsProtocol(asyncio.Protocol):
         self._began = None            # when the request being parsed started (None between requests)
         self._headers_at = None       # when its headers were complete
         self._lingering = False
+        self._plain = None            # the last Host header found plain on this connection
 
     # --- asyncio.Protocol ------------------------------------------------------------------------------------------
 
@@ -390,12 +407,16 @@ class HttpToolsProtocol(asyncio.Protocol):
             return
         self.start_app(exchange)
 
-    @staticmethod
-    def _plain_host(request):
+    def _plain_host(self, request):
         host = request.headers.get("Host")
         if host is None:
             return request.version == "HTTP/1.0"
-        return _PLAIN_HOST.fullmatch(host) is not None
+        if host == self._plain:     # the connection's previous request named the same host (the usual case)
+            return True
+        if _PLAIN_HOST.fullmatch(host) is None:
+            return False
+        self._plain = host
+        return True
 
     def start_app(self, exchange):
         request = exchange.request

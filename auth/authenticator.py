@@ -26,10 +26,24 @@ class Authenticator:
         if self.mode == "none":
             return ANONYMOUS_PRINCIPAL
         cred = credentials.extract(headers)
-        if cred.kind == credentials.JWT:
-            if self.entra is None:
-                raise InvalidToken("Entra ID tokens are not accepted by this server; use an API key")
+        if cred.kind == credentials.JWT and self.entra is not None:
             return await self.entra.validate(cred.value)
+        return self._judge(cred)
+
+    def authenticate_now(self, headers):
+        """authenticate() without a suspension: the Principal, an AuthError raised, or None when only the
+        asynchronous path can decide (an Entra token, which may need the issuer's signing keys)."""
+        if self.mode == "none":
+            return ANONYMOUS_PRINCIPAL
+        cred = credentials.extract(headers)
+        if cred.kind == credentials.JWT and self.entra is not None:
+            return None
+        return self._judge(cred)
+
+    def _judge(self, cred):
+        """A credential that no token validator of this server takes: an API key, or a refusal."""
+        if cred.kind == credentials.JWT:
+            raise InvalidToken("Entra ID tokens are not accepted by this server; use an API key")
         if self.api_keys is None:
             if cred.source == "Authorization":
                 raise InvalidToken("The bearer value is not a JWT; API keys are not accepted by this server")

@@ -1,8 +1,10 @@
 """Authorization: the interface, the decision cache, and the rule for API-key principals.
 
 An authorizer is any object with `async authorize(principal, action, resource) -> None` that raises
-InsufficientPermissions (403) or RbacCheckUnavailable (503). Remote checks (SubjectAccessReview, Azure checkAccess)
-are `Backend`s - `async check(...) -> bool`, raising BackendUnavailable - wrapped in CachedAuthorizer.
+InsufficientPermissions (403) or RbacCheckUnavailable (503); one that can decide without waiting may also have
+`authorize_now(...)`, True or raising, or None where only `authorize` can decide. Remote checks
+(SubjectAccessReview, Azure checkAccess) are `Backend`s - `async check(...) -> bool`, raising BackendUnavailable -
+wrapped in CachedAuthorizer.
 """
 import asyncio
 import logging
@@ -30,6 +32,9 @@ class AllowAll:
     async def authorize(self, principal, action, resource):
         return None
 
+    def authorize_now(self, principal, action, resource):
+        return True
+
 
 class KeyGrantAuthorizer:
     """API keys are authorized here, locally, whatever authorizer handles tokens: a deployment key grants every
@@ -40,13 +45,19 @@ class KeyGrantAuthorizer:
         self.token_authorizer = token_authorizer
 
     async def authorize(self, principal, action, resource):
+        if self.authorize_now(principal, action, resource) is None:
+            await self.token_authorizer.authorize(principal, action, resource)
+
+    def authorize_now(self, principal, action, resource):
+        """True for a key principal allowed here, InsufficientPermissions raised for one refused, None for a token
+        principal (the token authorizer decides, asynchronously)."""
         if principal.kind == ADMIN_KEY or principal.kind == ANONYMOUS:
-            return None
+            return True
         if principal.kind == DEPLOYMENT_KEY:
             if actions.is_data_action(action):
-                return None
+                return True
             raise deny(action)
-        return await self.token_authorizer.authorize(principal, action, resource)
+        return None
 
 
 class CachedAuthorizer:

@@ -46,7 +46,11 @@ def extract(headers):
     InvalidToken or InvalidApiKey."""
     if hasattr(headers, "get_list"):
         get = headers.get_list
-        present = [(name, values) for name in _HEADERS if (values := get(name))]
+        present = []
+        for name in _HEADERS:        # (a loop, not a comprehension: this runs on every request)
+            values = get(name)
+            if values:
+                present.append((name, values))
     else:
         by_name = header_values(headers)
         present = [(name, by_name[name]) for name in _HEADERS if by_name[name]]

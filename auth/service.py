@@ -74,6 +74,21 @@ class AuthService:
         await self.authorizer.authorize(principal, action, resource or self.default_resource)
         return principal
 
+    def check_now(self, method, headers):
+        """check() for the server's own plane and resource without a suspension, for a hot path that runs no
+        coroutine: the Principal, an AuthError raised, or None when only check() can decide (an Entra token, a
+        token authorizer). Same decisions as check(): the same credential extraction and key match per request."""
+        principal = self.authenticator.authenticate_now(headers)
+        if principal is None:
+            return None
+        action = actions.action_for(method, self.plane)
+        if action is None:
+            raise deny(f"{method} (no action is mapped to this method)")
+        decide = getattr(self.authorizer, "authorize_now", None)
+        if decide is None or decide(principal, action, self.default_resource) is None:
+            return None
+        return principal
+
 
 def token_authorizer_from_settings(settings, *, clock=None, sar_api_client=None, azure_token_provider=None):
     """The authorizer for Entra principals: the role table, or a cached SubjectAccessReview / Azure checkAccess."""

@@ -35,7 +35,8 @@ class InferenceFailed(RuntimeError):
 
 
 class Pending:
-    """One accepted request: its tensor and the future its handler awaits."""
+    """One accepted request: its tensor and the future its handler awaits (an asyncio Future, or any object with
+    done(), set_result() and set_exception() that the submitter passes in, resolved on the event-loop thread)."""
     __slots__ = ("array", "rows", "key", "future")
 
     def __init__(self, array, future):
@@ -116,15 +117,16 @@ class Batcher:
 
     # --- admission ---------------------------------------------------------------------------------------------
 
-    def submit(self, array):
-        """Queue one request's tensor; raises QueueFull when `queue_depth` requests are already waiting."""
+    def submit(self, array, future=None):
+        """Queue one request's tensor; raises QueueFull when `queue_depth` requests are already waiting. `future`:
+        what to resolve with the outputs (default: a new asyncio Future)."""
         if self._task is None:
             self.start()
         if len(self.queue) >= self.depth:
             self._purge_cancelled()
             if len(self.queue) >= self.depth:
                 raise QueueFull(self.depth, self.retry_after())
-        pending = Pending(array, self._loop.create_future())
+        pending = Pending(array, self._loop.create_future() if future is None else future)
         self.queue.append(pending)
         if not self._wakeup.is_set():
             self._wakeup.set()
@@ -235,7 +237,7 @@ class Batcher:
             return
         self._deliver(batch, array, outputs, seconds)
 
-    def run_now(self, array):
+    def run_now(self, array, future=None):
         """The idle fast path: with nothing queued or running, another request in flight or a slow model, a lone
         request would only wait for the runner's next turn; an inline model runs it at once, on the caller's turn
         of the event loop (one turn instead of three). Returns a done Pending, or None when the path does not apply.
@@ -244,7 +246,7 @@ class Batcher:
             return None
         if self._task is None:
             self.start()
-        pending = Pending(array, self._loop.create_future())
+        pending = Pending(array, self._loop.create_future() if future is None else future)
         self._run_inline([pending])
         return pending
 

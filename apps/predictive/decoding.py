@@ -66,14 +66,15 @@ def _plain(obj):
 
 
 def _loads_tensor(raw):
-    """Strict JSON first; the stdlib accepts the NaN/Infinity tokens many clients emit, so a NaN can be refused
-    with a message about NaN rather than about syntax."""
+    """(value, finite): strict JSON first; the stdlib accepts the NaN/Infinity tokens many clients emit, so a NaN
+    can be refused with a message about NaN rather than about syntax. `finite`: every number in the value is known
+    to be finite (orjson parsed it: it refuses NaN and Infinity and a literal beyond the float range)."""
     try:
-        return loads(raw)
+        return loads(raw), orjson is not None
     except ValueError:
         pass
     try:
-        return json.loads(raw)
+        return json.loads(raw), False
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadInput(f"items[0].data is not valid JSON: {exc}") from None
 
@@ -121,7 +122,7 @@ def parse_item(body):
 
 def tensor_from_json(raw, model, allow_non_finite=False):
     """The input tensor for a JSON array: a batch of rows (the input's rank) or one row (rank - 1)."""
-    value = _loads_tensor(raw)
+    value, finite = _loads_tensor(raw)
     if not isinstance(value, list):
         raise BadInput("items[0].data must be a JSON array (the input tensor)")
     try:
@@ -138,11 +139,12 @@ def tensor_from_json(raw, model, allow_non_finite=False):
             raise BadInput("The input array is ragged, nests objects, or holds integers out of range")
         raise BadInput(f"The input must hold numbers for a {model.dtype.name} tensor; found {array.dtype.kind!r} "
                        "values (strings?)")
-    return conform(array, model, allow_non_finite)
+    return conform(array, model, allow_non_finite, finite)
 
 
-def conform(array, model, allow_non_finite=False):
-    """Check rank, fixed dimensions and value range against the model input and cast to its dtype."""
+def conform(array, model, allow_non_finite=False, finite=False):
+    """Check rank, fixed dimensions and value range against the model input and cast to its dtype. `finite`: the
+    caller knows every value is finite (the check for NaN and Infinity is skipped)."""
     rank = model.rank
     if array.ndim == rank - 1:
         array = array[np.newaxis, ...]
@@ -160,8 +162,7 @@ def conform(array, model, allow_non_finite=False):
         raise BadInput(f"The model takes batches of exactly {model.fixed_batch} row(s); got {array.shape[0]}")
     target = model.dtype
     if array.dtype.kind == "f":
-        finite = np.isfinite(array)
-        if not finite.all():
+        if not finite and not np.isfinite(array).all():
             if target.kind != "f":
                 raise BadInput(f"NaN/Infinity cannot be given to the {target.name} input {model.input.name}")
             if not allow_non_finite:
@@ -242,19 +243,28 @@ def _map_keys(value):
 
 
 def response_body(model_id, output_names, outputs, start, stop, inference_ms):
-    """The `/v1/predict` response for one request's rows: outputs keyed `<name>_<index>` (docs/api.md, decision 8)."""
+    """The `/v1/predict` response for one request's rows: outputs keyed `<name>_<index>` (docs/api.md, decision 8).
+    `output_names` may also be those keys already made (`output_keys`)."""
     result = {}
     for index, name in enumerate(output_names):
         value = output_value(outputs[index], start, stop)
         if isinstance(value, np.ndarray) and value.dtype.kind in "OSU":
             value = value.tolist()
-        result[f"{name}_{index}"] = value
+        result[name if isinstance(output_names, OutputKeys) else f"{name}_{index}"] = value
     try:
         encoded = dumps(result)
     except TypeError:   # e.g. a non-contiguous or exotic output array: take the slow, general path
         encoded = json.dumps(_plain(result), separators=(",", ":"), allow_nan=False).encode()
-    data = base64.b64encode(encoded).decode("ascii")
-    return dumps({
-        "metadata": {"model_id": model_id, "batch_size": stop - start, "inference_time_ms": round(inference_ms, 3)},
-        "items": [{"content_type": JSON_TYPE, "encoder": "base64", "data": data}],
-    })
+    # the envelope around the base64 data, written out: the same bytes as dumps() of the whole document
+    return b"".join((b'{"metadata":{"model_id":', dumps(model_id), b',"batch_size":%d,"inference_time_ms":' % (
+        stop - start), dumps(round(inference_ms, 3)), _ITEM_HEAD, base64.b64encode(encoded), b'"}]}'))
+
+
+_ITEM_HEAD = b'},"items":[{"content_type":"application/json","encoder":"base64","data":"'
+
+
+class OutputKeys(tuple):
+    """The response keys `<name>_<index>` of a model's outputs, made once."""
+
+    def __new__(cls, output_names):
+        return super().__new__(cls, (f"{name}_{index}" for index, name in enumerate(output_names)))

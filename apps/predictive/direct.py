@@ -16,6 +16,7 @@ import time
 from foundry_inference.apps.predictive.batcher import InferenceFailed
 from foundry_inference.apps.predictive.decoding import dumps
 from foundry_inference.apps.predictive.handlers import http_date
+from foundry_inference.apps.predictive.service import OFFLOAD_BYTES
 
 log = logging.getLogger("foundry_inference.predictive")
 
@@ -34,25 +35,96 @@ def _head():
 
 
 class DirectPredict:
-    """The direct route's handler: `server.direct_routes[("POST", "/v1/predict")] = DirectPredict(app)`."""
+    """The direct route's handler: `server.direct_routes[("POST", "/v1/predict")] = DirectPredict(app)`.
+
+    The requests read in one loop turn are taken on the next, one after the other. The usual one (an API key or no
+    auth, a small body) takes the synchronous path: authenticated (`AuthService.check_now`, the same decision as
+    `check`), decoded, submitted to the batcher and answered from the batcher's delivery through a `_Reply`: no
+    task, coroutine or future per request. Anything else (an Entra token, a body decoded in a worker thread) takes
+    the coroutine path, `_predict`."""
 
     def __init__(self, app):
         self.service = app.settings["predictive"]
         self.auth = app.settings["auth"]
         self.loop = None
+        self._arrived = []      # (exchange, arrival time) read in this loop turn, taken on the next
 
     def __call__(self, exchange):
         service = self.service
         if not service.ready:
             exchange.to_app()
             return
-        # Counted now, run on a later loop turn: requests read in the same turn are all counted before any of them
-        # submits, so the batcher's idle fast path is taken only by a request that is really alone (as the
-        # handler's initialize() does).
-        service.inflight += 1
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
-        self.loop.create_task(self._predict(exchange, time.monotonic()))
+        # Counted now, run on a later loop turn: requests read in the same turn are all counted before any of them
+        # submits, so the batcher's idle fast path is taken only by a request that is really alone (as the
+        # handler's initialize() does). The work is done on that turn too, for every request of the turn one after
+        # the other: interleaved with the parsing of the next request it costs measurably more CPU.
+        service.inflight += 1
+        if not self._arrived:
+            self.loop.call_soon(self._take_arrived)
+        self._arrived.append((exchange, time.monotonic()))
+
+    def _take_arrived(self):
+        arrived, self._arrived = self._arrived, []
+        for exchange, started in arrived:
+            try:
+                self._start(exchange, started)
+            except Exception:  # noqa: BLE001 - a bug here must not strand the other requests of the turn
+                log.exception("the direct route failed on a request")
+                self.service.inflight -= 1
+                if not exchange.proto.closed and not exchange.finished:
+                    exchange.to_app()
+
+    def _start(self, exchange, started):
+        service = self.service
+        if exchange.proto.closed:           # the client went away meanwhile: nobody to answer
+            service.inflight -= 1
+            return
+        request = exchange.request
+        if len(request.body) >= OFFLOAD_BYTES:
+            self.loop.create_task(self._predict(exchange, started))
+            return
+        reply = None
+        try:
+            if self.auth.check_now("POST", request.headers) is None:     # only the coroutine path can decide
+                self.loop.create_task(self._predict(exchange, started))
+                return
+            began = time.perf_counter()
+            array = service.decode(request.body)
+            reply = _Reply(self, exchange, started, time.perf_counter() - began)
+            service.submit(array, reply)
+        except Exception:  # noqa: BLE001 - AuthError, BadInput, QueueFull, ...: the application answers it
+            if reply is not None and reply.state:       # already answered (or gone): nothing to hand over
+                log.exception("the direct route failed after answering a request")
+                return
+            service.inflight -= 1
+            exchange.to_app()
+            return
+        if not reply.state:
+            exchange.set_close_callback(reply.cancel)
+
+    def answer(self, exchange, started, decoded, result, error):
+        """Write the answer of a request whose batch has run (`result`) or failed (`error`)."""
+        service = self.service
+        service.inflight -= 1               # before answering: the next request of this client sees it gone
+        if exchange.proto.closed:
+            return
+        if error is None:
+            try:
+                outputs, start, stop, inference_ms = result
+                rendering = time.perf_counter()
+                message = service.render(outputs, start, stop, inference_ms)
+                service.metrics.observe_stages(decoded, inference_ms / 1000.0, time.perf_counter() - rendering)
+            except Exception:  # noqa: BLE001 - a bug, not the client's fault: a 500 in the envelope, no traceback
+                log.exception("rendering a /v1/predict answer failed")
+                self._fail(exchange, started, "Internal server error")
+                return
+            service.metrics.observe_request(200, time.monotonic() - started)
+            exchange.respond(b"200 OK", _head(), message)
+        else:
+            self._fail(exchange, started, str(error) if isinstance(error, InferenceFailed) else
+                       "Internal server error")
 
     async def _predict(self, exchange, started):
         service = self.service
@@ -106,3 +178,42 @@ class DirectPredict:
         log.error("500 POST /v1/predict %.2fms: %s", 1000.0 * (time.monotonic() - started), message)
         self.service.metrics.observe_request(500, time.monotonic() - started)
         exchange.respond(b"500 Internal Server Error", _head(), dumps({"detail": message}))
+
+
+_DONE, _CANCELLED = 1, 2
+
+
+class _Reply:
+    """What the batcher resolves for a request of the synchronous path, in place of an asyncio Future
+    (batcher.Pending): its result is written to the client at once, on the batcher's turn of the event loop.
+    cancel() is the connection's close callback: the batcher then drops the request, and nobody is answered."""
+    __slots__ = ("route", "exchange", "started", "decoded", "state")
+
+    def __init__(self, route, exchange, started, decoded):
+        self.route, self.exchange, self.started, self.decoded = route, exchange, started, decoded
+        self.state = 0
+
+    def done(self):
+        return self.state != 0
+
+    def cancel(self):
+        if self.state:
+            return False
+        self.state = _CANCELLED
+        self.route.service.inflight -= 1
+        return True
+
+    def set_result(self, result):
+        self._resolve(result, None)
+
+    def set_exception(self, error):
+        self._resolve(None, error)
+
+    def _resolve(self, result, error):
+        if self.state:
+            return
+        self.state = _DONE
+        try:
+            self.route.answer(self.exchange, self.started, self.decoded, result, error)
+        except Exception:  # noqa: BLE001 - never into the batcher's delivery loop: the other requests of the batch
+            log.exception("answering a /v1/predict request failed")

@@ -125,13 +125,16 @@ class PredictHandler(AuthMixin, PredictiveBase):
         pending = self._pending
         if pending is not None and not pending.future.done():
             pending.future.cancel()     # the batcher drops it before the next run
+        self._uncount()                 # (on_finish may never run: finishing on a closed stream fails)
 
-    def on_finish(self):
-        service = self.service
+    def _uncount(self):
         if self._counted:
             self._counted = False
-            service.inflight -= 1
-        service.metrics.observe_request(self._status_code, self.request.request_time())
+            self.service.inflight -= 1
+
+    def on_finish(self):
+        self._uncount()
+        self.service.metrics.observe_request(self._status_code, self.request.request_time())
 
 
 class MetricsHandler(AuthMixin, PredictiveBase):

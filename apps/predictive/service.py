@@ -46,7 +46,7 @@ class PredictiveService:
             self.load_error = str(exc)
             raise
         self.model = model
-        self._output_names = tuple(o.name for o in model.outputs)
+        self._output_names = decoding.OutputKeys(o.name for o in model.outputs)
         self.batcher = Batcher(
             model, max_batch_size=self.settings.max_batch_size, max_wait_ms=self.settings.max_wait_ms,
             queue_depth=self.settings.queue_depth, metrics=self.metrics, run_estimate_s=full_batch_s,
@@ -85,14 +85,14 @@ class PredictiveService:
             return decoding.tensor_from_json(raw, self.model, self.settings.allow_non_finite)
         return decoding.tensor_from_image(raw, content_type, self.model, self.settings.max_image_pixels)
 
-    def submit(self, array):
+    def submit(self, array, future=None):
         """Queue the tensor for the next batch (or run it at once when it is the only request in flight and the
-        batcher is idle); raises batcher.QueueFull."""
+        batcher is idle); raises batcher.QueueFull. `future`: see batcher.Pending."""
         if self.inflight == 1:
-            pending = self.batcher.run_now(array)
+            pending = self.batcher.run_now(array, future)
             if pending is not None:
                 return pending
-        return self.batcher.submit(array)
+        return self.batcher.submit(array, future)
 
     def render(self, outputs, start, stop, inference_ms):
         return decoding.response_body(self.model.model_id, self._output_names, outputs, start, stop, inference_ms)

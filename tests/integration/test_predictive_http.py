@@ -253,6 +253,7 @@ def test_requests_of_disconnected_clients_are_dropped_before_running(frontend):
         good_request(server)
         assert len(ran) == 2                      # the first request and the final one; the hung-up three never ran
         assert server.service.metrics.dropped._value.get() == 3
+        assert server.service.inflight == 0       # the hung-up three are no longer counted in flight
 
 
 def test_api_key_auth_protects_everything_but_the_probes(tmp_path):

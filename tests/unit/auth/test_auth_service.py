@@ -106,3 +106,30 @@ def test_none_mode_allows_everything():
 
 def test_default_resource_is_the_deployment(key_dir):
     assert service("api-key", key_dir).default_resource == Resource("default", "phi4")
+
+
+def _outcome(call):
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 - the error is the outcome compared
+        return type(exc), str(exc)
+
+
+@pytest.mark.parametrize("mode", ["none", "api-key", "entra", "both"])
+def test_check_now_decides_as_check_does_or_leaves_it_to_check(key_dir, issuer, mode):
+    # check_now() is the hot path's check without a coroutine: for every credential it must give check()'s answer,
+    # or None where only check() can decide (an Entra token) - never a different decision
+    svc = service(mode, key_dir, issuer if mode in ("entra", "both") else None)
+    cases = [{}, {"api-key": A}, {"Authorization": f"Bearer {A}"}, {"X-API-Key": A}, {"api-key": "wrong"},
+             {"api-key": A, "Authorization": f"Bearer {A}"}, {"Authorization": "Basic abc"}, {"api-key": " "},
+             {"Authorization": "Bearer a.b.c"}, {"Authorization": f"Bearer {issuer.mint(app=True)}"},
+             {"Authorization": f"Bearer {issuer.mint(roles=['Foundry.User'])}"}]
+    deferred = 0
+    for headers in cases:
+        now = _outcome(lambda headers=headers: svc.check_now("POST", headers))
+        if now is None:
+            deferred += 1
+            assert mode in ("entra", "both") and headers.get("Authorization", "").count(".") == 2, headers
+            continue
+        assert now == _outcome(lambda headers=headers: check(svc, headers)), headers
+    assert deferred == (3 if mode in ("entra", "both") else 0)

@@ -79,6 +79,14 @@ def test_nan_and_infinity():
     assert np.isnan(out[0, 0]) and np.isinf(out[0, 3])
 
 
+@pytest.mark.parametrize("raw", [b"[[1e999, 1, 2, 3]]", b"[[1, 2, 3, -" + b"9" * 400 + b".5]]"])
+def test_a_literal_beyond_the_float_range_is_infinity_and_refused(raw):
+    # the fast JSON parser refuses these literals; the fallback reads them as Infinity, which must still be checked
+    with pytest.raises(BadInput, match="does not accept"):
+        decoding.tensor_from_json(raw, FakeModel([None, 4]))
+    assert np.isinf(decoding.tensor_from_json(raw, FakeModel([None, 4]), allow_non_finite=True)).any()
+
+
 def test_parse_item_defaults_and_errors():
     data = base64.b64encode(b"[1]").decode()
     assert decoding.parse_item(json.dumps({"items": [{"data": data}]}).encode()) == ("application/json", b"[1]")
