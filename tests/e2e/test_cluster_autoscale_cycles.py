@@ -21,8 +21,8 @@ import time
 import pytest
 
 from tests.e2e import test_cluster_autoscale as autoscale
-from tests.e2e.cluster_support import NS, NUMBERS, RELEASE, deleted_after, live, pods_ready, wait_for
-from tests.e2e.test_cluster_autoscale import endpoint_ips, live_pods, model_pods, predict, running
+from tests.e2e.cluster_support import NS, NUMBERS, RELEASE, deleted_after, expose, live, pods_ready, wait_for
+from tests.e2e.test_cluster_autoscale import endpoint_ips, live_pods, model_pods, predict
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(1800)]
 NAME = "iris-cycles"
@@ -182,7 +182,12 @@ def cycling(node, core, apps, net, platform):
              autoscaling={"minReplicas": 0, "maxReplicas": 2, "targetConcurrency": 100,
                           "scaleToZeroAfterSeconds": 1})
     with deleted_after(net, platform, NAME):
-        _status, endpoint, key = running(node, core, net, platform, NAME, 300)
+        # idle 1 s: it may well be at zero again before a poll of the status sees Running
+        status = wait_for(node, lambda: (lambda st: st["state"] in ("Running", "ScaledToZero") and st)(
+            net.call(platform.deployment, NAME, NS)["status"]), 300, f"{NAME} Running or ScaledToZero")
+        endpoint = expose(core, net, NS, status["internalEndpoint"])
+        platform._ca = platform.ca_path()
+        key = net.call(platform.keys, NAME, NS)[0]
         wait_for(node, lambda: (apps.read_namespaced_deployment(f"{NAME}-activator", NS).status.available_replicas
                                 or 0) >= 1, 300, "the activator pod to be available")
         yield endpoint, key
