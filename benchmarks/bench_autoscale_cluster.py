@@ -3,7 +3,8 @@ tests/e2e/test_cluster_autoscale_cycles.py run with --cycles zero -> one -> zero
 (scaleToZeroAfterSeconds 1) instead of CI's 3. In each cycle 4 keyed requests are sent at zero and 2 more while the
 woken pod starts; then one request to the ready replica, the baseline of the same run. Reported: 5xx, lost (no
 answer), 429s, orphans (a model pod left at zero, a second ReplicaSet, not exactly one activator pod), the most model
-pods alive at once, the cold-start latency of the requests sent at zero (p50/p95/max) beside the ready replica's.
+pods alive at once, the cold-start latency of the requests sent at zero (p50/p95/max) beside the ready replica's,
+and where the woken pod's start went (created, scheduled, init containers, containers started, Ready).
 The module's other test (the operator killed during a wake-up) runs too.
 
     sudo .venv/bin/python benchmarks/bench_autoscale_cluster.py [--cycles 100] [--json out.json]
@@ -53,6 +54,9 @@ def main():
             ("whole run, cluster up included (s)", round(took))]
     for label, value in rows:
         print(f"{label:<75} {value}")
+    print("the woken pod, p50 seconds after the first request was sent (its status timestamps, 1 s resolution):")
+    for label, value in (found.get("phases_p50") or {}).items():
+        print(f"  {label:<73} {value}")
     if found["orphans"] or found["failures"]:
         print(json.dumps({"orphans": found["orphans"], "failures": found["failures"]}, indent=1))
     return done.returncode

@@ -135,11 +135,33 @@ def expected_objects(core, apps, name):
     return problems
 
 
+def phases(core, pod_name, sent_at):
+    """Where the woken pod's start went, from its own status (seconds after the first request was sent; the
+    apiserver's timestamps have a resolution of one second): created, scheduled, each init container finished,
+    the containers started, Ready."""
+    try:
+        pod = core.read_namespaced_pod(pod_name, NS)
+    except Exception:  # noqa: BLE001 - already deleted: no breakdown for this cycle
+        return None
+    found = {"created": pod.metadata.creation_timestamp}
+    conditions = {c.type: c.last_transition_time for c in pod.status.conditions or []}
+    found["scheduled"] = conditions.get("PodScheduled")
+    for status in pod.status.init_container_statuses or []:
+        if status.state.terminated:
+            found[f"{status.name} started"] = status.state.terminated.started_at
+            found[f"{status.name} done"] = status.state.terminated.finished_at
+    started = [c.state.running.started_at for c in pod.status.container_statuses or [] if c.state.running]
+    found["containers started"] = max(started) if started else None
+    found["ready"] = conditions.get("Ready")
+    return {k: round(v.timestamp() - sent_at, 1) for k, v in found.items() if v is not None}
+
+
 def one_cycle(node, core, apps, net, platform, endpoint, key, during_start=None):
     """One wake with requests in flight. `during_start()` runs once the woken pod exists (before its requests)."""
     zero_s = at_zero(node, core, apps, NAME)
     sent = Requests(net, platform, endpoint, key)
     with PodWatch(core, NAME) as watch:
+        sent_at = time.time()
         sent.send("at zero", AT_ONCE)
         pod_seen = wait_for(node, lambda: model_pods(core, NAME), 60, "the woken model pod", interval=0.1)
         ready_already = bool(pods_ready(core, NS, f"foundry.azure.com/deployment={NAME},"
@@ -148,13 +170,16 @@ def one_cycle(node, core, apps, net, platform, endpoint, key, during_start=None)
             during_start()
         sent.send("while starting", WHILE_STARTING)
         hung = sent.join()
+        answered = round(time.time() - sent_at, 1)
+        breakdown = phases(core, pod_seen[0].metadata.name, sent_at)
         warm = Requests(net, platform, endpoint, key)
         warm.send("ready replica", 1)
         warm.join(60)
     live(node)
     return {"zero_s": zero_s, "outcomes": sent.outcomes, "warm": warm.outcomes, "hung": len(hung),
             "most_pods": watch.most, "pods": sorted(watch.seen), "pod": pod_seen[0].metadata.name,
-            "ready_before_late_requests": ready_already}
+            "ready_before_late_requests": ready_already,
+            "phases": breakdown and {**breakdown, "all answered": answered}}
 
 
 def summary(cycles, problems):
@@ -172,6 +197,8 @@ def summary(cycles, problems):
         "cold_s": {"p50": pct(first, 50), "p95": pct(first, 95), "max": max(first, default=None)},
         "ready_replica_s": {"p50": pct(warm, 50), "p95": pct(warm, 95)},
         "to_zero_s": {"p50": pct([c["zero_s"] for c in cycles[1:]], 50)},
+        "phases_p50": {k: pct([c["phases"][k] for c in cycles if (c["phases"] or {}).get(k) is not None], 50)
+                       for k in dict.fromkeys(k for c in cycles for k in (c["phases"] or {}))},
         "failures": [o for o in outcomes if not o["ok"]][:10]}
 
 
