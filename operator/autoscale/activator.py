@@ -61,7 +61,10 @@ def unavailable(path, message):
 
 
 class Gate:
-    """One deployment's holding pen: its bounds, its wake-up call and where its ready replica is."""
+    """One deployment's holding pen: its bounds, its wake-up call and where its ready replica is. With `rewake_s`
+    the wake-up is asked again every that many seconds while a request is held (it is idempotent: 0 -> 1 only)."""
+
+    rewake_s = None
 
     def __init__(self, workload, wake, max_held, hold_timeout_s, probe_client):
         self.workload, self.wake = workload, wake
@@ -103,7 +106,8 @@ class Gate:
         try:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self.wake, self.workload)
-            deadline = time.monotonic() + self.hold_timeout_s
+            woken = time.monotonic()
+            deadline = woken + self.hold_timeout_s
             while time.monotonic() < deadline:
                 if self.closing:
                     raise unavailable(path, self.closing)
@@ -113,6 +117,9 @@ class Gate:
                 failure = self.workload.start_failure()
                 if failure:
                     raise unavailable(path, f"the deployment could not start: {failure}")
+                if self.rewake_s is not None and time.monotonic() - woken >= self.rewake_s:
+                    await loop.run_in_executor(None, self.wake, self.workload)
+                    woken = time.monotonic()
                 await asyncio.sleep(POLL_S)
             raise too_many(path, f"no replica was ready within {self.hold_timeout_s:g} s", self.held)
         finally:

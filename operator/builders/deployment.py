@@ -296,7 +296,8 @@ def volumes(owner, spec, resolved, settings, tls_secret_name, auth_mode):
 
 def deployment(owner, spec, resolved, settings, *, tls_secret_name, config_hash, auth_mode):
     pod_labels = {**names.child_labels(owner.name), names.COMPONENT_LABEL: "model-server"}
-    containers = [model_server(owner, spec, resolved, settings, auth_mode), tls_proxy(settings, 1 if spec.autoscaling else 5)]
+    containers = [model_server(owner, spec, resolved, settings, auth_mode),
+                  tls_proxy(settings, 1 if spec.autoscaling else 5)]
     if resolved.runtime == "vllm":
         containers.append(auth_proxy(owner, spec, resolved, settings, auth_mode))
     pod = {

@@ -8,6 +8,7 @@ import concurrent.futures
 import json
 import ssl
 import threading
+import time
 import uuid
 
 import pytest
@@ -132,6 +133,29 @@ def test_a_keyed_request_wakes_the_deployment_and_is_answered_by_the_replica(env
         assert requests.post(f"{url}/score", json={"input": [7]}, headers={"api-key": KEY},
                              timeout=10).json() == {"predictions": [[7]]}
         assert requests.get(f"{url}/ready", timeout=5).status_code == 200       # a probe never wakes
+    finally:
+        replica.stop()
+        assert cli.stop() == 0, cli.log()
+
+
+def test_a_request_held_as_the_last_replica_goes_wakes_the_deployment_again(env, kube):
+    """The request reached the activator in the instant between the autoscaler's switch of the Service and its
+    replicas-0 write: its wake found a replica (nothing to do), which then went. It must not wait out its hold."""
+    ns, store, replica, tmp_path = env
+    store.patch_scale("Deployment", ns, "iris", 1)               # the last replica, about to go
+    cli, url = start_activator(kube, ns, tmp_path, replica)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            held = pool.submit(requests.post, f"{url}/score", json={"input": [3]}, headers={"api-key": KEY},
+                               timeout=60)
+            time.sleep(2)                      # it reached the activator (a loopback hop) and found the replica
+            assert not held.done() and "waking" not in cli.log()
+            store.patch_scale("Deployment", ns, "iris", 0)           # the autoscaler's replicas-0 write
+            wait_for(lambda: replicas(store, ns) == 1, 10, "the held request's wake, asked again")
+            replica.start()
+            answer = held.result(60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"predictions": [[3]]}
     finally:
         replica.stop()
         assert cli.stop() == 0, cli.log()
