@@ -162,6 +162,8 @@ class ClusterScaler(Scaler):
             if workload.replicas > 0 and workload.last_decided == 0:
                 self.write(workload, workload.replicas, WOKEN)
                 workload.last_decided = workload.replicas
+                if workload.scaling is not None:
+                    self._policy(workload, self.clock()).touch(self.clock())
             elif workload.replicas == 0 and not workload.activator_port:
                 # at zero with no activator to answer (its pod crashed, it was deleted): the endpoint would refuse
                 # every request and nothing would wake it, so one replica comes back, and the Service to it
