@@ -244,4 +244,6 @@ def wake(store, namespace, name, attempts=3):
             continue              # the Deployment moved (its status, most often): read again
         logs.event(log, "woken", namespace=namespace, name=name)
         return True
+    logs.event(log, "wake-up not written: the Deployment kept changing", level=logging.WARNING,
+               namespace=namespace, name=name, attempts=attempts)
     return False

@@ -228,7 +228,12 @@ def test_zero_one_zero_cycles_with_requests_in_flight_lose_nothing_and_leave_no_
         cycles.append(one_cycle(node, core, apps, net, platform, endpoint, key))
         at_zero(node, core, apps, NAME)
         problems += [f"cycle {number}: {p}" for p in expected_objects(core, apps, NAME)]
-        print(f"cycle {number}: {json.dumps(summary(cycles[-1:], []))[:400]}", flush=True)
+        last = cycles[-1]
+        print(f"cycle {number}: " + json.dumps({
+            "codes": [o["code"] for o in last["outcomes"]], "cold_s": [round(o["s"], 2) for o in last["outcomes"]],
+            "ready_replica_s": [round(o["s"], 3) for o in last["warm"]], "pods": len(last["pods"]),
+            "phases": last["phases"], "failures": [o["detail"] for o in last["outcomes"] if not o["ok"]][:2]}),
+            flush=True)
     wait_for(node, lambda: not core.list_namespaced_pod(
         NS, label_selector=f"foundry.azure.com/deployment={NAME}").items, 120, "no model pod, terminating or not")
     found = summary(cycles, problems)
