@@ -294,12 +294,20 @@ def volumes(owner, spec, resolved, settings, tls_secret_name, auth_mode):
     return vols
 
 
+DRAIN_S = 3
+
+
 def deployment(owner, spec, resolved, settings, *, tls_secret_name, config_hash, auth_mode):
     pod_labels = {**names.child_labels(owner.name), names.COMPONENT_LABEL: "model-server"}
     containers = [model_server(owner, spec, resolved, settings, auth_mode),
                   tls_proxy(settings, 1 if spec.autoscaling else 5)]
     if resolved.runtime == "vllm":
         containers.append(auth_proxy(owner, spec, resolved, settings, auth_mode))
+    if spec.autoscaling:
+        # a replica the autoscaler removes keeps serving for DRAIN_S after its deletion: the routes to it (the
+        # Service's endpoints in kube-proxy, the activator's `<name>-replicas`) outlive it for a moment
+        for container in containers:
+            container["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(DRAIN_S)]}}}
     pod = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,     # a namespace with a thousand Services would otherwise bloat every pod's env
