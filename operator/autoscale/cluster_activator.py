@@ -97,6 +97,9 @@ class ReplicasGate(Gate):
     # a request that arrived in the instant between the autoscaler's switch of the Service to this pod and its
     # replicas-0 write found a replica there (no wake) that is now going away: held requests ask again every second
     rewake_s = 1.0
+    # the route through `<name>-replicas` to a replica that was going away can outlive it for a moment (kube-proxy
+    # catching up): a request sent there and not answered is held and woken again
+    retry_unreachable = True
 
     async def _ready_port(self):
         resp = await self._get(self.workload.replicas.base + "/ready")

@@ -41,6 +41,7 @@ class Replica:
         self.context.load_cert_chain(tmp_path / "r.crt", tmp_path / "r.key")
         self.port = free_port()
         self.seen = []
+        self.drop = 0            # requests to drop (the connection closed unanswered: a replica going away)
         self.loop = None
 
     def start(self):
@@ -53,6 +54,10 @@ class Replica:
 
         class Score(tornado.web.RequestHandler):
             def post(self):
+                if replica.drop:
+                    replica.drop -= 1
+                    self.request.connection.stream.close()
+                    return
                 replica.seen.append(self.request.headers.get("api-key"))
                 self.finish({"predictions": [json.loads(self.request.body)["input"]]})
 
@@ -156,6 +161,25 @@ def test_a_request_held_as_the_last_replica_goes_wakes_the_deployment_again(env,
             answer = held.result(60)
         assert answer.status_code == 200, answer.text
         assert answer.json() == {"predictions": [[3]]}
+    finally:
+        replica.stop()
+        assert cli.stop() == 0, cli.log()
+
+
+def test_a_request_sent_to_a_replica_that_went_is_held_and_woken_again_not_answered_502(env, kube):
+    """At zero, the route through `<name>-replicas` to the replica that was just removed can outlive it for a moment:
+    the request finds it "ready", is sent there and is not answered. It is held, the deployment woken, and it is
+    answered by the next replica, not 502."""
+    ns, store, replica, tmp_path = env
+    replica.start()                                          # /ready answers: a route to the replica that goes
+    replica.drop = 1
+    cli, url = start_activator(kube, ns, tmp_path, replica)
+    try:
+        answer = requests.post(f"{url}/score", json={"input": [9]}, headers={"api-key": KEY}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"predictions": [[9]]}
+        assert replicas(store, ns) == 1                      # the retry woke the deployment
+        assert "held again" in cli.log()
     finally:
         replica.stop()
         assert cli.stop() == 0, cli.log()
