@@ -31,6 +31,7 @@ def main():
     args = parser.parse_args()
     report = Path(args.json) if args.json else Path(tempfile.mkdtemp()) / "cycles.json"
     env = {**os.environ, "FOUNDRY_AUTOSCALE_CYCLES": str(args.cycles), "FOUNDRY_AUTOSCALE_CYCLES_REPORT": str(report)}
+    report.unlink(missing_ok=True)
     started = time.monotonic()
     done = subprocess.run([str(ROOT / ".venv/bin/pytest"), "-p", "no:cacheprovider", "-s", MODULE], cwd=ROOT,
                           env=env)
@@ -39,6 +40,9 @@ def main():
         print(f"no report: the cycles test did not finish (pytest exit {done.returncode})", file=sys.stderr)
         return done.returncode or 1
     found = json.loads(report.read_text())["summary"]
+    if done.returncode:
+        print(f"pytest exit {done.returncode}: the numbers below are the {found['cycles']} cycles done before it "
+              "stopped", file=sys.stderr)
     cold, warm = ({k: v or 0.0 for k, v in found[part].items()} for part in ("cold_s", "ready_replica_s"))
     rows = [("cycles", found["cycles"]), ("requests answered 200 / sent", f"{found['answered_200']} / "
                                                                        f"{found['requests']}"),

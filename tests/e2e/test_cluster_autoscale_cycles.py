@@ -109,11 +109,15 @@ class Requests:
 
 
 def at_zero(node, core, apps, name, timeout=240):
-    """Replicas 0, no live model pod, the Service's endpoints on the activator pod alone; seconds waited."""
+    """Replicas 0, no model pod at all (a removed replica serves for a few seconds after its deletion: a request
+    sent then is answered by it, without a wake), the Service's endpoints on the activator pod alone; seconds
+    waited."""
     started = time.monotonic()
     wait_for(node, lambda: apps.read_namespaced_deployment(name, NS).spec.replicas == 0, timeout,
              f"{name} scaled to zero")
-    wait_for(node, lambda: not model_pods(core, name), 120, f"{name}'s model pods to be deleted")
+    wait_for(node, lambda: not core.list_namespaced_pod(NS, label_selector=f"foundry.azure.com/deployment={name},"
+                                                            "app.kubernetes.io/component=model-server").items,
+             120, f"{name}'s model pods to be gone")
     activator = sorted(p.status.pod_ip for p in live_pods(core, f"foundry.azure.com/activator={name}"))
     wait_for(node, lambda: activator and endpoint_ips(core, name) == activator, 60,
              f"{name}'s endpoints on the activator {activator}")
@@ -163,7 +167,8 @@ def one_cycle(node, core, apps, net, platform, endpoint, key, during_start=None)
     with PodWatch(core, NAME) as watch:
         sent_at = time.time()
         sent.send("at zero", AT_ONCE)
-        pod_seen = wait_for(node, lambda: model_pods(core, NAME), 60, "the woken model pod", interval=0.1)
+        pod_seen = wait_for(node, lambda: model_pods(core, NAME), 60, "the woken model pod (requests so far: "
+                            f"{sent.outcomes})", interval=0.1)
         ready_already = bool(pods_ready(core, NS, f"foundry.azure.com/deployment={NAME},"
                                                   "app.kubernetes.io/component=model-server"))
         if during_start:
@@ -224,10 +229,14 @@ def test_zero_one_zero_cycles_with_requests_in_flight_lose_nothing_and_leave_no_
                                                                                    cycling):
     endpoint, key = cycling
     cycles, problems = [], []
+    report = os.environ.get("FOUNDRY_AUTOSCALE_CYCLES_REPORT")
     for number in range(cycles_wanted()):
         cycles.append(one_cycle(node, core, apps, net, platform, endpoint, key))
         at_zero(node, core, apps, NAME)
         problems += [f"cycle {number}: {p}" for p in expected_objects(core, apps, NAME)]
+        if report:                   # after every cycle: a long run cut short still reports what it did
+            with open(report, "w") as out:
+                json.dump({"summary": summary(cycles, problems), "cycles": cycles}, out, indent=1)
         last = cycles[-1]
         print(f"cycle {number}: " + json.dumps({
             "codes": [o["code"] for o in last["outcomes"]], "cold_s": [round(o["s"], 2) for o in last["outcomes"]],
@@ -237,10 +246,6 @@ def test_zero_one_zero_cycles_with_requests_in_flight_lose_nothing_and_leave_no_
     wait_for(node, lambda: not core.list_namespaced_pod(
         NS, label_selector=f"foundry.azure.com/deployment={NAME}").items, 120, "no model pod, terminating or not")
     found = summary(cycles, problems)
-    report = os.environ.get("FOUNDRY_AUTOSCALE_CYCLES_REPORT")
-    if report:
-        with open(report, "w") as out:
-            json.dump({"summary": found, "cycles": cycles}, out, indent=1)
     NUMBERS[f"iris {len(cycles)} cycles zero -> one -> zero: cold / ready replica p50 (s)"] = [
         round(found["cold_s"]["p50"] or 0, 2), round(found["ready_replica_s"]["p50"] or 0, 3)]
     assert found["answered_200"] == found["requests"] == len(cycles) * (AT_ONCE + WHILE_STARTING), found
