@@ -46,6 +46,7 @@ class Forward(AuthMixin, BaseHandler):
     envelope = staticmethod(openai_envelope)
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
     strip_credentials = True      # vLLM has no auth; a server that checks again needs them (the activator)
+    connect_timeout_s = 10
 
     @property
     def upstream(self):
@@ -68,12 +69,18 @@ class Forward(AuthMixin, BaseHandler):
             self.upstream.base + (path or self.request.uri), method=self.request.method, headers=headers,
             body=self.request.body if self.request.method in ("POST", "PUT", "PATCH") else None,
             allow_nonstandard_methods=True, follow_redirects=False, decompress_response=False,
-            request_timeout=TIMEOUT_S, connect_timeout=10, header_callback=self._header,
+            request_timeout=TIMEOUT_S, connect_timeout=self.connect_timeout_s, header_callback=self._header,
             streaming_callback=self._chunk)
         try:
             response = await self.upstream.client.fetch(request, raise_error=False)
         except OSError as exc:
             raise ApiError(502, "server_error", f"the model server is not reachable: {exc.strerror or exc}",
+                           code="upstream_unavailable") from None
+        except tornado.httpclient.HTTPClientError as exc:
+            if self._started:            # part of the answer went out already: the connection just ends
+                raise
+            # the connection closed (or timed out) before an answer: not an internal error, a 502 like the others
+            raise ApiError(502, "server_error", f"the model server did not answer: {exc}",
                            code="upstream_unavailable") from None
         if response.code == 599 and not self._started:
             raise ApiError(502, "server_error", f"the model server did not answer: {response.error}",

@@ -123,10 +123,23 @@ class DeploymentReconciler:
 
     def _endpoint_selector(self, owner, spec, existing):
         """The Service's pods: the model's, or its activator's while a scale-to-zero deployment has no ready replica
-        (builders/service.py); only an activator Deployment that exists and is available is ever selected."""
+        (builders/service.py); only an activator Deployment that exists and is available is ever selected.
+
+        Once a scale-to-zero deployment's Service exists, its selector is the autoscaler's (autoscale/cluster.py,
+        one writer that switches it before its replicas-0 write): the reconcile keeps either of the two selectors it
+        finds there (the activator's only while that activator is available), so a pass that read the Deployment
+        before that write never points the Service back at pods that are going away."""
         params = scaling_params.resolve(spec.autoscaling, self.settings) if spec.autoscaling is not None else None
-        return service.endpoint_selector(owner.name, params, existing.get(("Deployment", owner.name)),
-                                         existing.get(("Deployment", names.activator(owner.name))))
+        activator = existing.get(("Deployment", names.activator(owner.name)))
+        rule = service.endpoint_selector(owner.name, params, existing.get(("Deployment", owner.name)), activator)
+        if self.settings.embedded or params is None or not params.scales_to_zero:
+            return rule
+        current = ((existing.get(("Service", names.service(owner.name))) or {}).get("spec") or {}).get("selector")
+        if current == names.child_labels(owner.name) or (
+                current == service.activator_selector(owner.name)
+                and int(((activator or {}).get("status") or {}).get("availableReplicas") or 0) > 0):
+            return current
+        return rule
 
     def _activator(self, owner, spec, resolved, existing, tls_name, config_hash, auth_mode):
         """While minReplicas is 0 (cluster only): the Service `<name>-replicas` and, once it has its ClusterIP (the
@@ -156,11 +169,15 @@ class DeploymentReconciler:
             children.append(deployment_builder.deployment(
                 owner, spec, resolved, self.settings, tls_secret_name=tls_name, config_hash=config_hash,
                 auth_mode=auth_mode, store=store))
-        children.append(service.service(owner, self._endpoint_selector(owner, spec, existing)))
+        children.append(service.service(owner))      # hashed with the model pods' selector, routed below
         children += self._activator(owner, spec, resolved, existing, tls_name, config_hash, auth_mode)
         if spec.endpoint.get("enabled"):
             children.append(ingress.ingress(owner, spec.endpoint, self.settings))
         children = [common.with_hash(c) for c in children]
+        # the selector is left out of the Service's hash: the autoscaler switches it, which is no drift
+        routed = next(c for c in children if c["kind"] == "Service" and c["metadata"]["name"] ==
+                      names.service(owner.name))
+        routed["spec"]["selector"] = self._endpoint_selector(owner, spec, existing)
         if spec.autoscaling is not None:
             _keep_scaled_replicas(children, spec.autoscaling, existing.get(("Deployment", owner.name)))
         return children

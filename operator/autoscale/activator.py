@@ -29,6 +29,7 @@ import tornado.netutil
 import tornado.simple_httpclient
 import tornado.web
 
+from foundry_inference import logs
 from foundry_inference.apps import authproxy
 from foundry_inference.apps.base import ApiError, openai_envelope, predictive_envelope
 from foundry_inference.auth.service import AuthService
@@ -61,7 +62,11 @@ def unavailable(path, message):
 
 
 class Gate:
-    """One deployment's holding pen: its bounds, its wake-up call and where its ready replica is."""
+    """One deployment's holding pen: its bounds, its wake-up call and where its ready replica is. With `rewake_s`
+    the wake-up is asked again every that many seconds while a request is held (it is idempotent: 0 -> 1 only)."""
+
+    rewake_s = None
+    retry_unreachable = False   # a request whose ready replica does not answer is held and woken again
 
     def __init__(self, workload, wake, max_held, hold_timeout_s, probe_client):
         self.workload, self.wake = workload, wake
@@ -91,11 +96,13 @@ class Gate:
                 return port
         return None
 
-    async def port_for(self, path, body_bytes):
-        """The port of a ready replica, holding the request until there is one; raises ApiError beyond bounds."""
-        port = await self._ready_port()
-        if port is not None:
-            return port                 # a replica became ready before nginx was told: no hold, no wake
+    async def port_for(self, path, body_bytes, deadline=None):
+        """The port of a ready replica, holding the request until there is one; raises ApiError beyond bounds.
+        With `deadline` (a retry after the replica found did not answer): held and woken at once, until then."""
+        if deadline is None:
+            port = await self._ready_port()
+            if port is not None:
+                return port             # a replica became ready before nginx was told: no hold, no wake
         if self.held >= self.max_held or self.held_bytes + body_bytes > HELD_BYTES:
             raise too_many(path, f"{self.held} requests wait for this deployment to start", self.held)
         self.held += 1
@@ -103,7 +110,8 @@ class Gate:
         try:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self.wake, self.workload)
-            deadline = time.monotonic() + self.hold_timeout_s
+            woken = time.monotonic()
+            deadline = deadline or woken + self.hold_timeout_s
             while time.monotonic() < deadline:
                 if self.closing:
                     raise unavailable(path, self.closing)
@@ -113,6 +121,9 @@ class Gate:
                 failure = self.workload.start_failure()
                 if failure:
                     raise unavailable(path, f"the deployment could not start: {failure}")
+                if self.rewake_s is not None and time.monotonic() - woken >= self.rewake_s:
+                    await loop.run_in_executor(None, self.wake, self.workload)
+                    woken = time.monotonic()
                 await asyncio.sleep(POLL_S)
             raise too_many(path, f"no replica was ready within {self.hold_timeout_s:g} s", self.held)
         finally:
@@ -124,6 +135,7 @@ class Activate(authproxy.Forward):
     """Every method of every path: authenticated first (AuthMixin.prepare), then held and forwarded."""
 
     strip_credentials = False     # the model server checks them again
+    connect_timeout_s = 3         # a replica that was just ready: no answer in 3 s is a replica that went
 
     @property
     def envelope(self):
@@ -136,9 +148,23 @@ class Activate(authproxy.Forward):
 
     async def _forward(self, path=None):
         gate = self.settings["gate"]
-        port = await gate.port_for(self.request.path, len(self.request.body or b""))
-        self._upstream = self.settings["upstreams"](port)
-        await super()._forward(path)
+        size = len(self.request.body or b"")
+        deadline = None
+        while True:
+            port = await gate.port_for(self.request.path, size, deadline)
+            self._upstream = self.settings["upstreams"](port)
+            try:
+                return await super()._forward(path)
+            except ApiError as exc:
+                # the replica that looked ready did not answer and nothing reached the client yet: on a cluster,
+                # the route to a replica that was going away (the deployment had just gone to zero) outlived it
+                # for a moment. Held and woken again, within the hold time, instead of a 502
+                if exc.status != 502 or self._started or not gate.retry_unreachable:
+                    raise
+                deadline = deadline or time.monotonic() + gate.hold_timeout_s
+                if time.monotonic() >= deadline:
+                    raise
+                logs.event(log, "replica did not answer: held again", path=self.request.path)
 
     get = head = post = put = patch = delete = options = _forward
 

@@ -56,13 +56,16 @@ def metrics_url(pod):
 class ClusterWorkload:
     """What the Scaler needs of one autoscaled Deployment (the embedded agent's Workload has the same shape)."""
 
-    def __init__(self, deployment, pods, activator_available):
+    def __init__(self, deployment, pods, activator, selector=None):
         meta = deployment["metadata"]
         self.uid, self.namespace, self.name = meta["uid"], meta["namespace"], meta["name"]
+        self.deployment = deployment
         self.scaling = scaling_params.of_deployment(deployment)
         self.replicas = int((deployment.get("spec") or {}).get("replicas") or 0)
         self.pods = [p for p in pods if _ready(p)]
-        self.activator_port = activator_available or None    # truthy: something answers the endpoint at zero
+        self.activator = activator if _available(activator, deployment) else None
+        self.activator_port = bool(self.activator) or None    # truthy: something answers the endpoint at zero
+        self.selector = selector      # the deployment's Service's selector as read (None: no Service of its own)
         raw = (meta.get("annotations") or {}).get(names.LAST_SCALING)
         try:
             self.last_decided = int(json.loads(raw)["replicas"]) if raw else None
@@ -117,6 +120,8 @@ class ClusterWorkloads:
             if not scaled:
                 continue
             by_name = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in deployments}
+            services = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in self.store.list_all(
+                "Service", namespace, label_selector=f"{names.MANAGED_BY}={names.MANAGED_BY_VALUE}")}
             pods = {}
             for pod in self.store.list_all("Pod", namespace, label_selector=names.DEPLOYMENT_LABEL):
                 meta = pod["metadata"]
@@ -126,7 +131,10 @@ class ClusterWorkloads:
             for dep in scaled:
                 key = (dep["metadata"]["namespace"], dep["metadata"]["name"])
                 activator = by_name.get((key[0], names.activator(key[1])))
-                workload = ClusterWorkload(dep, pods.get(key, []), _available(activator, dep))
+                svc = services.get((key[0], names.service(key[1])))
+                selector = ((svc or {}).get("spec") or {}).get("selector") if _controller_uid(svc) == \
+                    _controller_uid(dep) else None
+                workload = ClusterWorkload(dep, pods.get(key, []), activator, selector)
                 if workload.scaling is not None:
                     found.append(workload)
         return found
@@ -134,7 +142,13 @@ class ClusterWorkloads:
 
 class ClusterScaler(Scaler):
     """The Scaler writing to the apiserver: the Service goes to the activator before a scale to zero, and a wake-up
-    done by an activator (replicas 0 -> 1 through the scale subresource) is recorded as a decision."""
+    done by an activator (replicas 0 -> 1 through the scale subresource) is recorded as a decision.
+
+    It is the only writer of a scale-to-zero deployment's Service selector once that Service exists (the operator's
+    reconcile keeps the selector it finds there, docs/autoscaling.md): every period it points the Service where
+    builders/service.endpoint_selector says, from the Deployment it has just read, and before it writes replicas 0 it
+    points the Service at the activator, in the same thread. One writer, in order: no reconcile that read the
+    Deployment before the replicas-0 write can point the Service back at pods that are going away."""
 
     def __init__(self, store, namespaces, clock=None):
         kwargs = {"clock": clock} if clock else {}
@@ -148,12 +162,30 @@ class ClusterScaler(Scaler):
             if workload.replicas > 0 and workload.last_decided == 0:
                 self.write(workload, workload.replicas, WOKEN)
                 workload.last_decided = workload.replicas
+                if workload.scaling is not None:
+                    self._policy(workload, self.clock()).touch(self.clock())
             elif workload.replicas == 0 and not workload.activator_port:
                 # at zero with no activator to answer (its pod crashed, it was deleted): the endpoint would refuse
                 # every request and nothing would wake it, so one replica comes back, and the Service to it
                 if self._to_model(workload):
                     self.write(workload, 1, LOST_ACTIVATOR)
+                    continue
+            self._route(workload)
         return current
+
+    def _route(self, workload):
+        """The Service where the rule says, from what was just read (a ready replica: the model pods; at zero or
+        waking with an available activator: the activator)."""
+        if workload.selector is None or workload.scaling is None or not workload.scaling.scales_to_zero:
+            return
+        wanted = service_builder.endpoint_selector(workload.name, workload.scaling, workload.deployment,
+                                                   workload.activator)
+        if workload.selector == wanted:
+            return
+        if wanted == service_builder.activator_selector(workload.name):
+            self._to_activator(workload)
+        elif self._to_model(workload):
+            logs.event(log, "endpoint to replicas", namespace=workload.namespace, name=workload.name)
 
     def write(self, workload, replicas, reason):
         if replicas == 0 and not self._to_activator(workload):
@@ -168,6 +200,7 @@ class ClusterScaler(Scaler):
                              {"spec": {"selector": {**dropped, **wanted}}})
         except errors.NotFound:
             return False
+        workload.selector = wanted
         return True
 
     def _to_activator(self, workload):
@@ -179,6 +212,7 @@ class ClusterScaler(Scaler):
                              {"spec": {"selector": {**dropped, **wanted}}})
         except errors.NotFound:
             return False
+        workload.selector = wanted
         logs.event(log, "endpoint to activator", namespace=workload.namespace, name=workload.name)
         return True
 
@@ -210,4 +244,6 @@ def wake(store, namespace, name, attempts=3):
             continue              # the Deployment moved (its status, most often): read again
         logs.event(log, "woken", namespace=namespace, name=name)
         return True
+    logs.event(log, "wake-up not written: the Deployment kept changing", level=logging.WARNING,
+               namespace=namespace, name=name, attempts=attempts)
     return False

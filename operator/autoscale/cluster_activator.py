@@ -6,7 +6,8 @@ The same Gate and handlers as embedded mode (activator.py), behind the same ngin
 exactly as the model server), counted against the hold bounds (FOUNDRY_MAX_HELD_REQUESTS, 128 MiB of bodies: 429 +
 Retry-After beyond them), then:
 - wakes the Deployment through its scale subresource (0 -> 1 only; the pod's `inference-activator` account may do
-  nothing else to it), at once;
+  nothing else to it), at once, and again every second while it holds the request (a request that came as the
+  deployment was going to zero found its last replica still there);
 - waits for `GET /ready` on the Service `<name>-replicas` to answer 2xx (kube-proxy routes only to ready pods: the
   connection is refused while none is), reached at its ClusterIP (FOUNDRY_REPLICAS_ADDRESS, no cluster DNS needed)
   over HTTPS, verifying the deployment's certificate (the CA in its TLS Secret) under the main Service's name
@@ -93,6 +94,13 @@ class ReplicasWorkload:
 
 
 class ReplicasGate(Gate):
+    # a request that arrived in the instant between the autoscaler's switch of the Service to this pod and its
+    # replicas-0 write found a replica there (no wake) that is now going away: held requests ask again every second
+    rewake_s = 1.0
+    # the route through `<name>-replicas` to a replica that was going away can outlive it for a moment (kube-proxy
+    # catching up): a request sent there and not answered is held and woken again
+    retry_unreachable = True
+
     async def _ready_port(self):
         resp = await self._get(self.workload.replicas.base + "/ready")
         return self.workload.replicas if resp is not None and 200 <= resp.code < 400 else None

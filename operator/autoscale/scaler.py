@@ -83,6 +83,12 @@ class Scaler:
 
     def step(self):
         workloads = [w for w in self.workloads() if w.scaling is not None]
+        for workload in workloads:
+            if workload.replicas == 0:
+                # a woken replica's first sample is activity whatever its counter says: it is where the requests
+                # held while it started go (without this, a new replica that had answered exactly as many as the
+                # last one was idle at once, and went to zero before they were forwarded)
+                self.answered.pop(workload.uid, None)
         # the replicas are read outside the lock: a wake-up never waits for a slow metrics endpoint
         loads = {w.uid: self._load(w) for w in workloads if w.replicas > 0}
         with self._lock:

@@ -197,13 +197,16 @@ def auth_proxy(owner, spec, resolved, settings, auth_mode):
     return container
 
 
-def tls_proxy(settings):
+def tls_proxy(settings, ready_every=5):
+    """The nginx TLS sidecar. `ready_every`: its readiness probe's period; 1 s in an autoscaled deployment's pod,
+    which is Ready only when this container is too (a kubelet probes at a random phase of the period: 5 s cost a
+    first request after scale to zero 2.5 s on average)."""
     return {
         "name": PROXY_CONTAINER, "image": settings.image("nginx"), "imagePullPolicy": settings.imagePullPolicy,
         "command": ["nginx", "-e", "stderr", "-c", f"{names.NGINX_DIR}/nginx.conf", "-g", "daemon off;"],
         "ports": [{"name": "https", "containerPort": names.TLS_PORT, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "128Mi"}},
-        "readinessProbe": {"tcpSocket": {"port": "https"}, "periodSeconds": 5},
+        "readinessProbe": {"tcpSocket": {"port": "https"}, "periodSeconds": ready_every},
         "livenessProbe": {"tcpSocket": {"port": "https"}, "periodSeconds": 20},
         "volumeMounts": [{"name": "nginx-config", "mountPath": names.NGINX_DIR, "readOnly": True},
                          {"name": "tls", "mountPath": names.TLS_DIR, "readOnly": True},
@@ -305,13 +308,22 @@ def volumes(owner, spec, resolved, settings, tls_secret_name, auth_mode, store=N
     return vols
 
 
+DRAIN_S = 3
+
+
 def deployment(owner, spec, resolved, settings, *, tls_secret_name, config_hash, auth_mode, store=None):
     """The model Deployment. `store`: the name of an Available StoreModel holding the model (its pods mount that
     volume and fetch nothing), else None (each pod fetches into its own emptyDir)."""
     pod_labels = {**names.child_labels(owner.name), names.COMPONENT_LABEL: "model-server"}
-    containers = [model_server(owner, spec, resolved, settings, auth_mode), tls_proxy(settings)]
+    containers = [model_server(owner, spec, resolved, settings, auth_mode),
+                  tls_proxy(settings, 1 if spec.autoscaling else 5)]
     if resolved.runtime == "vllm":
         containers.append(auth_proxy(owner, spec, resolved, settings, auth_mode))
+    if spec.autoscaling:
+        # a replica the autoscaler removes keeps serving for DRAIN_S after its deletion: the routes to it (the
+        # Service's endpoints in kube-proxy, the activator's `<name>-replicas`) outlive it for a moment
+        for container in containers:
+            container["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(DRAIN_S)]}}}
     pod = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,     # a namespace with a thousand Services would otherwise bloat every pod's env

@@ -8,6 +8,7 @@ import concurrent.futures
 import json
 import ssl
 import threading
+import time
 import uuid
 
 import pytest
@@ -40,6 +41,7 @@ class Replica:
         self.context.load_cert_chain(tmp_path / "r.crt", tmp_path / "r.key")
         self.port = free_port()
         self.seen = []
+        self.drop = 0            # requests to drop (the connection closed unanswered: a replica going away)
         self.loop = None
 
     def start(self):
@@ -52,6 +54,10 @@ class Replica:
 
         class Score(tornado.web.RequestHandler):
             def post(self):
+                if replica.drop:
+                    replica.drop -= 1
+                    self.request.connection.stream.close()
+                    return
                 replica.seen.append(self.request.headers.get("api-key"))
                 self.finish({"predictions": [json.loads(self.request.body)["input"]]})
 
@@ -132,6 +138,48 @@ def test_a_keyed_request_wakes_the_deployment_and_is_answered_by_the_replica(env
         assert requests.post(f"{url}/score", json={"input": [7]}, headers={"api-key": KEY},
                              timeout=10).json() == {"predictions": [[7]]}
         assert requests.get(f"{url}/ready", timeout=5).status_code == 200       # a probe never wakes
+    finally:
+        replica.stop()
+        assert cli.stop() == 0, cli.log()
+
+
+def test_a_request_held_as_the_last_replica_goes_wakes_the_deployment_again(env, kube):
+    """The request reached the activator in the instant between the autoscaler's switch of the Service and its
+    replicas-0 write: its wake found a replica (nothing to do), which then went. It must not wait out its hold."""
+    ns, store, replica, tmp_path = env
+    store.patch_scale("Deployment", ns, "iris", 1)               # the last replica, about to go
+    cli, url = start_activator(kube, ns, tmp_path, replica)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            held = pool.submit(requests.post, f"{url}/score", json={"input": [3]}, headers={"api-key": KEY},
+                               timeout=60)
+            time.sleep(2)                      # it reached the activator (a loopback hop) and found the replica
+            assert not held.done() and "waking" not in cli.log()
+            store.patch_scale("Deployment", ns, "iris", 0)           # the autoscaler's replicas-0 write
+            wait_for(lambda: replicas(store, ns) == 1, 10, "the held request's wake, asked again")
+            replica.start()
+            answer = held.result(60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"predictions": [[3]]}
+    finally:
+        replica.stop()
+        assert cli.stop() == 0, cli.log()
+
+
+def test_a_request_sent_to_a_replica_that_went_is_held_and_woken_again_not_answered_502(env, kube):
+    """At zero, the route through `<name>-replicas` to the replica that was just removed can outlive it for a moment:
+    the request finds it "ready", is sent there and is not answered. It is held, the deployment woken, and it is
+    answered by the next replica, not 502."""
+    ns, store, replica, tmp_path = env
+    replica.start()                                          # /ready answers: a route to the replica that goes
+    replica.drop = 1
+    cli, url = start_activator(kube, ns, tmp_path, replica)
+    try:
+        answer = requests.post(f"{url}/score", json={"input": [9]}, headers={"api-key": KEY}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"predictions": [[9]]}
+        assert replicas(store, ns) == 1                      # the retry woke the deployment
+        assert "held again" in cli.log()
     finally:
         replica.stop()
         assert cli.stop() == 0, cli.log()

@@ -120,6 +120,10 @@ def test_scales_on_pod_gauges_and_to_zero_only_behind_an_available_activator(set
     assert json.loads(dep["metadata"]["annotations"][names.LAST_SCALING])["reason"].startswith("load 0.0")
     wait_for(lambda: len(live_pods(core, ns, model)) == 1, 60, "two pods deleted by the deployment controller")
     assert store.get("Service", ns, "phi")["spec"]["selector"] == names.child_labels("phi")
+    # the answered counters are summed over the ready pods: two pods leaving moves the sum, which is activity. On a
+    # busy apiserver they can still have been listed during the 30 periods above: idle for scaleToZeroAfter again
+    clock.run(scaler, 11)
+    assert store.get("Deployment", ns, "phi")["spec"]["replicas"] == 1           # nothing answers at zero yet
 
     # an available activator: the Service selects it first, then the replicas go and the pods are deleted
     store.create(deployment(names.activator("phi"), ns, names.activator_labels("phi"), 1, owner=owner(store, ns)))
@@ -350,3 +354,37 @@ def test_attack_a_look_alike_activator_never_lets_the_deployment_go_to_zero(setu
         clock.now += 2
     assert store.get("Deployment", ns, "phi")["spec"]["replicas"] == 1
     assert store.get("Service", ns, "phi")["spec"]["selector"] == names.child_labels("phi")
+
+
+def test_a_woken_replica_is_not_sent_back_to_zero_before_the_held_requests_reach_it(setup):
+    """Woken by the activator, the new replica turns ready; its answered-request counter happens to equal the last
+    replica's (here both 0), and the deployment has been idle since before it went to zero. Its first sample must
+    count as activity (the requests held while it started are about to be forwarded to it): it stays for
+    scaleToZeroAfterSeconds from then, instead of going to zero at once."""
+    ns, store, core, metrics = setup
+    model = f"{names.DEPLOYMENT_LABEL}=phi"
+    store.create(deployment(names.activator("phi"), ns, names.activator_labels("phi"), 1, owner=owner(store, ns)))
+    wait_for(lambda: mark_ready(core, ns, f"{names.ACTIVATOR_LABEL}=phi") == 1 and int(
+        (store.get("Deployment", ns, names.activator("phi")).get("status") or {}).get("availableReplicas") or 0),
+        60, "the activator available")
+    wait_for(lambda: mark_ready(core, ns, model) == 1, 60, "the first pod")
+    quick = params(min_replicas=0, max_replicas=3, target_concurrency=1, scale_down_delay_s=5.0,
+                   scale_to_zero_after_s=4.0, period_s=2.0, stable_window_s=10.0, panic_window_s=4.0)
+    store.patch("Deployment", ns, "phi", {"metadata": {"annotations": {params_mod.ANNOTATION: quick.to_annotation()}}})
+    metrics.value, metrics.answered = 0.0, 0.0
+    clock = Clock()
+    scaler = cluster.ClusterScaler(store, [ns], clock=clock)
+    clock.run(scaler, 4, tick_first=True)
+    assert store.get("Deployment", ns, "phi")["spec"]["replicas"] == 0
+    wait_for(lambda: not live_pods(core, ns, model), 60, "the model pod deleted")
+
+    assert cluster.wake(store, ns, "phi") is True
+    clock.run(scaler, 1, tick_first=True)                   # the wake is recorded; the pod is not ready yet
+    wait_for(lambda: mark_ready(core, ns, model) == 1, 60, "the woken pod ready")
+    clock.now += 30                                         # it took a while to start
+    scaler.step()
+    assert store.get("Deployment", ns, "phi")["spec"]["replicas"] == 1
+    clock.run(scaler, 3, tick_first=True)                   # then idle for scaleToZeroAfterSeconds: to zero
+    dep = store.get("Deployment", ns, "phi")
+    assert dep["spec"]["replicas"] == 0
+    assert json.loads(dep["metadata"]["annotations"][names.LAST_SCALING])["reason"].startswith("idle")
