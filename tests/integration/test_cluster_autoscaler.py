@@ -278,19 +278,25 @@ def test_idle_without_an_activator_goes_down_to_one_replica_not_zero(setup):
     assert store.get("Service", ns, "phi")["spec"]["selector"] == names.child_labels("phi")
 
 
+def _available_activator_and_quick_params(store, core, ns, scale_to_zero_after_s):
+    """An available activator, the first model pod ready, and short autoscaling periods with minReplicas 0."""
+    store.create(deployment(names.activator("phi"), ns, names.activator_labels("phi"), 1, owner=owner(store, ns)))
+    wait_for(lambda: mark_ready(core, ns, f"{names.ACTIVATOR_LABEL}=phi") == 1 and int(
+        (store.get("Deployment", ns, names.activator("phi")).get("status") or {}).get("availableReplicas") or 0),
+        60, "the activator available")
+    wait_for(lambda: mark_ready(core, ns, f"{names.DEPLOYMENT_LABEL}=phi") == 1, 60, "the first pod")
+    quick = params(min_replicas=0, max_replicas=3, target_concurrency=1, scale_down_delay_s=5.0,
+                   scale_to_zero_after_s=scale_to_zero_after_s, period_s=2.0, stable_window_s=10.0,
+                   panic_window_s=4.0)
+    store.patch("Deployment", ns, "phi", {"metadata": {"annotations": {params_mod.ANNOTATION: quick.to_annotation()}}})
+
+
 def test_at_zero_without_an_available_activator_one_replica_comes_back(setup):
     """The activator answers a deployment at zero; if it goes (deleted, or no pod available), nothing would answer
     the endpoint nor wake the deployment: the autoscaler brings one replica back and points the Service at it."""
     ns, store, core, metrics = setup
     model = f"{names.DEPLOYMENT_LABEL}=phi"
-    store.create(deployment(names.activator("phi"), ns, names.activator_labels("phi"), 1, owner=owner(store, ns)))
-    wait_for(lambda: mark_ready(core, ns, f"{names.ACTIVATOR_LABEL}=phi") == 1 and int(
-        (store.get("Deployment", ns, names.activator("phi")).get("status") or {}).get("availableReplicas") or 0),
-        60, "the activator available")
-    wait_for(lambda: mark_ready(core, ns, model) == 1, 60, "the first pod")
-    quick = params(min_replicas=0, max_replicas=3, target_concurrency=1, scale_down_delay_s=5.0,
-                   scale_to_zero_after_s=2.0, period_s=2.0, stable_window_s=10.0, panic_window_s=4.0)
-    store.patch("Deployment", ns, "phi", {"metadata": {"annotations": {params_mod.ANNOTATION: quick.to_annotation()}}})
+    _available_activator_and_quick_params(store, core, ns, scale_to_zero_after_s=2.0)
     clock = Clock()
     scaler = cluster.ClusterScaler(store, [ns], clock=clock)
     clock.run(scaler, 3, tick_first=True)
@@ -363,14 +369,7 @@ def test_a_woken_replica_is_not_sent_back_to_zero_before_the_held_requests_reach
     scaleToZeroAfterSeconds from then, instead of going to zero at once."""
     ns, store, core, metrics = setup
     model = f"{names.DEPLOYMENT_LABEL}=phi"
-    store.create(deployment(names.activator("phi"), ns, names.activator_labels("phi"), 1, owner=owner(store, ns)))
-    wait_for(lambda: mark_ready(core, ns, f"{names.ACTIVATOR_LABEL}=phi") == 1 and int(
-        (store.get("Deployment", ns, names.activator("phi")).get("status") or {}).get("availableReplicas") or 0),
-        60, "the activator available")
-    wait_for(lambda: mark_ready(core, ns, model) == 1, 60, "the first pod")
-    quick = params(min_replicas=0, max_replicas=3, target_concurrency=1, scale_down_delay_s=5.0,
-                   scale_to_zero_after_s=4.0, period_s=2.0, stable_window_s=10.0, panic_window_s=4.0)
-    store.patch("Deployment", ns, "phi", {"metadata": {"annotations": {params_mod.ANNOTATION: quick.to_annotation()}}})
+    _available_activator_and_quick_params(store, core, ns, scale_to_zero_after_s=4.0)
     metrics.value, metrics.answered = 0.0, 0.0
     clock = Clock()
     scaler = cluster.ClusterScaler(store, [ns], clock=clock)
