@@ -127,20 +127,26 @@ STORE_LABEL = "foundry.azure.com/store-model"
 
 
 @contextlib.contextmanager
-def cache_volume(node, core, name, size="1Gi"):
-    """A hostPath PersistentVolume of STORE_CLASS in the node's state directory, writable by the pods' uid (65532),
-    for one StoreModel's claim; deleted afterwards. Yields its folder."""
+def cache_volume(node, core, name, size="1Gi", count=3):
+    """`count` hostPath PersistentVolumes of STORE_CLASS in the node's state directory, writable by the pods' uid
+    (65532): one for the test's StoreModel and spares for the others that turning the cache on makes (every
+    deployment of the namespace then uses one, e.g. an earlier module's iris). Deleted afterwards (a bound one goes
+    with its claim). Yields {volume name: its folder}."""
     from pathlib import Path
-    path = Path(node.info_dict["state"]) / name
-    path.mkdir(exist_ok=True)
-    os.chown(path, 65532, 65532)
-    core.create_persistent_volume({"metadata": {"name": name}, "spec": {
-        "capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"], "storageClassName": STORE_CLASS,
-        "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(path), "type": "Directory"}}})
+    volumes = {}
     try:
-        yield path
+        for i in range(count):
+            path = Path(node.info_dict["state"]) / f"{name}-{i}"
+            path.mkdir(exist_ok=True)
+            os.chown(path, 65532, 65532)
+            core.create_persistent_volume({"metadata": {"name": f"{name}-{i}"}, "spec": {
+                "capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"], "storageClassName": STORE_CLASS,
+                "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(path), "type": "Directory"}}})
+            volumes[f"{name}-{i}"] = path
+        yield volumes
     finally:
-        core.delete_persistent_volume(name)
+        for volume in volumes:
+            core.delete_persistent_volume(volume)
 
 
 def cache_values(values, size="1Gi"):
@@ -152,10 +158,12 @@ def cache_values(values, size="1Gi"):
     return values
 
 
-def store_models(node):
+def store_models(node, model):
+    """The StoreModels whose spec.modelName is `model` (other deployments of the namespace have their own)."""
     import kubernetes
     api = kubernetes.client.CustomObjectsApi(kubernetes.config.new_client_from_config(node.info_dict["kubeconfig"]))
-    return api.list_namespaced_custom_object("foundrylocal.azure.com", "v1", NS, "storemodels")["items"]
+    return [s for s in api.list_namespaced_custom_object("foundrylocal.azure.com", "v1", NS, "storemodels")["items"]
+            if s["spec"]["modelName"] == model]
 
 
 @contextlib.contextmanager

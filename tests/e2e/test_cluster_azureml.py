@@ -233,7 +233,8 @@ def test_with_the_model_cache_a_catalog_model_is_downloaded_once_and_a_killed_fe
                     live(node)
                     assert time.monotonic() < deadline, f"not Running after 600 s; {progress}\n{pod_report(core)}"
                     status = net.call(platform.deployment, "qwen-cached", NS)["status"]
-                    assert azure.sig not in json.dumps(status) and azure.sig not in json.dumps(store_models(node))
+                    stored = store_models(node, f"{NAME}:{VERSION}")
+                    assert azure.sig not in json.dumps(status) and azure.sig not in json.dumps(stored)
                     if status["state"] == "Running":
                         break
                     assert status["state"] in (None, "Creating"), status     # None: not reconciled yet
@@ -256,7 +257,7 @@ def test_with_the_model_cache_a_catalog_model_is_downloaded_once_and_a_killed_fe
                 assert any("downloading the model: downloading " in m and "(StoreModel " in m for m in progress), \
                     progress
                 assert any("retrying after: exited with 137" in m for m in progress), progress
-                (sm,) = store_models(node)
+                (sm,) = store_models(node, f"{NAME}:{VERSION}")
                 assert sm["status"]["phase"] == "Available" and sm["status"]["sizeBytes"] == total, sm["status"]
                 phases = sorted(p.status.phase for p in core.list_namespaced_pod(
                     NS, label_selector=f"{STORE_LABEL}={sm['metadata']['name']}").items)
@@ -276,7 +277,8 @@ def test_with_the_model_cache_a_catalog_model_is_downloaded_once_and_a_killed_fe
                     key = net.call(platform.keys, "qwen-cached-2", NS)[0]
                     pieces = net.call(stream_chat, platform, endpoint, key, ALIAS)
                     assert len(pieces) > 1 and "".join(pieces).strip(), pieces
-            wait_for(node, lambda: not store_models(node), 180, "the StoreModel garbage-collected")
+            wait_for(node, lambda: not store_models(node, f"{NAME}:{VERSION}"), 180,
+                     "the StoreModel garbage-collected")
         finally:
             azure.delay = 0
             upgrade_operator(node, core, azure.values)

@@ -33,28 +33,27 @@ def test_two_deployments_of_one_model_fetch_it_once_into_a_shared_volume(node, c
     from foundry_inference import samples
     registry = node.info_dict["registry"]
     push(node, str(samples.prepare("iris-classifier", progress=lambda m: None)), f"{registry}/byo/iris-cache:v1")
-    pv_name = "foundry-e2e-store-pv"
     model = {"custom": {"registry": registry, "repository": "byo/iris-cache", "tag": "v1"}}
-    with cache_volume(node, core, pv_name) as pv_path:
+    with cache_volume(node, core, "foundry-e2e-store-pv") as volumes:
         upgrade_operator(node, core, cache_values(release["values"]))
         try:
-            _two_deployments(node, core, net, platform, model, pv_name, pv_path)
+            _two_deployments(node, core, net, platform, model, f"{registry}/byo/iris-cache:v1", volumes)
         finally:
             upgrade_operator(node, core, release["values"])
 
 
-def _two_deployments(node, core, net, platform, model, pv_name, pv_path):
+def _two_deployments(node, core, net, platform, model, model_id, volumes):
     """a, then b, of one model with the cache on: one StoreModel, one fetch, both answer; gone with both."""
     started = time.monotonic()
     net.call(platform.deploy, "iris-cache-a", model, namespace=NS, workloadType="predictive")
     with deleted_after(net, platform, "iris-cache-a"):
         first = wait_state(node, core, net, platform, "iris-cache-a", "Running", 300)
         NUMBERS["model cache: first deployment create -> Running (s)"] = round(time.monotonic() - started, 1)
-        (sm,) = store_models(node)
+        (sm,) = store_models(node, model_id)
         name = sm["metadata"]["name"]
         assert sm["status"]["phase"] == "Available" and sm["status"]["progress"] == 100, sm["status"]
-        assert core.read_namespaced_persistent_volume_claim(name, NS).spec.volume_name == pv_name
-        assert (pv_path / "model" / ".foundry-artifact").is_file()         # the Job's fetcher wrote it there
+        volume = core.read_namespaced_persistent_volume_claim(name, NS).spec.volume_name
+        assert (volumes[volume] / "model" / ".foundry-artifact").is_file()  # the Job's fetcher wrote it there
 
         started = time.monotonic()
         net.call(platform.deploy, "iris-cache-b", model, namespace=NS, workloadType="predictive")
@@ -62,7 +61,7 @@ def _two_deployments(node, core, net, platform, model, pv_name, pv_path):
             second = wait_state(node, core, net, platform, "iris-cache-b", "Running", 300)
             NUMBERS["model cache: second deployment (cached) create -> Running (s)"] = round(
                 time.monotonic() - started, 1)
-            (sm,) = store_models(node)                                   # still one, now used by both
+            (sm,) = store_models(node, model_id)                         # still one, now used by both
             assert len(sm["metadata"]["ownerReferences"]) == 2, sm["metadata"]
             fetch_pods = core.list_namespaced_pod(NS, label_selector=f"{STORE_LABEL}={name}").items
             assert len(fetch_pods) == 1, pod_report(core)                 # fetched once, for both
@@ -79,7 +78,7 @@ def _two_deployments(node, core, net, platform, model, pv_name, pv_path):
                 key = net.call(platform.keys, dep, NS)[0]
                 assert net.call(platform.predict, endpoint, key)["label_0"] == [0, 1, 2]
     # both deleted: the StoreModel, its Job and its claim go (garbage collector, pvc-protection controller)
-    wait_for(node, lambda: not store_models(node), 180, "the StoreModel garbage-collected")
+    wait_for(node, lambda: not store_models(node, model_id), 180, "the StoreModel garbage-collected")
     wait_for(node, lambda: not core.list_namespaced_persistent_volume_claim(
         NS, label_selector=f"{STORE_LABEL}={name}").items, 180, "the cache's claim deleted")
     wait_for(node, lambda: not core.list_namespaced_pod(NS, label_selector=f"{STORE_LABEL}={name}").items, 180,
