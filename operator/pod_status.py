@@ -38,7 +38,7 @@ def _statuses(pod, field):
     return (pod.get("status") or {}).get(field) or []
 
 
-def _exit(terminated):
+def exit_text(terminated):
     """'exited with 137 (OOMKilled)' from a containerStateTerminated."""
     code, reason = terminated.get("exitCode"), terminated.get("reason")
     text = f"exited with {code}" if code is not None else "exited"
@@ -59,7 +59,7 @@ def _fetch_problem(cs):
     last = message.splitlines()[-1] if message else None
     if last and fetch_log.download_progress(last):
         last = None                 # killed mid-download (the log tail is its progress): the exit says more
-    why = fetch_log.failure_cause(message) or last or _exit(failed)
+    why = fetch_log.failure_cause(message) or last or exit_text(failed)
     return "FetchFailed", f"model fetch failed (attempt {max(1, attempts)}): {why}"
 
 
@@ -79,7 +79,7 @@ def _crash_problem(cs):
         return None
     last = (cs.get("lastState") or {}).get("terminated") or {}
     lines = [line for line in (last.get("message") or "").splitlines() if line.strip()]
-    return "CrashLoopBackOff", (f"{cs.get('name')} keeps exiting ({_exit(last)}, {restarts} restarts)"
+    return "CrashLoopBackOff", (f"{cs.get('name')} keeps exiting ({exit_text(last)}, {restarts} restarts)"
                                 + (f": {lines[-1][:300]}" if lines else ""))
 
 
@@ -120,7 +120,7 @@ def conditions(pods, read_log):
             if count:
                 last = (cs.get("lastState") or {}).get("terminated")
                 restarts.append(f"{name}/{APP_CONTAINER} restarted {count} time(s)"
-                                + (f", last {_exit(last)}" if last else ""))
+                                + (f", last {exit_text(last)}" if last else ""))
     out = []
     if problem:
         out.append({"type": "Progressing", "status": "False", "reason": problem[0],

@@ -22,8 +22,6 @@ from .builders.deployment import FETCH_CONTAINER
 from .pod_status import IMAGE_PULL_REASONS, MESSAGE_LIMIT
 from .status import changed, condition
 
-PHASES = ("Pending", "Storing", "Available", "Error")
-
 
 def _job_condition(job, type_):
     for cond in ((job or {}).get("status") or {}).get("conditions") or []:
@@ -45,8 +43,7 @@ def _failure(pod):
     if cause:
         return cause
     if terminated.get("exitCode") is not None:
-        return f"exited with {terminated['exitCode']}" + (f" ({terminated['reason']})" if terminated.get("reason")
-                                                          else "")
+        return pod_status.exit_text(terminated)
     return (pod.get("status") or {}).get("message") or (pod.get("status") or {}).get("reason") or "the pod failed"
 
 
@@ -155,12 +152,11 @@ class StoreReconciler:
             listed_claim = kids.get(("PersistentVolumeClaim", meta["name"]))
             claim = self._ensure(store_builder.volume_claim(store_model, self.settings), listed_claim, actions)
             job = kids.get(("Job", names.store_job(meta["name"])))
-            if job is not None and listed_claim is None and ("created", "PersistentVolumeClaim", meta["name"]) in \
-                    actions:
-                # the claim was deleted and is new, empty: what the old Job stored went with it
+            stale = job is not None and listed_claim is None and claim is not None and \
+                ("created", "PersistentVolumeClaim", meta["name"]) in actions
+            if stale:       # the claim was deleted and is new, empty: what the old Job stored went with it
                 self._delete(job, actions)
-                job = {**job, "metadata": {**job["metadata"], "deletionTimestamp": "now"}}
-            if job is not None and job["metadata"].get("deletionTimestamp"):
+            if stale or (job is not None and job["metadata"].get("deletionTimestamp")):
                 observed = ("Pending", f"waiting for the previous fetch job {job['metadata']['name']} to be "
                                        "deleted", None, None)
             else:
