@@ -8,11 +8,15 @@ run:
    (no answer at all) and orphan processes counted;
 3. the activator's overhead while a replica is ready (the activator is then only nginx's backup): latency of one
    request to an autoscaled deployment vs a fixed one, interleaved, --requests each;
-4. --ramp: closed-loop chat users (the tiny test model) stepping 1, 2, 4, 8 for --step seconds each, against an
-   autoscaled deployment (1..4 replicas, target 1) and then a fixed single replica: latency p50/p99, the replica
-   count over time, its direction reversals, and the time back to one replica after the load.
+4. --ramp: closed-loop chat users (--ramp-model: the tiny test model or SmolLM2) stepping 1, 2, 4, 8 for --step
+   seconds each, against an autoscaled deployment (1..--max-replicas, target 1) and then a fixed single replica:
+   latency p50/p99, the replica count over time, its direction reversals, and the time back to one replica after
+   the load. --slots N sizes every chat replica (both deployments) as on a node that gives each replica one core:
+   N sequences decoded together, one onnxruntime thread (FOUNDRY_CHAT_MAX_BATCH, FOUNDRY_INTRA_OP_THREADS).
 
     .venv/bin/python benchmarks/bench_autoscale.py [--chat] [--ramp] [--rounds 5] [--cycles 20] [--json out.json]
+    .venv/bin/python benchmarks/bench_autoscale.py --ramp --skip-iris --ramp-model smollm2 --slots 1 \
+        --max-replicas 2 --step 20 --json out.json
 
 Reported in docs/benchmarks.md and docs/autoscaling.md. Needs nginx and Debian's docker-registry; --chat needs the
 converted SmolLM2 in the test model cache (python tests/support/chat_models.py smollm2).
@@ -169,8 +173,9 @@ def overhead(p, auto, fixed, kind, body, n, ca):
             "autoscaled_p99_ms": pct(lat_a, 99) * 1e3, "fixed_p99_ms": pct(lat_f, 99) * 1e3, "requests": n}
 
 
-def ramp(p, auto, fixed, ca, step_s, users=(1, 2, 4, 8)):
-    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 32, "min_tokens": 32}
+def ramp(p, auto, fixed, ca, step_s, max_tokens=32, users=(1, 2, 4, 8)):
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens,
+            "min_tokens": max_tokens}
     out = {}
     for name in (auto, fixed):
         url, key = p.ready(name)
@@ -221,11 +226,17 @@ def main(argv=None):
     parser.add_argument("--chat", action="store_true", help="also SmolLM2 (cold start only)")
     parser.add_argument("--ramp", action="store_true", help="the load ramp (tiny chat model)")
     parser.add_argument("--step", type=float, default=15.0, help="seconds per ramp step")
+    parser.add_argument("--ramp-model", choices=("tiny", "smollm2"), default="tiny")
+    parser.add_argument("--ramp-tokens", type=int, default=32, help="tokens per ramp answer")
+    parser.add_argument("--max-replicas", type=int, default=4, help="the ramp's autoscaled maxReplicas")
+    parser.add_argument("--slots", type=int, help="chat replicas sized to N sequences on one thread")
     parser.add_argument("--skip-iris", action="store_true", help="only what --chat/--ramp ask for")
     parser.add_argument("--data", default=None, help="data directory (default: a temporary one)")
     parser.add_argument("--json", help="write the results here too")
     args = parser.parse_args(argv)
     os.environ.update(FOUNDRY_FETCH_ALLOW_PRIVATE="1", FOUNDRY_FETCH_INSECURE="1", FOUNDRY_LOG_LEVEL="WARNING")
+    if args.slots:                       # inherited by the model servers the node agent starts
+        os.environ.update(FOUNDRY_CHAT_MAX_BATCH=str(args.slots), FOUNDRY_INTRA_OP_THREADS="1")
     import tempfile
     data = Path(args.data or tempfile.mkdtemp(prefix="bench-autoscale-")) / "data"
     iris = models.iris_logreg()
@@ -238,12 +249,12 @@ def main(argv=None):
     results = {}
     try:
         registry.push_model({"iris.onnx": Path(iris.path).read_bytes()}, repository="models/iris", tag="v1")
-        if args.chat:
+        if args.chat or args.ramp_model == "smollm2":
             from tests.support.chat_models import smollm2_model
             folder = Path(smollm2_model())
             registry.push_model({f.name: f.read_bytes() for f in folder.iterdir() if f.is_file() and f.name[0] != "."},
                                 repository="models/smollm2", tag="v1")
-        if args.ramp:
+        if args.ramp and args.ramp_model == "tiny":
             from tests.support.chat_models import tiny_chat_model
             folder = Path(tiny_chat_model())
             registry.push_model({f.name: f.read_bytes() for f in folder.iterdir() if f.is_file() and f.name[0] != "."},
@@ -258,13 +269,17 @@ def main(argv=None):
             p.deploy("chat-zero", "models/smollm2", "generative", 5000, ZERO)
             p.deploy("chat-fixed", "models/smollm2", "generative", 5000)
         if args.ramp:
-            p.deploy("tiny-auto", "models/tiny", "generative", 5000,
-                     {"minReplicas": 1, "maxReplicas": 4, "targetConcurrency": 1, "scaleDownDelaySeconds": 5})
-            p.deploy("tiny-fixed", "models/tiny", "generative", 5000)
+            repository = f"models/{args.ramp_model}"
+            p.deploy("ramp-auto", repository, "generative", 5000, {
+                "minReplicas": 1, "maxReplicas": args.max_replicas, "targetConcurrency": 1, "scaleDownDelaySeconds": 5})
+            p.deploy("ramp-fixed", repository, "generative", 5000)
         try:
             if args.ramp:
                 print("ramp", file=sys.stderr, flush=True)
-                results["ramp"] = ramp(p, "tiny-auto", "tiny-fixed", ca, args.step)
+                results["ramp"] = ramp(p, "ramp-auto", "ramp-fixed", ca, args.step, args.ramp_tokens)
+                results["ramp"]["setup"] = {"model": args.ramp_model, "slots": args.slots,
+                                            "max_replicas": args.max_replicas, "step_s": args.step,
+                                            "tokens": args.ramp_tokens}
             if not args.skip_iris:
                 print("cold start, iris", file=sys.stderr, flush=True)
                 results["iris_cold_start"] = cold_starts(p, "iris-zero", "iris-fixed", "predictive", predict,

@@ -62,8 +62,8 @@ def deployment(owner, spec, resolved, settings, params, *, tls_secret_name, conf
         "automountServiceAccountToken": True,      # it wakes the Deployment through the apiserver
         "enableServiceLinks": False,
         "securityContext": model_pod.pod_security_context(),
-        "containers": [_container(owner, spec, resolved, settings, auth_mode, params, replicas_ip),
-                       model_pod.tls_proxy(settings)],
+        "containers": model_pod.drain([_container(owner, spec, resolved, settings, auth_mode, params, replicas_ip),
+                                       model_pod.tls_proxy(settings)]),
         "volumes": volumes,
     }
     return {

@@ -311,6 +311,15 @@ def volumes(owner, spec, resolved, settings, tls_secret_name, auth_mode, store=N
 DRAIN_S = 3
 
 
+def drain(containers):
+    """A pod that is deleted (scaled in, rolled by an update, drained) keeps serving for DRAIN_S before its
+    containers get SIGTERM: the routes to it (the Service's endpoints in every node's kube-proxy, the activator's
+    `<name>-replicas`) outlive it for a moment, and a connection sent there must still be answered. Returns them."""
+    for container in containers:
+        container["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(DRAIN_S)]}}}
+    return containers
+
+
 def deployment(owner, spec, resolved, settings, *, tls_secret_name, config_hash, auth_mode, store=None):
     """The model Deployment. `store`: the name of an Available StoreModel holding the model (its pods mount that
     volume and fetch nothing), else None (each pod fetches into its own emptyDir)."""
@@ -319,11 +328,7 @@ def deployment(owner, spec, resolved, settings, *, tls_secret_name, config_hash,
                   tls_proxy(settings, 1 if spec.autoscaling else 5)]
     if resolved.runtime == "vllm":
         containers.append(auth_proxy(owner, spec, resolved, settings, auth_mode))
-    if spec.autoscaling:
-        # a replica the autoscaler removes keeps serving for DRAIN_S after its deletion: the routes to it (the
-        # Service's endpoints in kube-proxy, the activator's `<name>-replicas`) outlive it for a moment
-        for container in containers:
-            container["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(DRAIN_S)]}}}
+    drain(containers)
     pod = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,     # a namespace with a thousand Services would otherwise bloat every pod's env

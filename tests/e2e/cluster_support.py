@@ -90,8 +90,28 @@ def expose(core, net, namespace, endpoint):
     return endpoint
 
 
+PLATFORM_PODS = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component in (operator,control-plane)"
+
+
+def platform_rolled_out(core):
+    """The release's operator and control plane both rolled out: each Deployment's pods are of its current template
+    and Ready, and no pod of an older one is left (terminating included). Then the control plane's Service reaches
+    only the current pods."""
+    import kubernetes
+    apps = kubernetes.client.AppsV1Api(core.api_client)
+    for dep in apps.list_namespaced_deployment(NS, label_selector=PLATFORM_PODS).items:
+        st, want = dep.status, dep.spec.replicas
+        if (st.observed_generation or 0) < dep.metadata.generation or not (
+                st.updated_replicas == st.ready_replicas == st.replicas == want):
+            return False
+    pods = core.list_namespaced_pod(NS, label_selector=PLATFORM_PODS).items
+    return len(pods) == 2 and not any(p.metadata.deletion_timestamp for p in pods) and pods_ready(
+        core, NS, PLATFORM_PODS)
+
+
 def upgrade_operator(node, core, values):
-    """helm upgrade; returns once the operator runs in a new pod (its configuration changed)."""
+    """helm upgrade; returns once the operator runs in a new pod (its configuration changed) and the platform has
+    rolled out (the control plane too, when the values changed its settings)."""
     from tests.support import helm
     selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
     before = {p.metadata.name for p in core.list_namespaced_pod(NS, label_selector=selector).items}
@@ -99,8 +119,42 @@ def upgrade_operator(node, core, values):
 
     def replaced():
         pods = core.list_namespaced_pod(NS, label_selector=selector).items
-        return (len(pods) == 1 and pods[0].metadata.name not in before and pods_ready(core, NS, selector))
-    wait_for(node, replaced, 300, "the operator to run in a new pod after the upgrade")
+        return (len(pods) == 1 and pods[0].metadata.name not in before and platform_rolled_out(core))
+    wait_for(node, replaced, 300, "the operator to run in a new pod after the upgrade, the platform rolled out")
+
+
+@contextlib.contextmanager
+def answered_throughout(net, platform, interval=0.05):
+    """Calls the control plane through its Service (a keyed list, each on a fresh connection: a new kube-proxy
+    choice every time) every `interval` s while the block runs, in the cluster's network namespace. Yields a dict:
+    'answered' (200s) and 'failed' (anything else: a status, a reset, a connect timeout of 3 s)."""
+    import threading
+
+    import requests
+    seen, stop = {"answered": 0, "failed": []}, threading.Event()
+    url = f"{platform.url}/api/v1/namespaces/{NS}/deployments"
+    headers = dict(platform.admin.headers)
+
+    def poll():
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                with requests.Session() as fresh:
+                    got = fresh.get(url, headers=headers, timeout=(3, 10))
+                if got.status_code == 200:
+                    seen["answered"] += 1
+                else:
+                    seen["failed"].append(f"{got.status_code} {got.text[:200]}")
+            except requests.RequestException as exc:
+                seen["failed"].append(f"{type(exc).__name__} after {time.monotonic() - started:.1f} s: {exc}")
+            stop.wait(interval)
+    poller = threading.Thread(target=net.call, args=(poll,), daemon=True)
+    poller.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        poller.join(30)
 
 
 def push(node, *args):

@@ -22,11 +22,13 @@ from tests.e2e.cluster_support import (
     NS,
     NUMBERS,
     RELEASE,
+    answered_throughout,
     children,
     deleted_after,
     expose,
     fetched_from,
     live,
+    platform_rolled_out,
     pods_ready,
     prerequisites,
     push,
@@ -309,13 +311,17 @@ def test_delete_upgrade_and_uninstall_leave_nothing_behind(node, core, net, plat
 
     before = {p.metadata.name for p in core.list_namespaced_pod(NS).items}
     values = {**release["values"], "operator": {"logLevel": "debug"}, "api": {"logLevel": "debug"}}
-    helm.upgrade(info["kubeconfig"], values, release=RELEASE, namespace=NS, timeout=300)
+    # the control plane answers throughout its rolling update: its old pod drains (docs/install.md "Upgrade")
+    with answered_throughout(net, platform) as seen:
+        helm.upgrade(info["kubeconfig"], values, release=RELEASE, namespace=NS, timeout=300)
 
-    def rolled():
-        pods = pods_ready(core, NS) or []
-        names = {p.metadata.name for p in pods}
-        return len(pods) == 2 and not (names & before) and names
-    wait_for(node, rolled, 300, "the platform pods to be replaced by the upgrade")
+        def rolled():
+            names = {p.metadata.name for p in core.list_namespaced_pod(NS).items}
+            return platform_rolled_out(core) and not (names & before) and names
+        wait_for(node, rolled, 300, "the platform pods to be replaced by the upgrade")
+        time.sleep(2)
+    print(f"\ncontrol plane during the upgrade: {seen['answered']} answered", flush=True)
+    assert not seen["failed"] and seen["answered"] > 20, seen
 
     helm.uninstall(info["kubeconfig"], release=RELEASE, namespace=NS)
     api = kubernetes.config.new_client_from_config(info["kubeconfig"])

@@ -109,11 +109,13 @@ def test_resources_are_left_to_the_admin_by_default(defaults):
     assert out.container(OPERATOR)["resources"] == {"requests": {"cpu": "50m", "memory": "128Mi"}}
 
 
-def test_control_plane_probes(defaults):
+def test_control_plane_probes_and_drain(defaults):
     cp = defaults.container(API)
     assert cp["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert cp["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert cp["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # a replaced pod answers while kube-proxy takes it out of the Service (the rolling update never gaps)
+    assert cp["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", "3"]}}}
 
 
 # --- the operator's configuration ---------------------------------------------------------------------------------

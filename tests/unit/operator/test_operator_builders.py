@@ -375,8 +375,8 @@ def test_scale_to_zero_deployment_gets_its_activator_and_replicas_service_matchi
     assert (server["readinessProbe"]["periodSeconds"], server["readinessProbe"]["failureThreshold"]) == (1, 15)
     sidecar = model["spec"]["template"]["spec"]["containers"][1]          # the pod is Ready only with it
     assert sidecar["name"] == "tls-proxy" and sidecar["readinessProbe"]["periodSeconds"] == 1
-    # a removed replica keeps serving while the routes to it catch up (every container: nginx and the server)
-    for container in (server, sidecar):
+    # a removed replica (or activator) keeps serving while the routes to it catch up (every container)
+    for container in (server, sidecar, *pod["spec"]["containers"]):
         assert container["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", "3"]}}}
     # the same certificate, nginx config and keys as the model pods; its own least-privilege identity
     model_vols = {v["name"]: v for v in model["spec"]["template"]["spec"]["volumes"]}
@@ -406,4 +406,6 @@ def test_no_activator_without_the_replicas_address_with_replicas_kept_or_in_embe
     server = next(c for c in fixed if c["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert server["startupProbe"]["periodSeconds"] == 10 and server["readinessProbe"]["periodSeconds"] == 5
     sidecar = next(c for c in fixed if c["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][1]
-    assert sidecar["readinessProbe"]["periodSeconds"] == 5 and "lifecycle" not in sidecar
+    assert sidecar["readinessProbe"]["periodSeconds"] == 5
+    # a fixed deployment's pod replaced by a rolling update drains as well
+    assert server["lifecycle"] == sidecar["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", "3"]}}}
