@@ -54,7 +54,8 @@ def main():
             ("first request at zero p50 / p95 / max (s)", f"{cold['p50']:.2f} / {cold['p95']:.2f} / {cold['max']:.2f}"),
             ("ready replica p50 / p95 (s), same run", f"{warm['p50']:.3f} / {warm['p95']:.3f}"),
             ("cold p50 / ready p50", f"{cold['p50'] / warm['p50']:.0f}x" if warm["p50"] else "-"),
-            ("answered -> at zero again, p50 (s)", found["to_zero_s"]["p50"]),
+            ("last answer -> at zero again, no model pod left, p50 / p95 (s)",
+             " / ".join(f"{v:.1f}" if v is not None else "-" for v in found["to_zero_s"].values())),
             ("whole run, cluster up included (s)", round(took))]
     for label, value in rows:
         print(f"{label:<75} {value}")
