@@ -249,7 +249,7 @@ def main(argv=None):
     results = {}
     try:
         registry.push_model({"iris.onnx": Path(iris.path).read_bytes()}, repository="models/iris", tag="v1")
-        if args.chat or args.ramp_model == "smollm2":
+        if args.chat or (args.ramp and args.ramp_model == "smollm2"):
             from tests.support.chat_models import smollm2_model
             folder = Path(smollm2_model())
             registry.push_model({f.name: f.read_bytes() for f in folder.iterdir() if f.is_file() and f.name[0] != "."},
