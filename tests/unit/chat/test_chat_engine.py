@@ -2,6 +2,7 @@
 exactly (also against onnxruntime-genai's own Generator), cancellation, n, seeds, stops, bias, grammars."""
 import asyncio
 import json
+import threading
 import time
 
 import numpy as np
@@ -129,13 +130,31 @@ def test_n_choices_and_seeds(tiny_engine):
     assert run(collect(tiny_engine, other))[0][0] != first[0]
 
 
-def test_cancel_stops_generation_and_frees_the_slot(tiny_engine):
+def test_cancel_stops_generation_and_frees_the_slot(tiny_engine, monkeypatch):
+    """The engine stops a choice at the first step after the cancel reaches it. The tiny model makes a token in
+    ~0.2 ms, faster than a busy event loop reads them, so the engine holds after GATE steps until the cancel is
+    queued: how many tokens were made then no longer depends on the machine's load."""
+    gate, cancel_queued, steps = 8, threading.Event(), []
+    original_step, original_cancel = tiny_engine._decode_step, tiny_engine._cancel
+
+    def gated_step():
+        original_step()
+        steps.append(1)
+        if len(steps) >= gate:
+            assert cancel_queued.wait(timeout=60), "the cancel never reached the engine"
+
+    def cancel(gen):
+        original_cancel(gen)
+        cancel_queued.set()
+    monkeypatch.setattr(tiny_engine, "_decode_step", gated_step)
+    monkeypatch.setattr(tiny_engine, "_cancel", cancel)
     no_eos = tuple((t, -100.0) for t in tiny_engine.eos_ids)
     request = GenerationRequest(prompt_ids=ids_for(tiny_engine, PROMPTS[3]),
                                 max_new_tokens=tiny_engine.context_length, sampling=SamplingParams(logit_bias=no_eos))
     texts, (done,) = run(collect(tiny_engine, request, cancel_after=3))
-    # the tiny model makes a token in ~0.2 ms, so a few more arrive before the cancel lands; far from the limit
-    assert done.finish_reason == "cancelled" and done.completion_tokens < 100
+    assert done.finish_reason == "cancelled"
+    assert 3 <= done.completion_tokens <= gate + 1, "a step ran after the cancel was queued"
+    assert len(steps) <= gate
     assert tiny_engine.stats() == {"running": 0, "waiting": 0}
 
 
