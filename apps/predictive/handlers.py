@@ -119,7 +119,8 @@ class PredictHandler(AuthMixin, PredictiveBase):
         rendering = time.perf_counter()
         answer = service.render(outputs, start, stop, inference_ms)
         service.metrics.observe_stages(decoded, inference_ms / 1000.0, time.perf_counter() - rendering)
-        self.finish(answer)
+        self._uncount()                 # before answering, as the httptools front end does: once the client has
+        self.finish(answer)             # its answer, the request is no longer counted in flight
 
     def on_connection_close(self):
         pending = self._pending
