@@ -251,14 +251,10 @@ def main(argv=None):
         registry.push_model({"iris.onnx": Path(iris.path).read_bytes()}, repository="models/iris", tag="v1")
         if args.chat or (args.ramp and args.ramp_model == "smollm2"):
             from tests.support.chat_models import smollm2_model
-            folder = Path(smollm2_model())
-            registry.push_model({f.name: f.read_bytes() for f in folder.iterdir() if f.is_file() and f.name[0] != "."},
-                                repository="models/smollm2", tag="v1")
+            registry.push_folder(smollm2_model(), "models/smollm2")
         if args.ramp and args.ramp_model == "tiny":
             from tests.support.chat_models import tiny_chat_model
-            folder = Path(tiny_chat_model())
-            registry.push_model({f.name: f.read_bytes() for f in folder.iterdir() if f.is_file() and f.name[0] != "."},
-                                repository="models/tiny", tag="v1")
+            registry.push_folder(tiny_chat_model(), "models/tiny")
         p = Platform(data, registry)
         ca = str(data / "tls" / "ca.crt")
         if not args.skip_iris:

@@ -242,9 +242,7 @@ def test_restart_during_a_scale_up_leaves_one_replica_and_answers_or_refuses_hel
 
 def tiny_chat(reg, name="tiny", **scaling):
     from tests.support.chat_models import require, tiny_chat_model
-    tiny = Path(require(tiny_chat_model))
-    reg.server.push_model({f.name: f.read_bytes() for f in tiny.iterdir() if f.is_file() and f.name[0] != "."},
-                          repository="models/tiny", tag="v1")
+    reg.server.push_folder(require(tiny_chat_model), "models/tiny")
     chat = byo(name, reg, autoscaling=scaling or SCALING)
     chat["spec"].update(workloadType="generative", port=5000)
     chat["spec"]["model"]["custom"]["repository"] = "models/tiny"

@@ -43,8 +43,7 @@ def test_prometheus_scrapes_the_keyless_metrics_port_of_an_embedded_deployment(t
     thread = threading.Thread(target=run_embedded, args=(store, data, stop, settings(NS)), daemon=True)
     prom = None
     with Registry(files={"iris.onnx": Path(built.path).read_bytes()}) as reg:
-        reg.server.push_model({f.name: f.read_bytes() for f in tiny.iterdir() if f.is_file() and f.name[0] != "."},
-                              repository="models/tiny", tag="v1")
+        reg.server.push_folder(tiny, "models/tiny")
         thread.start()
         try:
             store.create(creds())

@@ -19,6 +19,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+from pathlib import Path
 
 import requests
 
@@ -186,6 +187,11 @@ class DockerRegistry:
         finally:
             os.chdir(cwd)
             shutil.rmtree(work, ignore_errors=True)
+
+    def push_folder(self, folder, repository, tag="v1"):
+        """push_model with a model folder's files (hidden ones left out); returns the target."""
+        files = {f.name: f.read_bytes() for f in Path(folder).iterdir() if f.is_file() and f.name[0] != "."}
+        return self.push_model(files, repository, tag)
 
     def manifest(self, repository, tag):
         auth = (self.username, self.password) if self.username else None

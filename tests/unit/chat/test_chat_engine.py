@@ -132,7 +132,7 @@ def test_n_choices_and_seeds(tiny_engine):
 
 def test_cancel_stops_generation_and_frees_the_slot(tiny_engine, monkeypatch):
     """The engine stops a choice at the first step after the cancel reaches it. The tiny model makes a token in
-    ~0.2 ms, faster than a busy event loop reads them, so the engine holds after GATE steps until the cancel is
+    ~0.2 ms, faster than a busy event loop reads them, so the engine holds after `gate` steps until the cancel is
     queued: how many tokens were made then no longer depends on the machine's load."""
     gate, cancel_queued, steps = 8, threading.Event(), []
     original_step, original_cancel = tiny_engine._decode_step, tiny_engine._cancel
